@@ -1,0 +1,76 @@
+//! Names and fixed geometry of the kernel maps. Names are limited to 15 bytes by the kernel.
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM: &str = "api_shield";
+
+pub const CONFIG: &str = "CONFIG";
+pub const COUNTERS: &str = "COUNTERS";
+pub const ORIGIN_COUNTERS: &str = "ORIGIN_COUNTERS";
+pub const V4_TBL24: &str = "V4_TBL24";
+pub const V4_TBL8: &str = "V4_TBL8";
+pub const RULES: &str = "RULES";
+pub const V6_FILTER: &str = "V6_FILTER";
+pub const V6_LIST: &str = "V6_LIST";
+pub const PORTS: &str = "PORTS";
+pub const BUCKETS: &str = "BUCKETS";
+pub const OFFENDERS: &str = "OFFENDERS";
+pub const AUTO_BLOCKS: &str = "AUTO_BLOCKS";
+pub const EVENTS: &str = "EVENTS";
+pub const EVENT_STATE: &str = "EVENT_STATE";
+
+/// Every map the program owns, in pin order.
+pub const ALL: [&str; 14] = [
+    CONFIG,
+    COUNTERS,
+    ORIGIN_COUNTERS,
+    V4_TBL24,
+    V4_TBL8,
+    RULES,
+    V6_FILTER,
+    V6_LIST,
+    PORTS,
+    BUCKETS,
+    OFFENDERS,
+    AUTO_BLOCKS,
+    EVENTS,
+    EVENT_STATE,
+];
+
+/// The IPv4 table is DIR-24-8: a first level indexed by the top 24 bits of the source.
+pub const TBL24_SLOTS: u32 = 1 << 24;
+/// Each second-level group resolves the last 8 bits of one /24.
+pub const TBL8_GROUP_SLOTS: u32 = 256;
+/// Array elements are padded to 8 bytes by the kernel, so table entries (u32) are stored in
+/// pairs: one element holds two consecutive slots and no memory is wasted.
+pub const ENTRIES_PER_ELEMENT: u32 = 2;
+/// The IPv4 tables exist twice: a bulk rebuild fills the copy packets do not read, then one
+/// config write flips `active_table`.
+pub const TABLE_COPIES: u32 = 2;
+/// Elements of one copy of the first level.
+pub const TBL24_ELEMENTS_PER_COPY: u32 = TBL24_SLOTS / ENTRIES_PER_ELEMENT;
+/// Elements per second-level group.
+pub const TBL8_ELEMENTS_PER_GROUP: u32 = TBL8_GROUP_SLOTS / ENTRIES_PER_ELEMENT;
+
+/// The IPv6 negative filter: one bit per /24 of IPv6 space that holds any list entry, so a
+/// clean IPv6 packet costs one array lookup instead of an LPM trie walk.
+pub const V6_FILTER_BITS: u32 = 1 << 24;
+pub const V6_FILTER_WORDS: u32 = V6_FILTER_BITS / 64;
+/// Bits of an IPv6 address that index the filter.
+pub const V6_FILTER_PREFIX: u32 = 24;
+
+/// Destination ports in rate-limit scope, as a bitmap of 32-bit words.
+pub const PORT_WORDS: u32 = 65_536 / 32;
+
+/// Origins (lists, feeds, the CLI, the kernel itself) that get their own drop counter.
+pub const MAX_ORIGINS: u32 = 256;
+
+/// Default capacities; the daemon overrides them from its config at load time.
+pub const DEFAULT_TBL8_GROUPS: u32 = 8_192;
+pub const DEFAULT_RULES: u32 = 65_536;
+pub const DEFAULT_V6_ENTRIES: u32 = 262_144;
+pub const DEFAULT_SKETCH_WIDTH: u32 = 65_536;
+pub const DEFAULT_OFFENDERS: u32 = 65_536;
+pub const DEFAULT_AUTO_BLOCKS: u32 = 65_536;
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// The sketch of token buckets has two rows.
+pub const SKETCH_ROWS: u32 = 2;

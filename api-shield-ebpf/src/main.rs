@@ -1,0 +1,34 @@
+//! The api-shield XDP program: parse, then allow / block / rate-limit each packet.
+#![no_std]
+#![no_main]
+
+mod counters;
+mod cursor;
+mod decide;
+mod headers;
+mod lists;
+mod maps;
+mod parse;
+mod ratelimit;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+
+#[xdp]
+pub fn api_shield(ctx: XdpContext) -> u32 {
+    decide::run(&ctx)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic, so this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// Keeps the action constants in one place for the other modules.
+pub(crate) const XDP_PASS: u32 = xdp_action::XDP_PASS;
+pub(crate) const XDP_DROP: u32 = xdp_action::XDP_DROP;

@@ -1,0 +1,4 @@
+//! The api-shield daemon and CLI, as a library the binary and the tests share.
+
+/// The XDP object, built by `build.rs` and embedded so the binary is self-contained.
+pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("API_SHIELD_BPF_OBJ"));
