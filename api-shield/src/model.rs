@@ -1,0 +1,35 @@
+//! The decision model shared by the store, the kernel tables, the control protocol and the CLI.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// What a list entry does to a matching source. Allow wins over block, whatever the prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allow,
+    Block,
+}
+
+/// One decision: an address or prefix, what to do with it, who decided, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Normalised: host bits are zero (`198.18.0.7/24` is refused at parse time, not masked).
+    pub net: IpNet,
+    pub action: Action,
+    /// Who decided: `cli`, a list name, a feed, `gateway`, `kernel`.
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Wall-clock creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Wall-clock expiry, Unix milliseconds; `None` never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Decision {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+}
