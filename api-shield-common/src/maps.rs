@@ -2,6 +2,8 @@
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM: &str = "api_shield";
+/// Name of the minimal drop-everything program benchmarks compare against.
+pub const BASELINE_PROGRAM: &str = "baseline_drop";
 
 pub const CONFIG: &str = "CONFIG";
 pub const COUNTERS: &str = "COUNTERS";

@@ -27,7 +27,7 @@ pub const FAMILY_V4: u32 = 4;
 pub const FAMILY_V6: u32 = 6;
 
 /// A source as rate limiting sees it: the address masked to the configured prefix.
-/// IPv4 uses `addr[0]` (network byte order), the other words are zero.
+/// Words hold the address as host-order integers (IPv4 in `addr[0]`, the rest zero).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct RateKey {

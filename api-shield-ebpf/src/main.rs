@@ -18,6 +18,13 @@ pub fn api_shield(ctx: XdpContext) -> u32 {
     decide::run(&ctx)
 }
 
+/// The cheapest possible XDP program: the yardstick the benchmarks divide by. Loaded only by
+/// the benchmarks; the daemon never attaches it.
+#[xdp]
+pub fn baseline_drop(_ctx: XdpContext) -> u32 {
+    XDP_DROP
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 
 /// Userspace fills the big tables through `mmap`, not one syscall per entry.
-const MMAPABLE: u32 = BPF_F_MMAPABLE as u32;
+const MMAPABLE: u32 = BPF_F_MMAPABLE;
 
 #[map]
 pub static CONFIG: Array<ShieldConfig> = Array::with_max_entries(1, 0);
@@ -39,7 +39,7 @@ pub static V4_TBL8: Array<[u32; 2]> = Array::with_max_entries(
 );
 
 #[map]
-pub static RULES: Array<Rule> = Array::with_max_entries(DEFAULT_RULES, 0);
+pub static RULES: Array<Rule> = Array::with_max_entries(DEFAULT_RULES, MMAPABLE);
 
 #[map]
 pub static V6_FILTER: Array<u64> = Array::with_max_entries(V6_FILTER_WORDS, MMAPABLE);

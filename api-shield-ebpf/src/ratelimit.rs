@@ -176,7 +176,7 @@ fn strike(cfg: &ShieldConfig, key: &RateKey, now: u64, a: &mut BucketSlot, b: &m
                 strikes: 1,
                 _pad: 0,
             };
-            let _ = OFFENDERS.insert(key, &fresh, BPF_ANY as u64);
+            let _ = OFFENDERS.insert(key, fresh, BPF_ANY as u64);
             1
         }
     };
@@ -187,7 +187,7 @@ fn strike(cfg: &ShieldConfig, key: &RateKey, now: u64, a: &mut BucketSlot, b: &m
         expires_at_ns: now + cfg.autoblock_ttl_ns,
         created_ns: now,
     };
-    if AUTO_BLOCKS.insert(key, &block, BPF_ANY as u64).is_err() {
+    if AUTO_BLOCKS.insert(key, block, BPF_ANY as u64).is_err() {
         count(verdict::AUTO_BLOCK_FULL, 0);
         return;
     }

@@ -3,4 +3,15 @@
 /// The XDP object, built by `build.rs` and embedded so the binary is self-contained.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("API_SHIELD_BPF_OBJ"));
 
+pub mod audit;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod decisions;
+pub mod kernel;
+pub mod lockout;
 pub mod model;
+pub mod parse;
+pub mod table;

@@ -1,1 +1,85 @@
-fn main() {}
+//! `cargo xtask`: set up the machine, build, test, bench and demo api-shield.
+
+mod bench;
+mod build_cmd;
+mod demo;
+mod flood;
+mod lab;
+mod setup;
+mod test;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::{path::PathBuf, process::ExitCode};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Build, test, bench and demo api-shield")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (Debian packages, bpf-linker) and mount bpffs; needs root
+    Setup,
+    /// Set up, then build target/release/api-shield with the XDP object embedded
+    Build {
+        /// Build the debug profile (target/debug/api-shield) instead
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Set up, then fmt check, clippy, build and every test of the workspace
+    Test,
+    /// A live demo in network namespaces: a legit client, an attacker, the shield between
+    Demo {
+        /// How long the traffic runs
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Use this api-shield binary instead of building one
+        #[arg(long, hide = true)]
+        bin: Option<PathBuf>,
+    },
+    /// Benchmarks
+    Bench {
+        #[command(subcommand)]
+        which: bench::Bench,
+    },
+    /// A bounded UDP flood (run inside the attacker's namespace by the demo)
+    #[command(hide = true)]
+    Flood(flood::Args),
+    /// Create the demo lab, check it forwards, tear it down and check nothing is left
+    #[command(hide = true)]
+    LabSmoke {
+        /// Keep the lab up this many seconds before tearing it down (to try Ctrl-C)
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build { debug } => {
+            let bin = build_cmd::build(debug)?;
+            println!("built {}", bin.display());
+            Ok(())
+        }
+        Cmd::Test => test::test(),
+        Cmd::Demo { seconds, bin } => demo::demo(seconds, bin),
+        Cmd::Bench { which } => bench::bench(which),
+        Cmd::Flood(args) => flood::flood(&args),
+        Cmd::LabSmoke { hold } => lab::smoke(hold),
+    }
+}

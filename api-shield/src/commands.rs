@@ -1,0 +1,214 @@
+//! What each CLI verb does. Client verbs validate their input locally first (so a typo is
+//! reported with exit code 2 even when the daemon is down) and then ask the daemon.
+
+use crate::cli::{Cli, Command, LogFormat, XdpMode};
+use crate::config::load_config;
+use crate::control::{self, Request, Response, protocol::EXIT_REFUSED};
+use crate::daemon::{self, RunOptions};
+use crate::kernel::loader::{self, AttachMode};
+use crate::parse::{parse_duration, parse_net};
+use serde_json::Value;
+use std::process::ExitCode;
+
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let socket = cli.socket;
+    match cli.command {
+        Command::Run(args) => {
+            init_tracing(args.log_format);
+            let opts = RunOptions {
+                iface: args.iface,
+                config_path: args.config,
+                attach_mode: match args.xdp_mode {
+                    XdpMode::Auto => AttachMode::Auto,
+                    XdpMode::Native => AttachMode::Native,
+                    XdpMode::Skb => AttachMode::Skb,
+                },
+                socket,
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => return fail(1, &format!("starting the runtime: {e}")),
+            };
+            match runtime.block_on(daemon::run(opts, std::future::pending())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, &format!("{e:#}")),
+            }
+        }
+        Command::Detach(args) => {
+            let config = match args.config.as_deref().map(load_config).transpose() {
+                Ok(c) => c.unwrap_or_default(),
+                Err(e) => return fail(EXIT_REFUSED, &e.to_string()),
+            };
+            match loader::detach(&args.iface, &config.pin_root) {
+                Ok(true) => {
+                    println!("detached api-shield from {} (snapshot kept)", args.iface);
+                    ExitCode::SUCCESS
+                }
+                Ok(false) => {
+                    println!("api-shield was not attached to {}", args.iface);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &e.to_string()),
+            }
+        }
+        Command::CheckConfig(args) => match load_config(&args.file) {
+            Ok(_) => {
+                println!("{}: valid", args.file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_REFUSED, &e.to_string()),
+        },
+        Command::Status(o) => ask(&socket, &Request::Status, o.json, print_status),
+        Command::Stats(o) => ask(&socket, &Request::Stats, o.json, print_stats),
+        Command::List(l) => ask(
+            &socket,
+            &Request::List {
+                action: l.kind.map(Into::into),
+            },
+            l.json,
+            print_list,
+        ),
+        Command::Block(b) => {
+            let ttl_secs = match b.ttl.as_deref().map(parse_duration).transpose() {
+                Ok(d) => d.map(|d| d.as_secs().max(1)),
+                Err(e) => return fail(EXIT_REFUSED, &format!("invalid --ttl: {e}")),
+            };
+            if let Err(code) = check_addrs(&b.addrs) {
+                return code;
+            }
+            let req = Request::Block {
+                nets: b.addrs,
+                ttl_secs,
+                reason: b.reason,
+                force: b.force,
+            };
+            ask(&socket, &req, false, print_change)
+        }
+        Command::Unblock(a) => change(&socket, a.addrs, |nets| Request::Unblock { nets }),
+        Command::Allow(a) => change(&socket, a.addrs, |nets| Request::Allow { nets }),
+        Command::Unallow(a) => change(&socket, a.addrs, |nets| Request::Unallow { nets }),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("api-shield: {message}");
+    ExitCode::from(code)
+}
+
+fn check_addrs(addrs: &[String]) -> Result<(), ExitCode> {
+    let errors: Vec<String> = addrs
+        .iter()
+        .filter_map(|a| parse_net(a).err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(
+            EXIT_REFUSED,
+            &format!(
+                "invalid address: {}; nothing was applied",
+                errors.join("; ")
+            ),
+        ))
+    }
+}
+
+fn change(
+    socket: &std::path::Path,
+    addrs: Vec<String>,
+    make: impl FnOnce(Vec<String>) -> Request,
+) -> ExitCode {
+    if let Err(code) = check_addrs(&addrs) {
+        return code;
+    }
+    ask(socket, &make(addrs), false, print_change)
+}
+
+fn ask(socket: &std::path::Path, req: &Request, json: bool, human: fn(&Value)) -> ExitCode {
+    match control::request(socket, req) {
+        Ok(Response::Ok { body }) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+            } else {
+                human(&body);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { code, message }) => fail(code.exit_code(), &message),
+        Err(e) => fail(e.exit_code(), &e.to_string()),
+    }
+}
+
+fn print_change(body: &Value) {
+    println!("{}", serde_json::to_string(body).unwrap_or_default());
+}
+
+fn print_status(body: &Value) {
+    if let Value::Object(map) = body {
+        for (k, v) in map {
+            println!("{k:>28}: {v}");
+        }
+    }
+}
+
+fn print_stats(body: &Value) {
+    println!("{:<20} {:>14} {:>16}", "verdict", "packets", "bytes");
+    for section in ["verdicts", "details", "origins"] {
+        if let Some(Value::Object(map)) = body.get(section) {
+            if section != "verdicts" {
+                println!("-- {section}");
+            }
+            for (name, c) in map {
+                println!("{name:<20} {:>14} {:>16}", c["packets"], c["bytes"]);
+            }
+        }
+    }
+}
+
+fn print_list(body: &Value) {
+    let Some(items) = body.as_array() else {
+        return;
+    };
+    if items.is_empty() {
+        println!("no entries");
+    }
+    for d in items {
+        let expires = d
+            .get("expires_at_ms")
+            .and_then(Value::as_u64)
+            .map(|ms| {
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                )
+                .to_string()
+            })
+            .unwrap_or_else(|| "never".into());
+        println!(
+            "{:<6} {:<40} origin={:<10} expires={} reason={}",
+            d["action"].as_str().unwrap_or("?"),
+            d["net"].as_str().unwrap_or("?"),
+            d["origin"].as_str().unwrap_or("?"),
+            expires,
+            d.get("reason").and_then(Value::as_str).unwrap_or("-"),
+        );
+    }
+}

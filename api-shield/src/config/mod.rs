@@ -1,0 +1,264 @@
+//! The daemon's TOML configuration: a validated struct, kept apart from CLI flags.
+//!
+//! Every key has a default, so an empty file (or no file) is a valid configuration.
+//! `parse_config` reports every problem of a file at once, each with its line.
+
+mod error;
+mod fields;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use api_shield_common::NS_PER_SEC;
+use api_shield_common::config::{
+    FLAG_PORT_SCOPED, MODE_ENFORCE, MODE_MONITOR, RateParams, ShieldConfig, port_word,
+};
+use api_shield_common::maps;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use error::{ConfigError, ConfigErrors};
+
+const SECS_PER_MINUTE: u64 = 60;
+
+/// What the data path does with traffic the policy refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Drop it.
+    #[default]
+    Enforce,
+    /// Count it as `monitored` and let it through: a dry run.
+    Monitor,
+}
+
+impl Mode {
+    /// The `ShieldConfig::mode` value.
+    pub const fn kernel_value(self) -> u32 {
+        match self {
+            Mode::Enforce => MODE_ENFORCE,
+            Mode::Monitor => MODE_MONITOR,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `enforce` drops what the policy refuses; `monitor` only counts it.
+    pub mode: Mode,
+    /// Root of the pinned maps and links; an interface's pins go under `pin_root/<iface>/`.
+    #[serde(deserialize_with = "fields::absolute_path")]
+    pub pin_root: PathBuf,
+    /// Root of the persisted state; an interface's snapshot is `state_dir/<iface>/state.json`.
+    #[serde(deserialize_with = "fields::absolute_path")]
+    pub state_dir: PathBuf,
+    /// JSON-lines audit log of every control request.
+    #[serde(deserialize_with = "fields::absolute_path")]
+    pub audit_log: PathBuf,
+    /// Group whose members may use the control socket besides root; `""` (the default) is
+    /// root only.
+    #[serde(with = "fields::group")]
+    pub control_group: Option<String>,
+    /// Prefixes that are always allowed in the kernel and that a block may only cover with
+    /// `--force`, so an operator cannot lock out their own management access.
+    #[serde(deserialize_with = "fields::nets")]
+    pub management_allow: Vec<IpNet>,
+    pub limits: Limits,
+    pub autoblock: Autoblock,
+    pub capacity: Capacity,
+}
+
+/// Per-source rate limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Packets per second allowed per source; 0 disables the limit.
+    pub packets_per_second: u32,
+    /// Packets a source may send at once above its rate; at least 1 while the rate is set.
+    pub burst: u32,
+    /// TCP SYNs (SYN without ACK) per second allowed per source; 0 disables the limit.
+    pub syn_per_second: u32,
+    /// SYN burst; at least 1 while the SYN rate is set.
+    pub syn_burst: u32,
+    /// Destination ports the limits apply to; empty applies them to all traffic.
+    #[serde(deserialize_with = "fields::ports")]
+    pub ports: Vec<u16>,
+    /// IPv4 sources share a bucket per prefix of this length (0..=32).
+    #[serde(deserialize_with = "fields::v4_prefix")]
+    pub v4_prefix: u8,
+    /// IPv6 sources share a bucket per prefix of this length (0..=128); a /64 is what one
+    /// subscriber usually holds.
+    #[serde(deserialize_with = "fields::v6_prefix")]
+    pub v6_prefix: u8,
+}
+
+/// Blocks the kernel decides itself when a source keeps exceeding its limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Autoblock {
+    /// Over-limit packets within `window` that get a source blocked; 0 disables auto-blocking.
+    pub strikes: u32,
+    /// Window over which strikes are counted.
+    #[serde(with = "fields::duration")]
+    pub window: Duration,
+    /// How long an auto-block lasts.
+    #[serde(with = "fields::duration")]
+    pub ttl: Duration,
+    /// Auto-block events sent to userspace per second, at least 1; the rest are counted as
+    /// suppressed.
+    #[serde(deserialize_with = "fields::positive")]
+    pub events_per_second: u32,
+}
+
+/// Sizes of the kernel maps, fixed when the program is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Capacity {
+    /// Second-level IPv4 groups; each holds the /25../32 entries of one /24.
+    #[serde(deserialize_with = "fields::v4_host_groups")]
+    pub v4_host_groups: u32,
+    /// Rules (allow and block entries with their origin and expiry).
+    #[serde(deserialize_with = "fields::rules")]
+    pub rules: u32,
+    /// IPv6 list entries.
+    #[serde(deserialize_with = "fields::positive")]
+    pub v6_entries: u32,
+    /// Cells per row of the rate-limit sketch; a power of two.
+    #[serde(deserialize_with = "fields::sketch_width")]
+    pub sketch_width: u32,
+    /// Sources over their limit tracked exactly for auto-blocking.
+    #[serde(deserialize_with = "fields::positive")]
+    pub offenders: u32,
+    /// Auto-blocks held at once.
+    #[serde(deserialize_with = "fields::positive")]
+    pub auto_blocks: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            pin_root: PathBuf::from("/sys/fs/bpf/api-shield"),
+            state_dir: PathBuf::from("/var/lib/api-shield"),
+            audit_log: PathBuf::from("/var/log/api-shield/audit.jsonl"),
+            control_group: None,
+            management_allow: Vec::new(),
+            limits: Limits::default(),
+            autoblock: Autoblock::default(),
+            capacity: Capacity::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            packets_per_second: 1_000,
+            burst: 2_000,
+            syn_per_second: 100,
+            syn_burst: 200,
+            ports: Vec::new(),
+            v4_prefix: fields::V4_BITS,
+            v6_prefix: 64,
+        }
+    }
+}
+
+impl Default for Autoblock {
+    fn default() -> Self {
+        Self {
+            strikes: 500,
+            window: Duration::from_secs(10),
+            ttl: Duration::from_secs(10 * SECS_PER_MINUTE),
+            events_per_second: 100,
+        }
+    }
+}
+
+impl Default for Capacity {
+    fn default() -> Self {
+        Self {
+            v4_host_groups: maps::DEFAULT_TBL8_GROUPS,
+            rules: maps::DEFAULT_RULES,
+            v6_entries: maps::DEFAULT_V6_ENTRIES,
+            sketch_width: maps::DEFAULT_SKETCH_WIDTH,
+            offenders: maps::DEFAULT_OFFENDERS,
+            auto_blocks: maps::DEFAULT_AUTO_BLOCKS,
+        }
+    }
+}
+
+impl Config {
+    /// The `CONFIG` map value for these settings.
+    pub fn kernel_config(&self, seeds: [u64; 2], active_table: u32) -> ShieldConfig {
+        let limits = &self.limits;
+        let autoblock = &self.autoblock;
+        let events = u64::from(autoblock.events_per_second);
+        ShieldConfig {
+            mode: self.mode.kernel_value(),
+            active_table,
+            tbl8_groups: self.capacity.v4_host_groups,
+            flags: if limits.ports.is_empty() {
+                0
+            } else {
+                FLAG_PORT_SCOPED
+            },
+            v4_rate_prefix: u32::from(limits.v4_prefix),
+            v6_rate_prefix: u32::from(limits.v6_prefix),
+            sketch_mask: self.capacity.sketch_width - 1,
+            autoblock_strikes: autoblock.strikes,
+            seeds,
+            pkt: RateParams::new(
+                u64::from(limits.packets_per_second),
+                u64::from(limits.burst),
+            ),
+            syn: RateParams::new(
+                u64::from(limits.syn_per_second),
+                u64::from(limits.syn_burst),
+            ),
+            autoblock_window_ns: duration_ns(autoblock.window),
+            autoblock_ttl_ns: duration_ns(autoblock.ttl),
+            events: RateParams::new(events, events),
+        }
+    }
+
+    /// The `PORTS` map contents: `maps::PORT_WORDS` words with a bit per port in scope.
+    pub fn port_bitmap(&self) -> Vec<u32> {
+        let mut words = vec![0u32; maps::PORT_WORDS as usize];
+        for &port in &self.limits.ports {
+            let (word, bit) = port_word(port);
+            words[word as usize] |= bit;
+        }
+        words
+    }
+}
+
+/// Validation bounds durations to `u64` nanoseconds, so this only saturates on a `Config`
+/// built by hand.
+fn duration_ns(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(NS_PER_SEC)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
+/// Parses and validates a config file's text; `file` only names it in errors.
+pub fn parse_config(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+    validate::parse(text, file)
+}
+
+/// Reads, parses and validates a config file.
+pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::from(ConfigError {
+            file: path.to_owned(),
+            line: None,
+            message: format!("cannot read the config file: {e}"),
+        })
+    })?;
+    parse_config(&text, path)
+}

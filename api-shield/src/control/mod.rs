@@ -1,0 +1,10 @@
+//! The control socket between the CLI and the daemon: the protocol, the daemon's server and
+//! the CLI's client. See `protocol` for the wire format.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{ClientError, request};
+pub use protocol::{ErrorCode, Request, Response};
+pub use server::{Handler, PeerCred, PeerPolicy, bind, resolve_group, serve};

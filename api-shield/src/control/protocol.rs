@@ -1,0 +1,186 @@
+//! The control protocol: newline-delimited JSON over a Unix stream socket.
+//!
+//! A connection carries any number of exchanges in sequence: the client writes one request
+//! line, the server answers with one response line, and so on until the client closes its side.
+//! The bundled client sends one request per connection. A request line is at most
+//! `MAX_REQUEST_BYTES` long; a longer one is answered with `invalid_input` and the connection
+//! is closed, since the rest of the line cannot be told from the next request.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Action;
+
+/// Longest request line, newline excluded.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Exit code of a failure inside the daemon or of talking to it.
+pub const EXIT_INTERNAL: u8 = 1;
+/// Exit code of a request the daemon refused as invalid or unsafe: the operator must change it.
+pub const EXIT_REFUSED: u8 = 2;
+/// Exit code of a caller that may not use the control socket. Distinct from `EXIT_REFUSED` so
+/// scripts can tell "fix the request" from "run as root or join the control group".
+pub const EXIT_PERMISSION: u8 = 3;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stats,
+    List {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<Action>,
+    },
+    Block {
+        /// Addresses or prefixes as typed; the daemon validates them with `parse::parse_net`.
+        nets: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl_secs: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Block even what would cut off this host or a management prefix.
+        #[serde(default)]
+        force: bool,
+    },
+    Unblock {
+        nets: Vec<String>,
+    },
+    Allow {
+        nets: Vec<String>,
+    },
+    Unallow {
+        nets: Vec<String>,
+    },
+}
+
+impl Request {
+    /// The `op` tag, as written on the wire and in the audit log.
+    pub const fn op(&self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Stats => "stats",
+            Request::List { .. } => "list",
+            Request::Block { .. } => "block",
+            Request::Unblock { .. } => "unblock",
+            Request::Allow { .. } => "allow",
+            Request::Unallow { .. } => "unallow",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok { body: serde_json::Value },
+    Error { code: ErrorCode, message: String },
+}
+
+impl Response {
+    pub fn ok(body: serde_json::Value) -> Self {
+        Response::Ok { body }
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Response::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed or names something invalid (a bad address, a zero TTL).
+    InvalidInput,
+    /// The request is valid but refused, e.g. a block that would lock out this host.
+    Refused,
+    /// The caller is neither root nor in the control group.
+    PermissionDenied,
+    /// The daemon failed.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The CLI's exit code for this error.
+    pub const fn exit_code(self) -> u8 {
+        match self {
+            ErrorCode::InvalidInput | ErrorCode::Refused => EXIT_REFUSED,
+            ErrorCode::PermissionDenied => EXIT_PERMISSION,
+            ErrorCode::Internal => EXIT_INTERNAL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn requests_have_a_stable_wire_form() {
+        let block = Request::Block {
+            nets: vec!["198.18.0.0/24".into()],
+            ttl_secs: Some(600),
+            reason: Some("scan".into()),
+            force: false,
+        };
+        assert_eq!(
+            serde_json::to_value(&block).unwrap(),
+            json!({"op": "block", "nets": ["198.18.0.0/24"], "ttl_secs": 600, "reason": "scan", "force": false})
+        );
+        assert_eq!(
+            serde_json::to_value(Request::Status).unwrap(),
+            json!({"op": "status"})
+        );
+        assert_eq!(
+            serde_json::to_value(Request::List {
+                action: Some(Action::Allow)
+            })
+            .unwrap(),
+            json!({"op": "list", "action": "allow"})
+        );
+        // Optional fields may be left out by hand-written clients.
+        let minimal: Request =
+            serde_json::from_str(r#"{"op":"block","nets":["10.0.0.1"]}"#).unwrap();
+        assert_eq!(
+            minimal,
+            Request::Block {
+                nets: vec!["10.0.0.1".into()],
+                ttl_secs: None,
+                reason: None,
+                force: false
+            }
+        );
+        for req in [
+            Request::Stats,
+            Request::List { action: None },
+            block,
+            Request::Unallow { nets: vec![] },
+        ] {
+            let text = serde_json::to_string(&req).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+            assert_eq!(serde_json::to_value(&req).unwrap()["op"], req.op());
+        }
+    }
+
+    #[test]
+    fn responses_have_a_stable_wire_form() {
+        assert_eq!(
+            serde_json::to_value(Response::ok(json!({"n": 1}))).unwrap(),
+            json!({"result": "ok", "body": {"n": 1}})
+        );
+        assert_eq!(
+            serde_json::to_value(Response::error(ErrorCode::PermissionDenied, "no")).unwrap(),
+            json!({"result": "error", "code": "permission_denied", "message": "no"})
+        );
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(ErrorCode::InvalidInput.exit_code(), 2);
+        assert_eq!(ErrorCode::Refused.exit_code(), 2);
+        assert_eq!(ErrorCode::PermissionDenied.exit_code(), 3);
+        assert_eq!(ErrorCode::Internal.exit_code(), 1);
+    }
+}

@@ -1,0 +1,255 @@
+//! `api-shield run`: load or adopt the shield, restore decisions, serve the control socket,
+//! follow kernel events, expire decisions, reload on SIGHUP. Exiting leaves the program
+//! attached and enforcing.
+
+pub mod events;
+pub mod handler;
+pub mod ops;
+
+use crate::audit::AuditLog;
+use crate::config::{Config, load_config};
+use crate::control::{self, PeerPolicy};
+use crate::decisions::{snapshot, store::Store};
+use crate::kernel::{
+    clock,
+    loader::{AttachMode, Kernel},
+    shield::Shield,
+};
+use anyhow::{Context, Result, bail};
+use handler::{DaemonHandler, audit_self};
+use ops::{State, capacity_of};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How often expired decisions and dead auto-blocks are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct RunOptions {
+    pub iface: String,
+    pub config_path: Option<PathBuf>,
+    pub attach_mode: AttachMode,
+    pub socket: PathBuf,
+}
+
+fn read_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => load_config(p).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves or SIGTERM / SIGINT arrives.
+pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    let config = read_config(opts.config_path.as_ref())?;
+    let caps = capacity_of(&config);
+    let iface = opts.iface.clone();
+    let kernel = Kernel::open(&iface, &config.pin_root, &caps)
+        .with_context(|| format!("opening the shield on {iface}"))?;
+    let adopted = kernel.attachment.is_some();
+    let mut shield = Shield::new(kernel).context("reading the kernel state")?;
+    let snapshot_path = config.state_dir.join(&iface).join("state.json");
+    let snap = snapshot::load(&snapshot_path)?;
+    if adopted
+        && snap.is_none()
+        && shield
+            .kernel
+            .maps
+            .rules
+            .as_slice()
+            .iter()
+            .any(|r| *r != Default::default())
+    {
+        bail!(
+            "the shield on {iface} holds decisions but there is no snapshot at {}: refusing to \
+             clear them (was state_dir changed?). Restore the snapshot or `api-shield detach` first",
+            snapshot_path.display()
+        );
+    }
+    let store = match snap {
+        Some(s) => {
+            shield.restore_origins(&s.origins);
+            Store::from_decisions(s.decisions)
+        }
+        None => Store::default(),
+    };
+    let current = *shield.settings();
+    let seeds = if adopted && current.seeds != [0, 0] {
+        current.seeds
+    } else {
+        [rand::random(), rand::random()]
+    };
+    shield
+        .set_settings(&config.kernel_config(seeds, 0), &config.port_bitmap())
+        .context("writing settings")?;
+    let audit = Arc::new(AuditLog::open(&config.audit_log)?);
+    let policy = match &config.control_group {
+        Some(g) => PeerPolicy::with_group(
+            control::resolve_group(g).with_context(|| format!("control_group {g}"))?,
+        ),
+        None => PeerPolicy::root_only(),
+    };
+    let mut state = State {
+        shield,
+        store,
+        config,
+        snapshot_path,
+        started: Instant::now(),
+        requested_capacity: caps,
+    };
+    state
+        .reapply()
+        .map_err(|e| anyhow::anyhow!("restoring decisions: {e}"))?;
+    let attachment = state
+        .shield
+        .kernel
+        .attach(opts.attach_mode)
+        .with_context(|| format!("attaching to {iface}"))?
+        .clone();
+    tracing::info!(
+        iface,
+        mode = attachment.xdp_mode,
+        program_id = attachment.program_id,
+        adopted,
+        decisions = state.store.len(),
+        "shield running"
+    );
+    audit_self(
+        &audit,
+        "start",
+        json!({"iface": iface, "adopted": adopted}),
+        true,
+        json!({"program_id": attachment.program_id, "xdp_mode": attachment.xdp_mode, "decisions": state.store.len()}),
+    );
+    let ring = state.shield.kernel.maps.events.take();
+    let state = Arc::new(Mutex::new(state));
+
+    let listener = control::bind(&opts.socket, policy.group())
+        .with_context(|| format!("binding the control socket {}", opts.socket.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let handler = Arc::new(DaemonHandler {
+        state: state.clone(),
+        audit: audit.clone(),
+    });
+    let server = tokio::spawn(control::serve(
+        listener,
+        policy,
+        handler,
+        stopped(stop_rx.clone()),
+    ));
+
+    let events_task = ring.map(|ring| {
+        let audit = audit.clone();
+        let state = state.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let on_event = move |ev: api_shield_common::state::AutoBlockEvent| {
+                let net = state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .shield
+                    .key_net(&ev.key);
+                let net = net.map(|n| n.to_string()).unwrap_or_default();
+                tracing::warn!(source = net, strikes = ev.strikes, "kernel auto-blocked a source");
+                audit_self(
+                    &audit,
+                    "auto_block",
+                    json!({"net": net, "origin": ops::ORIGIN_KERNEL_NAME}),
+                    true,
+                    json!({"strikes": ev.strikes, "expires_at_ms": clock::wall_ms(ev.expires_at_ns)}),
+                );
+            };
+            if let Err(e) = events::read_events(ring, on_event, stopped(rx)).await {
+                tracing::error!(error = %e, "reading kernel events failed");
+            }
+        })
+    });
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload(&state, &audit, opts.config_path.as_ref()),
+            _ = sweep.tick() => {
+                let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
+                match expired {
+                    Ok(gone) if !gone.is_empty() => {
+                        tracing::info!(count = gone.len(), "decisions expired");
+                        audit_self(&audit, "expire", json!({"nets": gone.iter().map(|d| d.net).collect::<Vec<_>>()}), true, json!(null));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "expiring decisions failed"),
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    if let Some(t) = events_task {
+        let _ = t.await;
+    }
+    let _ = std::fs::remove_file(&opts.socket);
+    audit_self(
+        &audit,
+        "stop",
+        json!({"iface": iface}),
+        true,
+        json!("program left attached and enforcing"),
+    );
+    tracing::info!(
+        iface,
+        "daemon stopped; the XDP program stays attached and enforcing"
+    );
+    Ok(())
+}
+
+fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
+    if let Err(e) = audit.reopen() {
+        tracing::error!(error = %e, "reopening the audit log failed");
+    }
+    let config = match read_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "config reload refused; keeping the running config");
+            audit_self(audit, "reload", json!({}), false, json!(e.to_string()));
+            return;
+        }
+    };
+    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+    if capacity_of(&config) != s.requested_capacity {
+        tracing::warn!("capacity changes take effect after `api-shield detach` and a new `run`");
+    }
+    let seeds = s.shield.settings().seeds;
+    let result = s
+        .shield
+        .set_settings(&config.kernel_config(seeds, 0), &config.port_bitmap())
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            let old = std::mem::replace(&mut s.config, config);
+            s.reapply().map_err(|e| {
+                s.config = old;
+                e.to_string()
+            })
+        });
+    match result {
+        Ok(()) => {
+            tracing::info!("config reloaded");
+            audit_self(audit, "reload", json!({}), true, json!(null));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config reload failed");
+            audit_self(audit, "reload", json!({}), false, json!(e));
+        }
+    }
+}

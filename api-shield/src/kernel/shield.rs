@@ -1,0 +1,365 @@
+//! The one writer of the kernel maps: settings, list tables, and the kernel's own auto-blocks.
+//!
+//! IPv4 list changes are built into the table copy packets are not reading, published by one
+//! config write, and followed by an RCU grace period before that copy is touched again, so a
+//! packet sees the old lists or the new ones, never a mix. IPv6 entries are reconciled key by
+//! key in the trie (each key changes atomically), with the negative filter widened first and
+//! narrowed last so no entry is ever hidden by it.
+
+use super::{KernelError, clock, loader::Kernel, mmap};
+use crate::model::{Action, Decision};
+use crate::table::{Compiled, TableError, rules::RuleTable, v4, v6};
+use api_shield_common::{
+    config::ShieldConfig,
+    entry,
+    maps::{self as names, MAX_ORIGINS, TBL8_GROUP_SLOTS, TBL24_SLOTS},
+    state::{Counter, FAMILY_V4, FAMILY_V6, FIRST_USER_ORIGIN, ORIGIN_KERNEL, RateKey},
+};
+use aya::maps::lpm_trie::Key;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::collections::{BTreeMap, HashSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShieldError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("too many origins: the kernel counts drops for at most {MAX_ORIGINS}")]
+    Origins,
+    #[error("waiting for in-flight packets: {0}")]
+    Grace(std::io::Error),
+}
+
+/// What an `apply` wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ApplyStats {
+    pub v4_entries: usize,
+    pub v6_entries: usize,
+    pub v4_groups: u32,
+    pub v6_trie_keys: usize,
+    pub rules: usize,
+}
+
+/// An auto-block as users see it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AutoBlockView {
+    pub net: IpNet,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+pub struct Shield {
+    pub kernel: Kernel,
+    cfg: ShieldConfig,
+    rules: RuleTable,
+    v6_current: BTreeMap<(u128, u8), u32>,
+    origins: BTreeMap<String, u32>,
+    last: ApplyStats,
+}
+
+impl Shield {
+    /// Takes over the kernel state as it is (fresh and zeroed, or adopted from pins).
+    pub fn new(kernel: Kernel) -> Result<Self, ShieldError> {
+        let cfg = kernel.maps.read_config()?;
+        let rules = RuleTable::adopt(
+            kernel.maps.capacity.rules,
+            kernel
+                .maps
+                .rules
+                .as_slice()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u32, *r)),
+        );
+        let mut v6_current = BTreeMap::new();
+        for item in kernel.maps.v6_list.iter() {
+            let (key, value) = item.map_err(|e| KernelError::map(names::V6_LIST, e))?;
+            let len = key.prefix_len() as u8;
+            v6_current.insert((u128::from_be_bytes(key.data()), len), value);
+        }
+        Ok(Self {
+            kernel,
+            cfg,
+            rules,
+            v6_current,
+            origins: BTreeMap::new(),
+            last: ApplyStats::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &ShieldConfig {
+        &self.cfg
+    }
+
+    /// Writes run-time settings; `cfg.active_table` is ignored (the shield owns it).
+    pub fn set_settings(&mut self, cfg: &ShieldConfig, ports: &[u32]) -> Result<(), ShieldError> {
+        // Ports first: a newly scoped port list must be in place before the flag turns it on.
+        self.kernel.maps.write_ports(ports)?;
+        let active = self.cfg.active_table;
+        self.cfg = ShieldConfig {
+            active_table: active,
+            tbl8_groups: self.kernel.maps.capacity.v4_host_groups,
+            ..*cfg
+        };
+        self.kernel.maps.write_config(&self.cfg)?;
+        Ok(())
+    }
+
+    /// Known origins and their counter ids, for snapshots and statistics.
+    pub fn origins(&self) -> &BTreeMap<String, u32> {
+        &self.origins
+    }
+
+    /// Restores origin ids from a snapshot, so per-origin counters keep their meaning.
+    pub fn restore_origins(&mut self, origins: &BTreeMap<String, u32>) {
+        for (name, id) in origins {
+            if (FIRST_USER_ORIGIN..MAX_ORIGINS).contains(id) {
+                self.origins.insert(name.clone(), *id);
+            }
+        }
+    }
+
+    pub fn origin_id(&mut self, origin: &str) -> Result<u32, ShieldError> {
+        if let Some(id) = self.origins.get(origin) {
+            return Ok(*id);
+        }
+        let used: HashSet<u32> = self.origins.values().copied().collect();
+        let id = (FIRST_USER_ORIGIN..MAX_ORIGINS)
+            .find(|i| !used.contains(i))
+            .ok_or(ShieldError::Origins)?;
+        self.origins.insert(origin.to_string(), id);
+        Ok(id)
+    }
+
+    pub fn last_apply(&self) -> ApplyStats {
+        self.last
+    }
+
+    /// Replaces the whole list state with `decisions` (expired ones are left out). On error
+    /// nothing packets can see has changed.
+    pub fn apply(&mut self, decisions: &[Decision]) -> Result<ApplyStats, ShieldError> {
+        let now_ms = clock::now_unix_ms();
+        let mut v4s: Vec<Compiled<Ipv4Net>> = Vec::new();
+        let mut v6s: Vec<Compiled<Ipv6Net>> = Vec::new();
+        let before: HashSet<u32> = self.rules.indices().collect();
+        let result = (|| {
+            for d in decisions.iter().filter(|d| !d.is_expired(now_ms)) {
+                let origin = self.origin_id(&d.origin)?;
+                let expires_at_ns = d.expires_at_ms.map_or(0, clock::mono_deadline);
+                let (action, expires_at_ns) = match d.action {
+                    // Allows do not expire in the kernel; the daemon removes them when due.
+                    Action::Allow => (entry::ACTION_ALLOW, 0),
+                    Action::Block => (entry::ACTION_BLOCK, expires_at_ns),
+                };
+                let rule = self.rules.intern(origin, expires_at_ns)?;
+                match d.net {
+                    IpNet::V4(net) => v4s.push(Compiled {
+                        net,
+                        action,
+                        rule,
+                        expires_at_ns,
+                    }),
+                    IpNet::V6(net) => v6s.push(Compiled {
+                        net,
+                        action,
+                        rule,
+                        expires_at_ns,
+                    }),
+                }
+            }
+            self.publish(&v4s, &v6s)
+        })();
+        if result.is_err() {
+            // Rules interned for a refused change are not referenced by anything live.
+            let keep: HashSet<u32> = before;
+            self.rules.retain(&keep);
+        }
+        let stats = result?;
+        self.last = stats;
+        Ok(stats)
+    }
+
+    fn publish(
+        &mut self,
+        v4s: &[Compiled<Ipv4Net>],
+        v6s: &[Compiled<Ipv6Net>],
+    ) -> Result<ApplyStats, ShieldError> {
+        let trie = v6::trie_values(v6s);
+        let cap = self.kernel.maps.capacity;
+        if trie.len() > cap.v6_entries as usize {
+            return Err(TableError::V6EntriesExhausted {
+                needed: trie.len(),
+                limit: cap.v6_entries,
+            }
+            .into());
+        }
+        let maps = &mut self.kernel.maps;
+        // Rules are written before any table names them; indices in use keep their content.
+        let rules = maps.rules.as_mut_slice();
+        for (index, rule) in self.rules.rules() {
+            rules[index as usize] = rule;
+        }
+
+        let inactive = 1 - (self.cfg.active_table & 1);
+        let slots24 = TBL24_SLOTS as usize;
+        let slots8 = cap.v4_host_groups as usize * TBL8_GROUP_SLOTS as usize;
+        let t24 = &mut maps.tbl24.as_mut_slice()[inactive as usize * slots24..][..slots24];
+        let t8 = &mut maps.tbl8.as_mut_slice()[inactive as usize * slots8..][..slots8];
+        let groups = v4::paint(v4s, t24, t8)?;
+        self.cfg.active_table = inactive;
+        maps.write_config(&self.cfg)?;
+        mmap::wait_for_readers().map_err(ShieldError::Grace)?;
+
+        let filter = v6::filter(v6s);
+        let live = maps.v6_filter.as_mut_slice();
+        for (word, bits) in live.iter_mut().zip(&filter) {
+            *word |= *bits;
+        }
+        for (&(addr, len), &value) in &trie {
+            if self.v6_current.get(&(addr, len)) != Some(&value) {
+                let key = Key::new(u32::from(len), addr.to_be_bytes());
+                maps.v6_list
+                    .insert(&key, value, 0)
+                    .map_err(|e| KernelError::map(names::V6_LIST, e))?;
+            }
+        }
+        for &(addr, len) in self.v6_current.keys() {
+            if !trie.contains_key(&(addr, len)) {
+                let key = Key::new(u32::from(len), addr.to_be_bytes());
+                maps.v6_list
+                    .remove(&key)
+                    .map_err(|e| KernelError::map(names::V6_LIST, e))?;
+            }
+        }
+        live.copy_from_slice(&filter);
+        self.v6_current = trie;
+
+        let used: HashSet<u32> = v4s
+            .iter()
+            .map(|c| c.rule)
+            .chain(v6s.iter().map(|c| c.rule))
+            .collect();
+        self.rules.retain(&used);
+        Ok(ApplyStats {
+            v4_entries: v4s.len(),
+            v6_entries: v6s.len(),
+            v4_groups: groups,
+            v6_trie_keys: self.v6_current.len(),
+            rules: self.rules.len(),
+        })
+    }
+
+    pub fn counters(&self) -> Result<Vec<Counter>, ShieldError> {
+        Ok(self.kernel.maps.counters()?)
+    }
+
+    pub fn origin_counters(&self) -> Result<Vec<Counter>, ShieldError> {
+        Ok(self.kernel.maps.origin_counters()?)
+    }
+
+    /// The kernel's own blocks that have not expired.
+    pub fn auto_blocks(&self) -> Vec<AutoBlockView> {
+        let now = clock::monotonic_ns();
+        self.kernel
+            .maps
+            .auto_blocks()
+            .into_iter()
+            .filter(|(_, b)| b.expires_at_ns > now)
+            .filter_map(|(key, b)| {
+                Some(AutoBlockView {
+                    net: self.key_net(&key)?,
+                    created_at_ms: clock::wall_ms(b.created_ns),
+                    expires_at_ms: clock::wall_ms(b.expires_at_ns),
+                })
+            })
+            .collect()
+    }
+
+    /// Removes the auto-block whose source prefix is exactly `net`. Returns whether one was.
+    pub fn remove_auto_block(&mut self, net: &IpNet) -> bool {
+        let Some(key) = self.net_key(net) else {
+            return false;
+        };
+        self.kernel.maps.auto_blocks.remove(&key).is_ok()
+    }
+
+    /// Drops expired entries of the kernel's auto-block map, so it never fills with dead ones.
+    pub fn sweep_auto_blocks(&mut self) -> usize {
+        let now = clock::monotonic_ns();
+        let dead: Vec<RateKey> = self
+            .kernel
+            .maps
+            .auto_blocks()
+            .into_iter()
+            .filter(|(_, b)| b.expires_at_ns <= now)
+            .map(|(k, _)| k)
+            .collect();
+        dead.iter()
+            .filter(|k| self.kernel.maps.auto_blocks.remove(k).is_ok())
+            .count()
+    }
+
+    /// The source prefix a rate key stands for.
+    pub fn key_net(&self, key: &RateKey) -> Option<IpNet> {
+        match key.family {
+            FAMILY_V4 => Ipv4Net::new(Ipv4Addr::from(key.addr[0]), self.cfg.v4_rate_prefix as u8)
+                .ok()
+                .map(IpNet::V4),
+            FAMILY_V6 => {
+                let bits = key
+                    .addr
+                    .iter()
+                    .fold(0u128, |acc, w| (acc << 32) | u128::from(*w));
+                Ipv6Net::new(Ipv6Addr::from(bits), self.cfg.v6_rate_prefix as u8)
+                    .ok()
+                    .map(IpNet::V6)
+            }
+            _ => None,
+        }
+    }
+
+    fn net_key(&self, net: &IpNet) -> Option<RateKey> {
+        match net {
+            IpNet::V4(n) if u32::from(n.prefix_len()) == self.cfg.v4_rate_prefix => Some(RateKey {
+                family: FAMILY_V4,
+                addr: [u32::from(n.network()), 0, 0, 0],
+            }),
+            IpNet::V6(n) if u32::from(n.prefix_len()) == self.cfg.v6_rate_prefix => {
+                let b = u128::from(n.network());
+                Some(RateKey {
+                    family: FAMILY_V6,
+                    addr: [
+                        (b >> 96) as u32,
+                        (b >> 64) as u32,
+                        (b >> 32) as u32,
+                        b as u32,
+                    ],
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The rate key of a single address, for matching CLI input against auto-blocks.
+    pub fn address_net(&self, addr: std::net::IpAddr) -> IpNet {
+        match addr {
+            std::net::IpAddr::V4(a) => IpNet::V4(
+                Ipv4Net::new(a, self.cfg.v4_rate_prefix as u8)
+                    .map(|n| n.trunc())
+                    .unwrap_or_else(|_| Ipv4Net::from(a)),
+            ),
+            std::net::IpAddr::V6(a) => IpNet::V6(
+                Ipv6Net::new(a, self.cfg.v6_rate_prefix as u8)
+                    .map(|n| n.trunc())
+                    .unwrap_or_else(|_| Ipv6Net::from(a)),
+            ),
+        }
+    }
+
+    /// The origin id used for kernel auto-blocks, for statistics.
+    pub const fn kernel_origin() -> u32 {
+        ORIGIN_KERNEL
+    }
+}

@@ -1,0 +1,24 @@
+//! `cargo xtask bench ...`: benchmarks, each an ignored test of the `tests` crate.
+
+use crate::{build_cmd, test, util};
+use anyhow::Result;
+use clap::Subcommand;
+
+#[derive(Subcommand, Clone, Copy)]
+pub enum Bench {
+    /// Per-packet cost of the XDP verdict paths (BPF_PROG_TEST_RUN), side by side with a baseline
+    Datapath,
+}
+
+pub fn bench(which: Bench) -> Result<()> {
+    let bin = build_cmd::build(false)?;
+    let name = match which {
+        Bench::Datapath => "datapath_bench",
+    };
+    util::run(
+        test::tests_command(&bin)
+            .args(["test", "--release", "-p", "tests", "--test", name])
+            .args(["--", "--ignored", "--nocapture"]),
+        &format!("benchmark {name}"),
+    )
+}
