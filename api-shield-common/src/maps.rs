@@ -19,9 +19,10 @@ pub const OFFENDERS: &str = "OFFENDERS";
 pub const AUTO_BLOCKS: &str = "AUTO_BLOCKS";
 pub const EVENTS: &str = "EVENTS";
 pub const EVENT_STATE: &str = "EVENT_STATE";
+pub const META: &str = "META";
 
 /// Every map the program owns, in pin order.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 15] = [
     CONFIG,
     COUNTERS,
     ORIGIN_COUNTERS,
@@ -36,6 +37,7 @@ pub const ALL: [&str; 14] = [
     AUTO_BLOCKS,
     EVENTS,
     EVENT_STATE,
+    META,
 ];
 
 /// The IPv4 table is DIR-24-8: a first level indexed by the top 24 bits of the source.

@@ -2,7 +2,7 @@
 
 use crate::config::ShieldConfig;
 use crate::state::{
-    AutoBlock, AutoBlockEvent, BucketSlot, Counter, Offender, RateKey, Rule, V6LpmKey,
+    AutoBlock, AutoBlockEvent, BucketSlot, Counter, Offender, PinRecord, RateKey, Rule, V6LpmKey,
 };
 
 macro_rules! pod {
@@ -25,4 +25,5 @@ pod!(
     AutoBlock,
     AutoBlockEvent,
     V6LpmKey,
+    PinRecord,
 );

@@ -102,3 +102,23 @@ const _: () = assert!(size_of::<V6LpmKey>() == 20);
 /// origins from `FIRST_USER_ORIGIN`.
 pub const ORIGIN_KERNEL: u32 = 0;
 pub const FIRST_USER_ORIGIN: u32 = 1;
+
+pub const XDP_MODE_NATIVE: u32 = 1;
+pub const XDP_MODE_SKB: u32 = 2;
+
+/// Who left the pins of an interface: kept in the `META` map, whose first field never moves,
+/// so any later build can read at least the layout version and refuse what it cannot adopt.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinRecord {
+    /// `ABI_VERSION` of the build that created the maps.
+    pub abi: u32,
+    pub ifindex: u32,
+    /// Identifies the exact program; a different one is swapped in atomically on adopt.
+    pub object_id: u64,
+    pub attached_at_ms: u64,
+    /// `XDP_MODE_*`.
+    pub xdp_mode: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<PinRecord>() == 32);

@@ -5,7 +5,7 @@
 use api_shield_common::{
     config::ShieldConfig,
     maps::*,
-    state::{AutoBlock, BucketSlot, Counter, Offender, RateKey, Rule, TokenState},
+    state::{AutoBlock, BucketSlot, Counter, Offender, PinRecord, RateKey, Rule, TokenState},
 };
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -67,3 +67,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
 pub static EVENT_STATE: Array<TokenState> = Array::with_max_entries(1, 0);
+
+/// Written by the daemon, never read by the program: which build left the pins.
+#[map]
+pub static META: Array<PinRecord> = Array::with_max_entries(1, 0);

@@ -226,7 +226,7 @@ fn log_tail(log: &Path) -> String {
         return String::new();
     }
     let tail = lines[lines.len().saturating_sub(30)..].join("\n");
-    format!("\n--- daemon output ({}) ---\n{tail}", log.display())
+    format!("\n--- daemon output ---\n{tail}")
 }
 
 fn curl(ns: &str) -> Command {

@@ -3,9 +3,12 @@
 use super::{
     KernelError, bpffs, clock,
     maps::{Capacity, ShieldMaps},
-    pins::{PinDir, PinMeta},
+    pins::PinDir,
 };
-use api_shield_common::{ABI_VERSION, maps as names};
+use api_shield_common::{
+    ABI_VERSION, maps as names,
+    state::{PinRecord, XDP_MODE_NATIVE, XDP_MODE_SKB},
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Map, MapData},
@@ -45,13 +48,21 @@ pub struct Kernel {
 }
 
 /// A short identifier of the embedded object, so a different build is noticed on adopt.
-pub fn object_id() -> String {
-    // FNV-1a: stable across builds of this binary and cheap; not a security measure.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in crate::BPF_OBJECT {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+pub fn object_id() -> u64 {
+    // FNV-1a: stable for the same object and cheap; not a security measure.
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    crate::BPF_OBJECT
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+fn mode_name(mode: u32) -> &'static str {
+    match mode {
+        XDP_MODE_NATIVE => "native",
+        XDP_MODE_SKB => "skb",
+        _ => "unknown",
     }
-    format!("{h:016x}")
 }
 
 fn loader<'a>(caps: &Capacity) -> EbpfLoader<'a> {
@@ -172,7 +183,7 @@ impl Kernel {
         let link: FdLink = PinnedLink::from_pin(pins.link())?.into();
         let mut program_id = link.info()?.program_id();
         let current = object_id();
-        let mut meta = meta;
+        let mut maps = maps;
         if meta.object_id != current {
             // Same layout, different program: load it on the pinned maps and swap it in on the
             // existing link, which the kernel does atomically.
@@ -189,8 +200,13 @@ impl Kernel {
             program_id = fd_link.info()?.program_id();
             // The pin still names the same link; dropping our fd leaves it attached.
             drop(fd_link);
-            meta.object_id = current;
-            pins.write_meta(&meta)?;
+            let record = PinRecord {
+                object_id: current,
+                ..meta
+            };
+            maps.meta
+                .set(0, record, 0)
+                .map_err(|e| KernelError::map(names::META, e))?;
             tracing::info!(
                 iface,
                 program_id,
@@ -202,7 +218,7 @@ impl Kernel {
             attachment: Some(Attachment {
                 iface: iface.to_string(),
                 ifindex: index,
-                xdp_mode: meta.xdp_mode.clone(),
+                xdp_mode: mode_name(meta.xdp_mode).to_string(),
                 program_id,
                 adopted: true,
             }),
@@ -234,41 +250,46 @@ impl Kernel {
             .expect("loaded above")
             .try_into()?;
         let (id, used) = match mode {
-            AttachMode::Native => (prog.attach(&iface, XdpMode::Driver)?, "native"),
-            AttachMode::Skb => (prog.attach(&iface, XdpMode::Skb)?, "skb"),
+            AttachMode::Native => (prog.attach(&iface, XdpMode::Driver)?, XDP_MODE_NATIVE),
+            AttachMode::Skb => (prog.attach(&iface, XdpMode::Skb)?, XDP_MODE_SKB),
             AttachMode::Auto => match prog.attach(&iface, XdpMode::Driver) {
-                Ok(id) => (id, "native"),
+                Ok(id) => (id, XDP_MODE_NATIVE),
                 Err(e) => {
                     tracing::warn!(iface, error = %e, "native XDP unavailable; falling back to generic (skb) mode");
-                    (prog.attach(&iface, XdpMode::Skb)?, "skb")
+                    (prog.attach(&iface, XdpMode::Skb)?, XDP_MODE_SKB)
                 }
             },
         };
         let fd_link = FdLink::try_from(prog.take_link(id)?)?;
         let program_id = fd_link.info()?.program_id();
+        // The record goes in before the link is pinned: pins with a link always say who left them.
+        let record = PinRecord {
+            abi: ABI_VERSION,
+            ifindex: index,
+            object_id: object_id(),
+            attached_at_ms: clock::now_unix_ms(),
+            xdp_mode: used,
+            _pad: 0,
+        };
+        self.maps
+            .meta
+            .set(0, record, 0)
+            .map_err(|e| KernelError::map(names::META, e))?;
         let link_path = pins.link();
         fd_link.pin(&link_path).map_err(|source| KernelError::Pin {
             path: link_path.clone(),
             source,
         })?;
-        pins.write_meta(&PinMeta {
-            abi: ABI_VERSION,
-            object_id: object_id(),
-            iface: iface.clone(),
-            ifindex: index,
-            xdp_mode: used.to_string(),
-            attached_at_ms: clock::now_unix_ms(),
-        })?;
         tracing::info!(
             iface,
-            mode = used,
+            mode = mode_name(used),
             program_id,
             "XDP program attached and pinned"
         );
         Ok(Attachment {
             iface,
             ifindex: index,
-            xdp_mode: used.to_string(),
+            xdp_mode: mode_name(used).to_string(),
             program_id,
             adopted: false,
         })

@@ -4,7 +4,7 @@ use super::{KernelError, mmap::MapMemory};
 use api_shield_common::{
     config::ShieldConfig,
     maps as names,
-    state::{AutoBlock, BucketSlot, Counter, Offender, RateKey, Rule},
+    state::{AutoBlock, BucketSlot, Counter, Offender, PinRecord, RateKey, Rule},
 };
 use aya::maps::{
     Array, HashMap, LpmTrie, Map, MapData, MapType, PerCpuArray, RingBuf, lpm_trie::Key,
@@ -19,7 +19,7 @@ struct Shape {
     value: usize,
 }
 
-const SHAPES: [Shape; 14] = [
+const SHAPES: [Shape; 15] = [
     shape::<u32, ShieldConfig>(names::CONFIG, MapType::Array),
     shape::<u32, Counter>(names::COUNTERS, MapType::PerCpuArray),
     shape::<u32, Counter>(names::ORIGIN_COUNTERS, MapType::PerCpuArray),
@@ -39,6 +39,7 @@ const SHAPES: [Shape; 14] = [
         value: 0,
     },
     shape::<u32, api_shield_common::state::TokenState>(names::EVENT_STATE, MapType::Array),
+    shape::<u32, PinRecord>(names::META, MapType::Array),
 ];
 
 const fn shape<K, V>(name: &'static str, kind: MapType) -> Shape {
@@ -97,6 +98,7 @@ pub struct ShieldMaps {
     pub origin_counters: PerCpuArray<MapData, Counter>,
     pub v6_list: LpmTrie<MapData, [u8; 16], u32>,
     pub ports: Array<MapData, u32>,
+    pub meta: Array<MapData, PinRecord>,
     pub buckets: Array<MapData, BucketSlot>,
     pub offenders: HashMap<MapData, RateKey, Offender>,
     pub auto_blocks: HashMap<MapData, RateKey, AutoBlock>,
@@ -180,6 +182,8 @@ impl ShieldMaps {
             v6_list: LpmTrie::try_from(Map::LpmTrie(v6)).map_err(|e| conv(names::V6_LIST, e))?,
             ports: Array::try_from(Map::Array(get(names::PORTS)?))
                 .map_err(|e| conv(names::PORTS, e))?,
+            meta: Array::try_from(Map::Array(get(names::META)?))
+                .map_err(|e| conv(names::META, e))?,
             buckets: Array::try_from(Map::Array(buckets)).map_err(|e| conv(names::BUCKETS, e))?,
             offenders: HashMap::try_from(Map::LruHashMap(offenders))
                 .map_err(|e| conv(names::OFFENDERS, e))?,

@@ -1,26 +1,15 @@
-//! The pin directory of one interface: the XDP link, every map, and a metadata file saying
-//! which build left them.
+//! The pin directory of one interface: the XDP link and every map, among them `META`, which
+//! says which build left them (bpffs holds only BPF objects, so the record is a map).
 
 use super::KernelError;
-use serde::{Deserialize, Serialize};
+use api_shield_common::{maps as names, state::PinRecord};
+use aya::maps::{Array, Map, MapData};
 use std::{
     fs,
     path::{Path, PathBuf},
 };
 
 pub const LINK: &str = "link";
-const META: &str = "meta.json";
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PinMeta {
-    pub abi: u32,
-    /// Identifies the exact program; a different one is swapped in atomically on adopt.
-    pub object_id: String,
-    pub iface: String,
-    pub ifindex: u32,
-    pub xdp_mode: String,
-    pub attached_at_ms: u64,
-}
 
 #[derive(Clone, Debug)]
 pub struct PinDir {
@@ -42,39 +31,44 @@ impl PinDir {
         self.dir.join(name)
     }
 
-    pub fn meta_path(&self) -> PathBuf {
-        self.dir.join(META)
-    }
-
     pub fn exists(&self) -> bool {
         self.link().exists()
     }
 
-    pub fn read_meta(&self) -> Result<PinMeta, KernelError> {
-        let path = self.meta_path();
-        let text = fs::read_to_string(&path).map_err(|e| {
+    /// Reads the record of the build that left these pins. Its size is checked before it is
+    /// read, so an older layout is named, not misread.
+    pub fn read_meta(&self) -> Result<PinRecord, KernelError> {
+        let path = self.map(names::META);
+        let data = MapData::from_pin(&path).map_err(|e| {
             KernelError::Incompatible(format!(
-                "{}: {e} (left by another tool or build?)",
+                "{}: {e} (pins left by another tool or an older build?)",
                 path.display()
             ))
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| KernelError::Incompatible(format!("{}: {e}", path.display())))
-    }
-
-    /// Written last, with an atomic rename, so a half-made pin directory has no metadata.
-    pub fn write_meta(&self, meta: &PinMeta) -> Result<(), KernelError> {
-        let path = self.meta_path();
-        let tmp = self.dir.join(".meta.json.tmp");
-        let text = serde_json::to_string_pretty(meta).expect("serialisable");
-        fs::write(&tmp, text).map_err(|e| KernelError::io(&tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| KernelError::io(&path, e))
+        let info = data.info().map_err(|e| KernelError::map(names::META, e))?;
+        if info.value_size() as usize != size_of::<PinRecord>() {
+            return Err(KernelError::Incompatible(format!(
+                "{} has a {}-byte record; this build writes {}",
+                path.display(),
+                info.value_size(),
+                size_of::<PinRecord>()
+            )));
+        }
+        let meta: Array<MapData, PinRecord> =
+            Array::try_from(Map::Array(data)).map_err(|e| KernelError::map(names::META, e))?;
+        meta.get(&0, 0)
+            .map_err(|e| KernelError::map(names::META, e))
     }
 
     /// Removes every pin (which detaches the program once no process holds the link).
     pub fn remove_all(&self) -> Result<(), KernelError> {
         if !self.dir.exists() {
             return Ok(());
+        }
+        // The link first: the program stops the moment it goes, before its maps do.
+        let link = self.link();
+        if link.exists() {
+            fs::remove_file(&link).map_err(|e| KernelError::io(&link, e))?;
         }
         for entry in fs::read_dir(&self.dir).map_err(|e| KernelError::io(&self.dir, e))? {
             let entry = entry.map_err(|e| KernelError::io(&self.dir, e))?;
