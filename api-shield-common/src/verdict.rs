@@ -11,7 +11,8 @@ pub const MONITORED: u32 = 6;
 /// Number of final verdicts.
 pub const VERDICTS: u32 = 7;
 
-/// Detail: the source matched an exact or CIDR list entry (part of `blocklisted`).
+/// Detail: the source matched an exact or CIDR list entry. The kernel counts it in monitor
+/// mode only; when enforcing, userspace reports it as `blocklisted - block_auto`.
 pub const BLOCK_LIST: u32 = 7;
 /// Detail: the source was blocked by the kernel's own auto-block (part of `blocklisted`).
 pub const BLOCK_AUTO: u32 = 8;

@@ -37,12 +37,17 @@ pub fn run(ctx: &XdpContext) -> u32 {
             detail,
             origin,
         } => {
-            if let Some(detail) = detail {
-                count(detail, bytes);
-            }
             if cfg.mode == MODE_MONITOR {
                 count(verdict::MONITORED, bytes);
+                if let Some(detail) = detail {
+                    count(detail, bytes);
+                }
                 return XDP_PASS;
+            }
+            // When enforcing, list drops are told apart by their per-origin counter, so the
+            // hot path skips the detail counter (userspace adds them up for `block_list`).
+            if let Some(detail) = detail.filter(|d| *d != verdict::BLOCK_LIST) {
+                count(detail, bytes);
             }
             count(reason, bytes);
             if let Some(origin) = origin {

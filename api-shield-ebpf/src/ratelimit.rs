@@ -102,10 +102,8 @@ fn in_scope(cfg: &ShieldConfig, pkt: &Packet) -> bool {
 #[inline(always)]
 pub fn check(cfg: &ShieldConfig, pkt: &Packet, clock: &mut Clock) -> RateOutcome {
     let key = rate_key(cfg, &pkt.src);
-    let (Some(a), Some(b)) = (
-        BUCKETS.get_ptr_mut(hash::cell(cfg.seeds[0], &key, 0, cfg.sketch_mask)),
-        BUCKETS.get_ptr_mut(hash::cell(cfg.seeds[1], &key, 1, cfg.sketch_mask)),
-    ) else {
+    let (cell_a, cell_b) = hash::cells(&cfg.seeds, &key, cfg.sketch_mask);
+    let (Some(a), Some(b)) = (BUCKETS.get_ptr_mut(cell_a), BUCKETS.get_ptr_mut(cell_b)) else {
         return RateOutcome::Within;
     };
     // SAFETY: array values live as long as the map; concurrent CPUs may race on a cell, which

@@ -7,6 +7,7 @@ use crate::control::{self, Request, Response, protocol::EXIT_REFUSED};
 use crate::daemon::{self, RunOptions};
 use crate::kernel::loader::{self, AttachMode};
 use crate::parse::{parse_duration, parse_net};
+use api_shield_common::verdict;
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -171,15 +172,29 @@ fn print_status(body: &Value) {
 }
 
 fn print_stats(body: &Value) {
+    let row = |name: &str, c: &Value| {
+        let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+        println!("{name:<20} {:>14} {:>16}", n("packets"), n("bytes"));
+    };
     println!("{:<20} {:>14} {:>16}", "verdict", "packets", "bytes");
-    for section in ["verdicts", "details", "origins"] {
-        if let Some(Value::Object(map)) = body.get(section) {
-            if section != "verdicts" {
-                println!("-- {section}");
-            }
-            for (name, c) in map {
-                println!("{name:<20} {:>14} {:>16}", c["packets"], c["bytes"]);
-            }
+    // Counter order, not alphabetical: final verdicts, then the detail counters.
+    for (i, name) in verdict::NAMES.iter().enumerate() {
+        let section = if i < verdict::VERDICTS as usize {
+            "verdicts"
+        } else {
+            "details"
+        };
+        if i == verdict::VERDICTS as usize {
+            println!("-- details");
+        }
+        if let Some(c) = body.get(section).and_then(|s| s.get(*name)) {
+            row(name, c);
+        }
+    }
+    if let Some(Value::Object(origins)) = body.get("origins") {
+        println!("-- drops by origin");
+        for (name, c) in origins {
+            row(name, c);
         }
     }
 }

@@ -1,0 +1,295 @@
+//! The real `api-shield` binary as the end-to-end tests drive it: the daemon running in a lab's
+//! server namespace, and the CLI talking to it over the control socket.
+//!
+//! The daemon is started with `nsenter --net=...` rather than `ip netns exec`, which would
+//! remount /sys and hide the bpffs pins. Each daemon has its own temp directory (config,
+//! socket, state, audit log, daemon log) and its own `pin_root`; the guard kills the daemon,
+//! detaches the shield and removes both, also while a test panics.
+
+use crate::netns::{COMMAND_TIMEOUT, Lab, Outcome, run, try_run};
+use serde_json::Value;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a daemon may take to answer `status` after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The binary under test: `API_SHIELD_BIN`, else `target/release/api-shield`.
+pub fn binary() -> PathBuf {
+    let path = std::env::var_os("API_SHIELD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/api-shield")
+        });
+    assert!(
+        path.is_file(),
+        "the api-shield binary is missing at {}: build it with \
+         `cargo build --release -p api-shield`, or point API_SHIELD_BIN at it",
+        path.display()
+    );
+    path
+}
+
+/// A daemon attached to a lab's server interface; killed and cleaned up when dropped.
+pub struct Daemon {
+    pub bin: PathBuf,
+    pub netns: String,
+    pub iface: String,
+    /// Private temp directory: config, socket, state, logs.
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub pin_root: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Writes a config (this daemon's paths, then `extra` TOML such as `[limits]` tables),
+    /// starts the daemon on the lab's server interface and waits until it answers.
+    pub fn start(lab: &Lab, extra: &str) -> Daemon {
+        let bin = binary();
+        let dir = std::env::temp_dir().join(format!("api-shield-e2e-{}", lab.id));
+        let pin_root = PathBuf::from(format!("/sys/fs/bpf/api-shield-test-{}", lab.id));
+        let mut daemon = Daemon {
+            bin,
+            netns: lab.server.netns.clone(),
+            iface: lab.server.iface.to_owned(),
+            socket: dir.join("ctl.sock"),
+            config: dir.join("cfg.toml"),
+            log: dir.join("daemon.log"),
+            dir,
+            pin_root,
+            child: None,
+        };
+        // From here on a panic drops `daemon`, which removes what was created.
+        fs::create_dir(&daemon.dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", daemon.dir.display()));
+        let config = format!(
+            "pin_root = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n{extra}\n",
+            daemon.pin_root.display(),
+            daemon.dir.join("state").display(),
+            daemon.dir.join("audit.jsonl").display(),
+        );
+        fs::write(&daemon.config, config)
+            .unwrap_or_else(|e| panic!("write {}: {e}", daemon.config.display()));
+        daemon.spawn();
+        daemon
+    }
+
+    /// Starts a daemon process (again, after `kill9`) and waits until it answers `status`.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "a daemon is already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
+        let log_err = log.try_clone().expect("clone the log file");
+        let child = self
+            .nsenter()
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["run", "--iface", &self.iface, "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nsenter {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// `nsenter --net=/run/netns/<server> <bin>`: the server's network, the host's mounts.
+    fn nsenter(&self) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(&self.bin);
+        cmd
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                panic!(
+                    "the daemon exited during start-up ({status}); its log:\n{}",
+                    self.log()
+                );
+            }
+            let outcome = self.cli(&["status", "--json"]);
+            if outcome.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not answer `status` within {READY_TIMEOUT:?}: {}\nits log:\n{}",
+                outcome.stderr.trim(),
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The daemon's pid, while one runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL (nsenter execs the binary, so the child's pid is the daemon's) and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs the CLI as root against this daemon's socket.
+    pub fn cli(&self, args: &[&str]) -> Outcome {
+        run(self.cli_command(args), COMMAND_TIMEOUT)
+    }
+
+    /// Runs the CLI as `uid:gid` (supplementary groups dropped) against this daemon's socket.
+    pub fn cli_as(&self, uid: u32, gid: u32, args: &[&str]) -> Outcome {
+        run(self.cli_command(args).uid(uid).gid(gid), COMMAND_TIMEOUT)
+    }
+
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--socket").arg(&self.socket).args(args);
+        cmd
+    }
+
+    /// Runs a CLI verb that must succeed and print JSON; returns the JSON.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let outcome = self.cli(args);
+        assert!(
+            outcome.success(),
+            "`api-shield {}` failed ({:?}): {}",
+            args.join(" "),
+            outcome.code,
+            outcome.stderr.trim()
+        );
+        serde_json::from_str(&outcome.stdout).unwrap_or_else(|e| {
+            panic!(
+                "`api-shield {}` printed no JSON ({e}): {}",
+                args.join(" "),
+                outcome.stdout
+            )
+        })
+    }
+
+    /// Runs a CLI verb that must succeed.
+    pub fn ok(&self, args: &[&str]) -> Outcome {
+        let outcome = self.cli(args);
+        assert!(
+            outcome.success(),
+            "`api-shield {}` failed ({:?}): {}",
+            args.join(" "),
+            outcome.code,
+            outcome.stderr.trim()
+        );
+        outcome
+    }
+
+    pub fn status(&self) -> Value {
+        self.json(&["status", "--json"])
+    }
+
+    pub fn stats(&self) -> Value {
+        self.json(&["stats", "--json"])
+    }
+
+    /// `list [blocked|allowed] --json` as an array.
+    pub fn list(&self, kind: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["list"];
+        args.extend(kind);
+        args.push("--json");
+        match self.json(&args) {
+            Value::Array(items) => items,
+            other => panic!("`list` did not print an array: {other}"),
+        }
+    }
+
+    /// `detach --iface <iface> --config <cfg>`, run in the server namespace.
+    pub fn detach(&self) -> Result<Outcome, String> {
+        let mut cmd = self.nsenter();
+        cmd.args(["detach", "--iface", &self.iface, "--config"])
+            .arg(&self.config);
+        try_run(&mut cmd, COMMAND_TIMEOUT)
+    }
+
+    /// Everything the daemon(s) logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Where the pins of the protected interface live.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.pin_root.join(&self.iface)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Nothing here may panic: this also runs while a test panics.
+        self.kill9();
+        if thread::panicking() {
+            eprintln!(
+                "e2e: log of the daemon on {} in {}:\n{}",
+                self.iface,
+                self.netns,
+                self.log()
+            );
+        }
+        if self.config.is_file() && Path::new("/run/netns").join(&self.netns).exists() {
+            match self.detach() {
+                Ok(o) if o.success() => {}
+                Ok(o) => eprintln!("e2e: detach failed: {}", o.stderr.trim()),
+                Err(e) => eprintln!("e2e: detach failed: {e}"),
+            }
+        }
+        for (what, result) in [
+            ("pins", remove_all(&self.pin_root)),
+            ("temp dir", remove_all(&self.dir)),
+        ] {
+            if let Err(e) = result {
+                eprintln!("e2e: cannot remove the {what}: {e}");
+            }
+        }
+    }
+}
+
+fn remove_all(path: &Path) -> Result<(), String> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(format!("{}: {e}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `stats[section][name].packets`, panicking if it is missing.
+pub fn packets(stats: &Value, section: &str, name: &str) -> u64 {
+    stats[section][name]["packets"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("stats have no {section}.{name}.packets: {stats}"))
+}
+
+/// Opens (creates) a file for writing; a small helper for tests writing configs.
+pub fn write_file(path: &Path, text: &str) {
+    File::create(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
