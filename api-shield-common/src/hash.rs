@@ -72,6 +72,7 @@ mod tests {
 mod independence {
     use super::*;
     use crate::state::FAMILY_V4;
+    use std::vec::Vec;
 
     /// Two sources sharing their row-0 cell rarely share their row-1 cell too: that is what
     /// keeps a heavy source from limiting a light one it collides with.

@@ -6,6 +6,9 @@
 //! where host unit tests cover it.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod bucket;
 pub mod config;
 pub mod entry;
