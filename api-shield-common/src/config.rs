@@ -8,6 +8,10 @@ pub const MODE_ENFORCE: u32 = 0;
 /// Monitor (dry run): count what would have been dropped as `monitored`, and pass it.
 pub const MODE_MONITOR: u32 = 1;
 
+/// How long past its expiry an auto-blocked source still reaches the exact map (at least),
+/// so that its expired entry is freed when it returns.
+pub const AUTO_BLOCK_HINT_GRACE_NS: u64 = 60 * crate::NS_PER_SEC;
+
 /// Rate limits apply only to destination ports set in the `PORTS` bitmap.
 pub const FLAG_PORT_SCOPED: u32 = 1 << 0;
 

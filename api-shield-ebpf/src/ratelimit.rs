@@ -10,7 +10,7 @@ use crate::maps::{AUTO_BLOCKS, BUCKETS, EVENT_STATE, EVENTS, OFFENDERS, PORTS};
 use crate::parse::{Packet, Source};
 use api_shield_common::{
     bucket,
-    config::{FLAG_PORT_SCOPED, MODE_MONITOR, ShieldConfig, port_word},
+    config::{AUTO_BLOCK_HINT_GRACE_NS, FLAG_PORT_SCOPED, MODE_MONITOR, ShieldConfig, port_word},
     hash,
     state::{AutoBlock, AutoBlockEvent, BucketSlot, FAMILY_V4, FAMILY_V6, Offender, RateKey},
     verdict,
@@ -191,11 +191,20 @@ fn strike(cfg: &ShieldConfig, key: &RateKey, now: u64, a: &mut BucketSlot, b: &m
     }
     count(verdict::AUTO_BLOCK_ADDED, 0);
     let _ = OFFENDERS.remove(key);
-    if a.block_hint_until_ns < block.expires_at_ns {
-        a.block_hint_until_ns = block.expires_at_ns;
+    // The hint outlives the block, so a source that comes back after its block expired
+    // reaches the exact map once more and frees its slot there; the daemon sweeps the slots
+    // of sources that never come back.
+    let grace = if cfg.autoblock_ttl_ns > AUTO_BLOCK_HINT_GRACE_NS {
+        cfg.autoblock_ttl_ns
+    } else {
+        AUTO_BLOCK_HINT_GRACE_NS
+    };
+    let hint = block.expires_at_ns + grace;
+    if a.block_hint_until_ns < hint {
+        a.block_hint_until_ns = hint;
     }
-    if b.block_hint_until_ns < block.expires_at_ns {
-        b.block_hint_until_ns = block.expires_at_ns;
+    if b.block_hint_until_ns < hint {
+        b.block_hint_until_ns = hint;
     }
     emit(cfg, key, strikes, &block, now);
 }

@@ -4,19 +4,28 @@
 //! The daemon is started with `nsenter --net=...` rather than `ip netns exec`, which would
 //! remount /sys and hide the bpffs pins. Each daemon has its own temp directory (config,
 //! socket, state, audit log, daemon log) and its own `pin_root`; the guard kills the daemon,
-//! detaches the shield and removes both, also while a test panics.
+//! detaches the shield and removes both, also while a test panics. A daemon also dies with the
+//! test process (parent-death signal), and what a killed run left behind (recognised by the
+//! dead pid in its names) is removed by the next run.
 
-use crate::netns::{COMMAND_TIMEOUT, Lab, Outcome, run, try_run};
+use crate::netns::{COMMAND_TIMEOUT, Lab, NETNS_PREFIX, Outcome, run, try_run};
 use serde_json::Value;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Once;
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a daemon may take to answer `status` after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each daemon's `pin_root` is `<PIN_PREFIX><pid>-<n>`.
+const PIN_PREFIX: &str = "/sys/fs/bpf/api-shield-test-";
+/// Each daemon's temp directory is `<temp>/<TEMP_PREFIX><pid>-<n>`.
+const TEMP_PREFIX: &str = "api-shield-e2e-";
+
+static SWEEP: Once = Once::new();
 
 /// The binary under test: `API_SHIELD_BIN`, else `target/release/api-shield`.
 pub fn binary() -> PathBuf {
@@ -53,8 +62,9 @@ impl Daemon {
     /// starts the daemon on the lab's server interface and waits until it answers.
     pub fn start(lab: &Lab, extra: &str) -> Daemon {
         let bin = binary();
-        let dir = std::env::temp_dir().join(format!("api-shield-e2e-{}", lab.id));
-        let pin_root = PathBuf::from(format!("/sys/fs/bpf/api-shield-test-{}", lab.id));
+        SWEEP.call_once(sweep_dead_runs);
+        let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}", lab.id));
+        let pin_root = PathBuf::from(format!("{PIN_PREFIX}{}", lab.id));
         let mut daemon = Daemon {
             bin,
             netns: lab.server.netns.clone(),
@@ -90,13 +100,30 @@ impl Daemon {
             .open(&self.log)
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
         let log_err = log.try_clone().expect("clone the log file");
-        let child = self
-            .nsenter()
+        let mut cmd = self.nsenter();
+        let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid), touching no memory of the parent.
+        unsafe {
+            cmd.pre_exec(move || {
+                // If the test process dies without running its guards (SIGKILL, an abort),
+                // the daemon dies with it. nsenter execs the daemon, which keeps the setting.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::other("the test process is gone"));
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .args(["run", "--iface", &self.iface, "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -157,7 +184,7 @@ impl Daemon {
 
     /// Runs the CLI as root against this daemon's socket.
     pub fn cli(&self, args: &[&str]) -> Outcome {
-        run(self.cli_command(args), COMMAND_TIMEOUT)
+        run(&mut self.cli_command(args), COMMAND_TIMEOUT)
     }
 
     /// Runs the CLI as `uid:gid` (supplementary groups dropped) against this daemon's socket.
@@ -271,6 +298,60 @@ impl Drop for Daemon {
     }
 }
 
+/// Removes the pins, namespaces and temp dirs left by test runs that were killed before their
+/// guards ran (a SIGKILLed or interrupted `cargo test`): only names carrying the pid of a process
+/// that no longer exists, so a run in progress is never touched.
+fn sweep_dead_runs() {
+    let dead = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<libc::pid_t>().ok())
+            .is_some_and(|pid| pid > 0 && !pid_exists(pid))
+    };
+    let entries = |dir: &Path| -> Vec<String> {
+        fs::read_dir(dir)
+            .map(|it| {
+                it.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let pins = Path::new(PIN_PREFIX);
+    let (pin_dir, pin_prefix) = (
+        pins.parent().unwrap_or(Path::new("/")),
+        pins.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default(),
+    );
+    for name in entries(pin_dir) {
+        if dead(&name, pin_prefix) {
+            eprintln!("e2e: removing pins left by a dead run: {name}");
+            let _ = remove_all(&pin_dir.join(&name));
+        }
+    }
+    for name in entries(Path::new("/run/netns")) {
+        if dead(&name, NETNS_PREFIX) {
+            eprintln!("e2e: removing a namespace left by a dead run: {name}");
+            let _ = try_run(
+                Command::new("ip").args(["netns", "delete", &name]),
+                COMMAND_TIMEOUT,
+            );
+        }
+    }
+    let temp = std::env::temp_dir();
+    for name in entries(&temp) {
+        if dead(&name, TEMP_PREFIX) {
+            let _ = remove_all(&temp.join(&name));
+        }
+    }
+}
+
+fn pid_exists(pid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 sends nothing; it only asks whether the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 fn remove_all(path: &Path) -> Result<(), String> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -285,11 +366,4 @@ pub fn packets(stats: &Value, section: &str, name: &str) -> u64 {
     stats[section][name]["packets"]
         .as_u64()
         .unwrap_or_else(|| panic!("stats have no {section}.{name}.packets: {stats}"))
-}
-
-/// Opens (creates) a file for writing; a small helper for tests writing configs.
-pub fn write_file(path: &Path, text: &str) {
-    File::create(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }

@@ -173,6 +173,9 @@ pub const GOOD_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 2);
 /// Alone in 2001:db8:1:3::/64.
 pub const BAD_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 3);
 
+/// Every lab namespace is named `<NETNS_PREFIX><pid>-<n>-<role>`.
+pub const NETNS_PREFIX: &str = "ase2e-";
+
 /// The server's interface, where the shield attaches.
 pub const SERVER_IFACE: &str = "srv0";
 
@@ -191,7 +194,7 @@ impl Lab {
     /// Builds the lab under a fresh unique id.
     pub fn new() -> Lab {
         let id = unique_id();
-        let ns = |role: &str| format!("ase2e-{id}-{role}");
+        let ns = |role: &str| format!("{NETNS_PREFIX}{id}-{role}");
         let mut lab = Lab {
             server: Host {
                 netns: ns("srv"),
@@ -437,13 +440,14 @@ impl Drop for Receiver {
 
 fn bind_receiver(port: u16) -> io::Result<UdpSocket> {
     let socket = UdpSocket::bind(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port))?;
+    let size = RECEIVE_BUFFER_BYTES;
     // SAFETY: setsockopt on a socket we own, with a pointer to an int that outlives the call.
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUFFORCE,
-            (&raw const RECEIVE_BUFFER_BYTES).cast(),
+            (&raw const size).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

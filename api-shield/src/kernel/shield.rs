@@ -62,7 +62,12 @@ pub struct Shield {
 impl Shield {
     /// Takes over the kernel state as it is (fresh and zeroed, or adopted from pins).
     pub fn new(kernel: Kernel) -> Result<Self, ShieldError> {
-        let cfg = kernel.maps.read_config()?;
+        // A fresh config map is zeroed; the group count must be right before any apply, or
+        // second-level entries would read as absent.
+        let cfg = ShieldConfig {
+            tbl8_groups: kernel.maps.capacity.v4_host_groups,
+            ..kernel.maps.read_config()?
+        };
         let rules = RuleTable::adopt(
             kernel.maps.capacity.rules,
             kernel

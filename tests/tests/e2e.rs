@@ -1,0 +1,401 @@
+//! End-to-end tests: the real `api-shield` daemon attached to a veth in a network namespace,
+//! real UDP traffic from two client namespaces through a bridge, outcomes read from the
+//! receiving socket and from the shield's own counters, lists and status.
+//!
+//! Each test builds its own lab (unique namespace names, its own `pin_root` and temp dir) and
+//! removes it when it ends, also on panic. Only 198.18.0.0/15 and 2001:db8::/32 are used.
+//! Needs root and the release binary (`API_SHIELD_BIN`, else `target/release/api-shield`).
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+use tests::daemon::{Daemon, packets};
+use tests::netns::{
+    BAD_V4, BAD_V6, GOOD_V4, Lab, Pace, Receiver, SERVER_V4, SERVER_V6, send_udp, spawn_udp,
+};
+
+/// Datagrams each client sends per exchange.
+const N: u64 = 200;
+/// UDP port of the counting receiver on the server.
+const PORT: u16 = 9000;
+/// `nobody` / `nogroup` on Debian.
+const NOBODY: u32 = 65_534;
+
+/// Rate limits and auto-blocking off: only the lists decide.
+const LISTS_ONLY: &str = "\
+[limits]
+packets_per_second = 0
+syn_per_second = 0
+[autoblock]
+strikes = 0
+";
+
+/// 100 packets per second with a burst of 100 per source; 50 over-limit packets within 10 s
+/// get a source blocked in the kernel for 2 minutes.
+const FLOOD_LIMITS: &str = "\
+[limits]
+packets_per_second = 100
+burst = 100
+syn_per_second = 0
+[autoblock]
+strikes = 50
+window = \"10s\"
+ttl = \"2m\"
+";
+
+/// One lab with a daemon on the server and a counting receiver. Fields drop in order: the
+/// receiver, then the daemon (killed, detached, pins removed), then the namespaces.
+struct Env {
+    rx: Receiver,
+    daemon: Daemon,
+    lab: Lab,
+}
+
+impl Env {
+    fn new(config: &str) -> Env {
+        let lab = Lab::new();
+        let daemon = Daemon::start(&lab, config);
+        let rx = Receiver::start(&lab.server, PORT);
+        Env { rx, daemon, lab }
+    }
+
+    /// Both clients send `n` datagrams (gently paced, at the same time) to the server over the
+    /// given family; returns how many of each arrived (good, bad).
+    fn exchange(&self, v6: bool, n: u64) -> (u64, u64) {
+        let target = self.rx.target(&self.lab.server, v6);
+        let (good, bad) = (self.lab.good.addr(v6), self.lab.bad.addr(v6));
+        let before = (self.rx.count(good), self.rx.count(bad));
+        let g = spawn_udp(&self.lab.good, target, Pace::steady(n));
+        let b = spawn_udp(&self.lab.bad, target, Pace::steady(n));
+        let sent = (
+            g.join().expect("good sender"),
+            b.join().expect("bad sender"),
+        );
+        assert_eq!(
+            sent,
+            (n, n),
+            "the client sockets did not take every datagram"
+        );
+        self.rx.settle();
+        (
+            self.rx.count(good) - before.0,
+            self.rx.count(bad) - before.1,
+        )
+    }
+
+    /// `verdicts.blocklisted.packets`.
+    fn blocklisted(&self) -> u64 {
+        packets(&self.daemon.stats(), "verdicts", "blocklisted")
+    }
+}
+
+fn has_entry(list: &[Value], net: &str, origin: &str) -> bool {
+    list.iter()
+        .any(|e| e["net"] == net && e["origin"] == origin && e["action"] == "block")
+}
+
+fn nets(list: &[Value]) -> Vec<String> {
+    list.iter()
+        .map(|e| e["net"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+/// Blocks `token`, checks that bad's traffic over `v6` is dropped and counted while good's
+/// arrives, unblocks, and checks that bad's traffic arrives again.
+fn check_block(env: &Env, token: &str, listed_as: &str, v6: bool) {
+    env.daemon.ok(&["block", token, "--reason", "e2e"]);
+    let blocked = env.daemon.list(Some("blocked"));
+    assert!(
+        has_entry(&blocked, listed_as, "cli"),
+        "{listed_as} not listed: {blocked:?}"
+    );
+    let before = env.blocklisted();
+    let (good, bad) = env.exchange(v6, N);
+    assert_eq!(good, N, "good lost datagrams while {token} was blocked");
+    assert_eq!(
+        bad, 0,
+        "datagrams from bad arrived while {token} was blocked"
+    );
+    let dropped = N - bad;
+    let counted = env.blocklisted() - before;
+    assert!(
+        counted >= dropped,
+        "blocklisted grew by {counted}, but {dropped} datagrams were dropped"
+    );
+
+    env.daemon.ok(&["unblock", token]);
+    assert!(
+        env.daemon.list(Some("blocked")).is_empty(),
+        "still listed after unblock"
+    );
+    assert_eq!(
+        env.exchange(v6, N),
+        (N, N),
+        "delivery not restored after unblocking {token}"
+    );
+}
+
+#[test]
+fn blocked_source_is_dropped_and_unblock_restores_it() {
+    let env = Env::new(LISTS_ONLY);
+    assert_eq!(env.exchange(false, N), (N, N), "the lab lost datagrams");
+    check_block(&env, &BAD_V4.to_string(), "198.18.1.35/32", false);
+    let blocked = env.daemon.list(Some("blocked"));
+    assert!(blocked.is_empty(), "{blocked:?}");
+}
+
+#[test]
+fn cidr_and_ipv6_blocks() {
+    let env = Env::new(LISTS_ONLY);
+    assert_eq!(env.exchange(true, N), (N, N), "the lab lost IPv6 datagrams");
+    check_block(&env, "198.18.1.32/28", "198.18.1.32/28", false);
+    check_block(&env, &BAD_V6.to_string(), "2001:db8:1:3::3/128", true);
+    check_block(&env, "2001:db8:1:3::/64", "2001:db8:1:3::/64", true);
+
+    // A v6 block leaves the same client's IPv4 traffic alone.
+    env.daemon.ok(&["block", "2001:db8:1:3::/64"]);
+    assert_eq!(env.exchange(false, N), (N, N), "an IPv6 block dropped IPv4");
+    assert_eq!(env.exchange(true, N), (N, 0));
+    env.daemon.ok(&["unblock", "2001:db8:1:3::/64"]);
+}
+
+#[test]
+fn flood_is_cut_and_the_source_auto_blocked() {
+    let env = Env::new(FLOOD_LIMITS);
+    let target = env.rx.target(&env.lab.server, false);
+    let (good, bad) = (IpAddr::V4(GOOD_V4), IpAddr::V4(BAD_V4));
+
+    let slow = Pace {
+        count: 20,
+        gap: Some(Duration::from_millis(50)),
+        limit: Duration::from_secs(10),
+    };
+    let g = spawn_udp(&env.lab.good, target, slow);
+    let b = spawn_udp(&env.lab.bad, target, Pace::flood(5_000));
+    let bad_sent = b.join().expect("flood sender");
+    let good_sent = g.join().expect("good sender");
+    env.rx.settle();
+    let (good_got, bad_got) = (env.rx.count(good), env.rx.count(bad));
+    eprintln!("flood: bad sent {bad_sent}, received {bad_got}; good {good_got} of {good_sent}");
+    assert_eq!(good_sent, 20);
+    assert_eq!(
+        good_got, 20,
+        "the good client lost datagrams during the flood"
+    );
+    assert!(
+        bad_sent >= 4_000,
+        "the flood was not a flood: {bad_sent} sent"
+    );
+    assert!(
+        bad_got * 5 < bad_sent,
+        "{bad_got} of {bad_sent} flood datagrams got through"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let blocked = env.daemon.list(Some("blocked"));
+        if has_entry(&blocked, "198.18.1.35/32", "kernel") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no kernel auto-block for 198.18.1.35/32 within 2 s: {blocked:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Auto-blocked now: even a trickle is dropped.
+    assert_eq!(send_udp(&env.lab.bad, target, Pace::steady(10)), 10);
+    env.rx.settle();
+    assert_eq!(
+        env.rx.count(bad),
+        bad_got,
+        "traffic from an auto-blocked source arrived"
+    );
+    assert_eq!(
+        env.exchange(false, 20).0,
+        20,
+        "good traffic after the auto-block"
+    );
+
+    let stats = env.daemon.stats();
+    assert!(packets(&stats, "verdicts", "rate_limited") > 0, "{stats}");
+    assert!(packets(&stats, "details", "block_auto") > 0, "{stats}");
+}
+
+#[test]
+fn blocks_survive_kill_9_and_a_restart_adopts_the_pins() {
+    let mut env = Env::new(LISTS_ONLY);
+    env.daemon.ok(&["block", &BAD_V4.to_string()]);
+    assert_eq!(env.exchange(false, 50), (50, 0));
+    let status = env.daemon.status();
+    assert_eq!(status["adopted"], false, "{status}");
+    let program_id = status["program_id"].clone();
+    assert!(program_id.is_u64(), "{status}");
+    let before = env.blocklisted();
+
+    env.daemon.kill9();
+    assert_eq!(
+        env.exchange(false, 50),
+        (50, 0),
+        "the block is not enforced after kill -9 of the daemon"
+    );
+
+    env.daemon.spawn();
+    let status = env.daemon.status();
+    assert_eq!(status["adopted"], true, "{status}");
+    assert_eq!(status["program_id"], program_id, "{status}");
+    let blocked = env.daemon.list(Some("blocked"));
+    assert!(has_entry(&blocked, "198.18.1.35/32", "cli"), "{blocked:?}");
+    let after = env.blocklisted();
+    assert!(
+        after >= before + 50,
+        "blocklisted went from {before} to {after} across the restart, with 50 drops meanwhile"
+    );
+    assert_eq!(env.exchange(false, 50), (50, 0), "after the restart");
+}
+
+#[test]
+fn bad_cli_input_changes_nothing() {
+    let env = Env::new(LISTS_ONLY);
+    let d = &env.daemon;
+    d.ok(&["block", "198.18.5.8", "--ttl", "10m", "--reason", "seed"]);
+    let listed = d.list(None);
+    assert_eq!(nets(&listed), ["198.18.5.8/32"]);
+
+    for (args, token) in [
+        (&["block", "198.18.0.300"][..], "198.18.0.300"),
+        (&["block", "198.18.5.7/24"], "198.18.5.7/24"),
+        (&["block", "--ttl", "10x", "198.18.5.7"], "10x"),
+        (&["block", "198.18.5.7", "nonsense"], "nonsense"),
+    ] {
+        let out = d.cli(args);
+        assert_eq!(out.code, Some(2), "`{}`: {out:?}", args.join(" "));
+        assert!(
+            out.stderr.contains(token),
+            "`{}` does not name `{token}`: {}",
+            args.join(" "),
+            out.stderr
+        );
+        assert_eq!(
+            d.list(None),
+            listed,
+            "`{}` changed the lists",
+            args.join(" ")
+        );
+    }
+
+    // The daemon checks too: a raw request mixing a good and a bad token applies nothing.
+    let mut stream = UnixStream::connect(&d.socket).expect("connect to the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\",\"nonsense\"]}\n")
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .expect("answer");
+    let answer: Value = serde_json::from_str(&line).expect("JSON answer");
+    assert_eq!(answer["result"], "error", "{answer}");
+    assert_eq!(answer["code"], "invalid_input", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nonsense"),
+        "{answer}"
+    );
+    assert_eq!(
+        d.list(None),
+        listed,
+        "a refused raw request changed the lists"
+    );
+
+    let cfg = d.dir.join("unknown-key.toml");
+    std::fs::write(&cfg, "mode = \"enforce\"\n\nno_such_key = 1\n").expect("write the config");
+    let out = d.cli(&["check-config", cfg.to_str().expect("utf-8 path")]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    let at = format!("{}:3", cfg.display());
+    assert!(out.stderr.contains(&at), "no `{at}` in: {}", out.stderr);
+    assert!(out.stderr.contains("no_such_key"), "{}", out.stderr);
+}
+
+#[test]
+fn non_root_peer_is_refused() {
+    let env = Env::new(LISTS_ONLY);
+    let d = &env.daemon;
+    std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let bad = BAD_V4.to_string();
+
+    // As the daemon made it: the socket is root's, mode 0660.
+    let out = d.cli_as(NOBODY, NOBODY, &["block", &bad]);
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(d.list(Some("blocked")).is_empty());
+
+    // Even with the socket opened to everyone, the daemon itself refuses the peer.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    for args in [
+        &["block", bad.as_str()][..],
+        &["status", "--json"],
+        &["list"],
+    ] {
+        let out = d.cli_as(NOBODY, NOBODY, args);
+        assert_eq!(out.code, Some(3), "`{}` as nobody: {out:?}", args.join(" "));
+        assert!(out.stderr.contains("permission denied"), "{}", out.stderr);
+    }
+    assert!(
+        d.list(Some("blocked")).is_empty(),
+        "a refused peer's block was applied"
+    );
+    assert_eq!(d.status()["adopted"], false);
+    assert_eq!(env.exchange(false, 20), (20, 20));
+}
+
+#[test]
+fn lockout_is_refused_unless_forced() {
+    let env = Env::new(LISTS_ONLY);
+    let d = &env.daemon;
+    let own_v4 = SERVER_V4.to_string();
+    let own_v6 = SERVER_V6.to_string();
+    let bad = BAD_V4.to_string();
+    for (args, named) in [
+        (vec!["block", own_v4.as_str()], own_v4.as_str()),
+        (vec!["block", "198.18.1.0/24"], own_v4.as_str()),
+        (vec!["block", own_v6.as_str()], own_v6.as_str()),
+        (vec!["block", "2001:db8:1::/48"], own_v6.as_str()),
+        (
+            vec!["block", bad.as_str(), "198.18.0.0/15"],
+            own_v4.as_str(),
+        ),
+    ] {
+        let out = d.cli(&args);
+        assert_eq!(out.code, Some(2), "`{}`: {out:?}", args.join(" "));
+        assert!(
+            out.stderr.contains(named) && out.stderr.contains("--force"),
+            "`{}`: {}",
+            args.join(" "),
+            out.stderr
+        );
+        let blocked = d.list(Some("blocked"));
+        assert!(
+            blocked.is_empty(),
+            "`{}` applied {blocked:?}",
+            args.join(" ")
+        );
+    }
+    assert_eq!(
+        env.exchange(false, 20),
+        (20, 20),
+        "a refused block is enforced"
+    );
+
+    d.ok(&["block", &own_v4, "--force"]);
+    let blocked = d.list(Some("blocked"));
+    assert!(has_entry(&blocked, "198.18.1.1/32", "cli"), "{blocked:?}");
+}
