@@ -20,6 +20,27 @@ pub const ACTION_BLOCK: u32 = 2;
 /// Largest rule index an entry can carry.
 pub const MAX_RULE: u32 = RULE_MASK;
 
+/// Set in the rule field of an entry that never expires: the low bits are then the origin
+/// itself, so the common permanent entry costs no `RULES` lookup in the kernel.
+pub const DIRECT_ORIGIN: u32 = 1 << (ACTION_SHIFT - 1);
+pub const DIRECT_ORIGIN_MASK: u32 = DIRECT_ORIGIN - 1;
+
+/// The rule field of a permanent entry of `origin`.
+#[inline(always)]
+pub const fn direct_origin(origin: u32) -> u32 {
+    DIRECT_ORIGIN | (origin & DIRECT_ORIGIN_MASK)
+}
+
+/// `Some(origin)` when the rule field names an origin directly.
+#[inline(always)]
+pub const fn as_direct_origin(rule: u32) -> Option<u32> {
+    if rule & DIRECT_ORIGIN != 0 {
+        Some(rule & DIRECT_ORIGIN_MASK)
+    } else {
+        None
+    }
+}
+
 #[inline(always)]
 pub const fn encode(action: u32, rule: u32) -> u32 {
     ((action << ACTION_SHIFT) & ACTION_MASK) | (rule & RULE_MASK)
@@ -65,5 +86,9 @@ mod tests {
         assert_eq!(group_index(g), 77);
         assert_ne!(encode(ACTION_ALLOW, 0), NONE);
         assert_eq!(rule(encode(ACTION_ALLOW, MAX_RULE)), MAX_RULE);
+        let d = encode(ACTION_BLOCK, direct_origin(42));
+        assert_eq!(as_direct_origin(rule(d)), Some(42));
+        assert_eq!(as_direct_origin(rule(e)), None);
+        assert!(!is_group(d));
     }
 }

@@ -30,6 +30,9 @@ pub fn lookup(cfg: &ShieldConfig, src: &Source, clock: &mut Clock) -> ListMatch 
     match entry::action(e) {
         entry::ACTION_ALLOW => ListMatch::Allow,
         entry::ACTION_BLOCK => {
+            if let Some(origin) = entry::as_direct_origin(entry::rule(e)) {
+                return ListMatch::Block { origin };
+            }
             let Some(rule) = RULES.get(entry::rule(e)) else {
                 // An entry pointing past the rule table is a daemon bug; blocking is the safe side.
                 return ListMatch::Block { origin: 0 };

@@ -158,7 +158,12 @@ impl Shield {
                     Action::Allow => (entry::ACTION_ALLOW, 0),
                     Action::Block => (entry::ACTION_BLOCK, expires_at_ns),
                 };
-                let rule = self.rules.intern(origin, expires_at_ns)?;
+                // Permanent entries name their origin directly; only expiring ones need a rule.
+                let rule = if expires_at_ns == 0 {
+                    entry::direct_origin(origin)
+                } else {
+                    self.rules.intern(origin, expires_at_ns)?
+                };
                 match d.net {
                     IpNet::V4(net) => v4s.push(Compiled {
                         net,
@@ -245,6 +250,7 @@ impl Shield {
             .iter()
             .map(|c| c.rule)
             .chain(v6s.iter().map(|c| c.rule))
+            .filter(|r| entry::as_direct_origin(*r).is_none())
             .collect();
         self.rules.retain(&used);
         Ok(ApplyStats {
