@@ -60,8 +60,8 @@ pub struct ShieldConfig {
     pub mode: u32,
     /// Which copy of the IPv4 tables packets read: 0 or 1.
     pub active_table: u32,
-    /// Second-level groups per copy of `V4_TBL8`.
-    pub tbl8_groups: u32,
+    /// 16-slot nodes per copy of `V4_TBL8`; a node index at or beyond it reads as no entry.
+    pub v4_nodes: u32,
     /// `FLAG_*` bits.
     pub flags: u32,
     /// IPv4 sources share a bucket per prefix of this length (32 by default).

@@ -1,8 +1,9 @@
-//! Encoding of one slot of the IPv4 DIR-24-8 table and of an IPv6 list value.
+//! Encoding of one slot of the IPv4 DIR-24-4-4 table and of an IPv6 list value.
 //!
 //! A slot is a `u32`:
 //! - `0`: no entry covers this source;
-//! - bit 31 set (first level only): the /24 is split, the low bits name a second-level group;
+//! - bit 31 set (first level and first-level nodes only): the /24 (or /28) is split, the low
+//!   bits name the node of `V4_TBL8` that resolves the next 4 bits;
 //! - otherwise bits 29..31 hold the action and the low 29 bits a rule index, whose `Rule`
 //!   carries the origin and the expiry.
 //!

@@ -22,7 +22,7 @@ mod pod;
 
 /// Bumped whenever a map's layout, a map's meaning or the entry encoding changes. Pins left by
 /// a build with another value are refused instead of being reused.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 3;
 
 /// Nanoseconds per second, the unit of every kernel-side time.
 pub const NS_PER_SEC: u64 = 1_000_000_000;

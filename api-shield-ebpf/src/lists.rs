@@ -1,13 +1,18 @@
-//! Allow and block lists: IPv4 in a DIR-24-8 table (one or two array lookups whatever the
-//! list size), IPv6 in an LPM trie behind a one-bit-per-/24 negative filter.
+//! Allow and block lists: IPv4 in a DIR-24-4-4 table (one to three array lookups whatever the
+//! list size), IPv6 in an LPM trie behind a one-bit-per-/24 negative filter. Every structure
+//! exists twice and `active_table` picks the copy, so a list change is published to both
+//! families in one config write.
 
-use crate::maps::{RULES, V4_TBL8, V4_TBL24, V6_FILTER, V6_LIST};
+use crate::maps::{RULES, V4_TBL8, V4_TBL24, V6_FILTER, V6_LIST0, V6_LIST1};
 use crate::parse::Source;
 use crate::ratelimit::Clock;
 use api_shield_common::{
     config::ShieldConfig,
     entry,
-    maps::{TBL8_ELEMENTS_PER_GROUP, TBL24_ELEMENTS_PER_COPY, V6_FILTER_PREFIX},
+    maps::{
+        NODE_BITS, NODE_ELEMENTS, NODE_SLOTS, TBL24_ELEMENTS_PER_COPY, V6_FILTER_PREFIX,
+        V6_FILTER_WORDS,
+    },
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
@@ -25,7 +30,7 @@ pub enum ListMatch {
 pub fn lookup(cfg: &ShieldConfig, src: &Source, clock: &mut Clock) -> ListMatch {
     let e = match src {
         Source::V4(addr) => v4_entry(cfg, *addr),
-        Source::V6(addr) => v6_entry(addr),
+        Source::V6(addr) => v6_entry(cfg, addr),
     };
     match entry::action(e) {
         entry::ACTION_ALLOW => ListMatch::Allow,
@@ -49,10 +54,12 @@ pub fn lookup(cfg: &ShieldConfig, src: &Source, clock: &mut Clock) -> ListMatch 
     }
 }
 
+/// The first level answers by the top 24 bits; a split /24 names a node resolving bits 4..8,
+/// whose split slots name a node resolving bits 0..4. At most three array lookups.
 #[inline(always)]
 fn v4_entry(cfg: &ShieldConfig, addr: u32) -> u32 {
     let copy = cfg.active_table & 1;
-    let slot = addr >> 8;
+    let slot = addr >> (2 * NODE_BITS);
     let Some(pair) = V4_TBL24.get(copy * TBL24_ELEMENTS_PER_COPY + (slot >> 1)) else {
         return entry::NONE;
     };
@@ -60,28 +67,45 @@ fn v4_entry(cfg: &ShieldConfig, addr: u32) -> u32 {
     if !entry::is_group(first) {
         return first;
     }
-    let group = entry::group_index(first);
-    if group >= cfg.tbl8_groups {
+    let second = v4_node(cfg, copy, first, (addr >> NODE_BITS) & (NODE_SLOTS - 1));
+    if !entry::is_group(second) {
+        return second;
+    }
+    // Second-level nodes hold entries only.
+    v4_node(cfg, copy, second, addr & (NODE_SLOTS - 1))
+}
+
+/// Slot `nibble` of the node `group` names; a node beyond the table reads as no entry.
+#[inline(always)]
+fn v4_node(cfg: &ShieldConfig, copy: u32, group: u32, nibble: u32) -> u32 {
+    let node = entry::group_index(group);
+    if node >= cfg.v4_nodes {
         return entry::NONE;
     }
-    let low = addr & 0xFF;
-    let index = (copy * cfg.tbl8_groups + group) * TBL8_ELEMENTS_PER_GROUP + (low >> 1);
+    let index = (copy * cfg.v4_nodes + node) * NODE_ELEMENTS + (nibble >> 1);
     match V4_TBL8.get(index) {
-        Some(pair) => pair[(low & 1) as usize],
+        Some(pair) => pair[(nibble & 1) as usize],
         None => entry::NONE,
     }
 }
 
 #[inline(always)]
-fn v6_entry(addr: &[u8; 16]) -> u32 {
+fn v6_entry(cfg: &ShieldConfig, addr: &[u8; 16]) -> u32 {
+    let copy = cfg.active_table & 1;
     let top = u32::from_be_bytes([0, addr[0], addr[1], addr[2]]) >> (24 - V6_FILTER_PREFIX);
-    let Some(word) = V6_FILTER.get(top / 64) else {
+    let Some(word) = V6_FILTER.get(copy * V6_FILTER_WORDS + top / 64) else {
         return entry::NONE;
     };
     if word & (1u64 << (top % 64)) == 0 {
         return entry::NONE;
     }
-    match V6_LIST.get(Key::new(128, *addr)) {
+    let key = Key::new(128, *addr);
+    let found = if copy == 0 {
+        V6_LIST0.get(key)
+    } else {
+        V6_LIST1.get(key)
+    };
+    match found {
         Some(e) => *e,
         None => entry::NONE,
     }

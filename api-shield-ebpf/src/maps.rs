@@ -31,21 +31,25 @@ pub static ORIGIN_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries
 pub static V4_TBL24: Array<[u32; 2]> =
     Array::with_max_entries(TBL24_ELEMENTS_PER_COPY * TABLE_COPIES, MMAPABLE);
 
-/// Two copies of `tbl8_groups` second-level groups.
+/// Two copies of `v4_nodes` 16-slot nodes.
 #[map]
-pub static V4_TBL8: Array<[u32; 2]> = Array::with_max_entries(
-    DEFAULT_TBL8_GROUPS * TBL8_ELEMENTS_PER_GROUP * TABLE_COPIES,
-    MMAPABLE,
-);
+pub static V4_TBL8: Array<[u32; 2]> =
+    Array::with_max_entries(DEFAULT_V4_NODES * NODE_ELEMENTS * TABLE_COPIES, MMAPABLE);
 
 #[map]
 pub static RULES: Array<Rule> = Array::with_max_entries(DEFAULT_RULES, MMAPABLE);
 
 #[map]
-pub static V6_FILTER: Array<u64> = Array::with_max_entries(V6_FILTER_WORDS, MMAPABLE);
+pub static V6_FILTER: Array<u64> =
+    Array::with_max_entries(V6_FILTER_WORDS * TABLE_COPIES, MMAPABLE);
 
+/// The trie packets read when `active_table` is 0.
 #[map]
-pub static V6_LIST: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_V6_ENTRIES, 0);
+pub static V6_LIST0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_V6_ENTRIES, 0);
+
+/// The trie packets read when `active_table` is 1.
+#[map]
+pub static V6_LIST1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(DEFAULT_V6_ENTRIES, 0);
 
 #[map]
 pub static PORTS: Array<u32> = Array::with_max_entries(PORT_WORDS, 0);

@@ -40,13 +40,19 @@ pub enum Command {
     /// Block addresses or prefixes.
     Block(BlockArgs),
     /// Remove blocks.
-    Unblock(AddrArgs),
+    Unblock(UnblockArgs),
     /// Always allow addresses or prefixes (allow wins over block).
     Allow(AddrArgs),
     /// Remove allow entries.
     Unallow(AddrArgs),
     /// List blocked and allowed entries.
     List(ListArgs),
+    /// Show every list (origin) with its size, source, last update and drops.
+    Lists(OutputArgs),
+    /// Replace a named list with the entries of a file (plain, FireHOL netset/ipset, `ipset save`).
+    Import(ImportArgs),
+    /// Empty a named list.
+    Flush(FlushArgs),
     /// Validate a config file, reporting every problem with its line.
     CheckConfig(CheckConfigArgs),
 }
@@ -98,6 +104,45 @@ pub struct BlockArgs {
     /// Block even what covers this host's own addresses or a management prefix.
     #[arg(long)]
     pub force: bool,
+    /// Put the blocks in this named list (its own origin) instead of `cli`.
+    #[arg(long, value_name = "NAME")]
+    pub list: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnblockArgs {
+    /// Addresses or CIDR prefixes (host bits must be zero).
+    #[arg(value_name = "ADDR", required = true)]
+    pub addrs: Vec<String>,
+    /// Remove from this named list only; without it, from every list and the kernel's auto-blocks.
+    #[arg(long, value_name = "NAME")]
+    pub list: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The list file; the daemon reads it.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Name of the list it replaces.
+    #[arg(long, value_name = "NAME")]
+    pub list: String,
+    /// File format; `auto` recognises `ipset save` output, else one address or CIDR a line.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub format: crate::lists::formats::Format,
+    /// Skip malformed lines (each is reported) instead of refusing the whole file.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// Name of the list to empty.
+    #[arg(long, value_name = "NAME")]
+    pub list: String,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +157,9 @@ pub struct ListArgs {
     /// Only this kind of entry; both kinds without it.
     #[arg(value_enum)]
     pub kind: Option<ListKind>,
+    /// Only entries of this origin (a list name, `cli`, `kernel`, `config`).
+    #[arg(long, value_name = "NAME")]
+    pub origin: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -69,9 +69,31 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             &socket,
             &Request::List {
                 action: l.kind.map(Into::into),
+                origin: l.origin,
             },
             l.json,
             print_list,
+        ),
+        Command::Lists(o) => ask(&socket, &Request::Lists, o.json, print_lists),
+        Command::Import(i) => {
+            // The daemon reads the file: give it a path that does not depend on our cwd.
+            let path = match std::path::absolute(&i.file) {
+                Ok(p) => p,
+                Err(e) => return fail(EXIT_REFUSED, &format!("{}: {e}", i.file.display())),
+            };
+            let req = Request::Import {
+                path,
+                list: i.list,
+                format: i.format,
+                skip_invalid: i.skip_invalid,
+            };
+            ask(&socket, &req, i.json, print_change)
+        }
+        Command::Flush(f) => ask(
+            &socket,
+            &Request::Flush { list: f.list },
+            false,
+            print_change,
         ),
         Command::Block(b) => {
             let ttl_secs = match b.ttl.as_deref().map(parse_duration).transpose() {
@@ -86,10 +108,14 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 ttl_secs,
                 reason: b.reason,
                 force: b.force,
+                list: b.list,
             };
             ask(&socket, &req, false, print_change)
         }
-        Command::Unblock(a) => change(&socket, a.addrs, |nets| Request::Unblock { nets }),
+        Command::Unblock(a) => {
+            let list = a.list;
+            change(&socket, a.addrs, |nets| Request::Unblock { nets, list })
+        }
         Command::Allow(a) => change(&socket, a.addrs, |nets| Request::Allow { nets }),
         Command::Unallow(a) => change(&socket, a.addrs, |nets| Request::Unallow { nets }),
     }
@@ -196,6 +222,25 @@ fn print_stats(body: &Value) {
         for (name, c) in origins {
             row(name, c);
         }
+    }
+}
+
+fn print_lists(body: &Value) {
+    println!(
+        "{:<24} {:>10} {:>10} {:>14}  source",
+        "list", "entries", "revision", "drops"
+    );
+    for l in body.as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:>10} {:>10} {:>14}  {}",
+            l["name"].as_str().unwrap_or("?"),
+            l["entries"].as_u64().unwrap_or(0),
+            l["revision"]
+                .as_u64()
+                .map_or("-".to_string(), |r| r.to_string()),
+            l["drops"]["packets"].as_u64().unwrap_or(0),
+            l["source"].as_str().unwrap_or("-"),
+        );
     }
 }
 

@@ -33,3 +33,45 @@ impl Decision {
         self.expires_at_ms.is_some_and(|t| t <= now_ms)
     }
 }
+
+/// A decision as stored, borrowed: what the kernel compiler and the listings read, without
+/// copying a million origin names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecisionRef<'a> {
+    pub net: IpNet,
+    pub action: Action,
+    pub origin: &'a str,
+    pub reason: Option<&'a str>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+impl DecisionRef<'_> {
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|t| t <= now_ms)
+    }
+
+    pub fn to_owned(&self) -> Decision {
+        Decision {
+            net: self.net,
+            action: self.action,
+            origin: self.origin.to_string(),
+            reason: self.reason.map(str::to_string),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}
+
+impl Decision {
+    pub fn as_ref(&self) -> DecisionRef<'_> {
+        DecisionRef {
+            net: self.net,
+            action: self.action,
+            origin: &self.origin,
+            reason: self.reason.as_deref(),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+        }
+    }
+}

@@ -25,7 +25,7 @@ pub const XDP_PASS: u32 = 2;
 
 /// Small maps: each test loads its own copy of the program.
 pub const TEST_CAPACITY: Capacity = Capacity {
-    v4_host_groups: 64,
+    v4_nodes: 64,
     rules: 1024,
     v6_entries: 1024,
     sketch_width: 1024,
@@ -48,7 +48,7 @@ pub fn base_config(caps: &Capacity) -> ShieldConfig {
     ShieldConfig {
         mode: MODE_ENFORCE,
         active_table: 0,
-        tbl8_groups: caps.v4_host_groups,
+        v4_nodes: caps.v4_nodes,
         flags: 0,
         v4_rate_prefix: V4_RATE_PREFIX,
         v6_rate_prefix: V6_RATE_PREFIX,

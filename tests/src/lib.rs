@@ -1,5 +1,6 @@
 //! Helpers shared by the kernel verdict tests, the end-to-end tests and the benchmarks.
 
+pub mod crowdsec;
 pub mod daemon;
 pub mod frames;
 pub mod kernel;

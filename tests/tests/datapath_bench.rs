@@ -130,9 +130,9 @@ struct Bench {
     auto: Harness,
 }
 
-fn caps(v4_host_groups: u32, v6_entries: u32) -> Capacity {
+fn caps(v4_nodes: u32, v6_entries: u32) -> Capacity {
     Capacity {
-        v4_host_groups,
+        v4_nodes,
         rules: 1024,
         v6_entries,
         sketch_width: 65_536,
@@ -200,7 +200,8 @@ impl Bench {
         };
 
         // Main: an allowlisted host, 1,000 exact IPv4 blocks, an IPv6 list; high limits.
-        let main_caps = caps(1024, 4096);
+        // 1,000 hosts in one /16: ~256 first-level and ~900 second-level IPv4 nodes.
+        let main_caps = caps(4096, 4096);
         let mut main = Harness::with_capacity(&main_caps, &high(&main_caps), &[]);
         let mut decisions = vec![decision(
             &format!("{ALLOWED_V4}/32"),

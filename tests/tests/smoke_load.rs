@@ -4,7 +4,7 @@ use aya::programs::{TestRun, TestRunOptions};
 #[test]
 fn loads_and_runs() {
     let caps = Capacity {
-        v4_host_groups: 64,
+        v4_nodes: 64,
         rules: 1024,
         v6_entries: 1024,
         sketch_width: 1024,

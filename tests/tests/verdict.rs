@@ -1015,8 +1015,8 @@ fn exact_blocks() {
         ),
     ];
     run_table(&h, &cases);
-    // The v4 /32s each split a /24: both sit in one second-level group.
-    assert_eq!(h.shield.last_apply().v4_groups, 1);
+    // The v4 /32s share a /24 and its first /28: one first-level and one second-level node.
+    assert_eq!(h.shield.last_apply().v4_nodes, 2);
 }
 
 #[test]
@@ -1027,8 +1027,8 @@ fn cidr_blocks_v4() {
         block("198.18.16.0/20"),
         block("198.18.40.16/28"),
     ]);
-    // Only the /28 needs a second-level group; /16 and /20 are first-level slots.
-    assert_eq!(stats.v4_groups, 1, "{stats:?}");
+    // Only the /28 needs a node (one first-level node slot); /16 and /20 are tbl24 slots.
+    assert_eq!(stats.v4_nodes, 1, "{stats:?}");
     let origin = h.origin_id("test");
     let o = [(origin, 1)];
     let cases = vec![

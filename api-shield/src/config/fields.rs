@@ -5,7 +5,7 @@ use std::fmt::Display;
 use std::path::PathBuf;
 
 use api_shield_common::entry::MAX_RULE;
-use api_shield_common::maps::{SKETCH_ROWS, TABLE_COPIES, TBL8_ELEMENTS_PER_GROUP};
+use api_shield_common::maps::{NODE_ELEMENTS, SKETCH_ROWS, TABLE_COPIES};
 use ipnet::IpNet;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -15,9 +15,9 @@ use crate::parse;
 pub(super) const V4_BITS: u8 = 32;
 const V6_BITS: u8 = 128;
 
-/// `V4_TBL8` holds `groups * TBL8_ELEMENTS_PER_GROUP` elements per copy; all copies must be
-/// indexable by a `u32`.
-const MAX_V4_HOST_GROUPS: u32 = u32::MAX / (TBL8_ELEMENTS_PER_GROUP * TABLE_COPIES);
+/// `V4_TBL8` holds `nodes * NODE_ELEMENTS` elements per copy; all copies must be indexable by
+/// a `u32`.
+const MAX_V4_NODES: u32 = u32::MAX / (NODE_ELEMENTS * TABLE_COPIES);
 /// Rule indices run from 0 to `MAX_RULE`.
 const MAX_RULES: u32 = MAX_RULE + 1;
 /// The sketch's rows are laid end to end in one array whose size is a `u32`.
@@ -47,8 +47,8 @@ pub(super) fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error>
     in_range(d, 1, u32::MAX)
 }
 
-pub(super) fn v4_host_groups<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    in_range(d, 1, MAX_V4_HOST_GROUPS)
+pub(super) fn v4_nodes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, MAX_V4_NODES)
 }
 
 pub(super) fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

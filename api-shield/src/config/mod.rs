@@ -71,6 +71,10 @@ pub struct Config {
     pub limits: Limits,
     pub autoblock: Autoblock,
     pub capacity: Capacity,
+    /// List files the daemon watches, each replacing its named list when it changes.
+    pub feeds: Vec<crate::feeds::file::FileFeed>,
+    /// The HTTP push API for other tools; off unless the section is present.
+    pub push: Option<crate::push::PushConfig>,
 }
 
 /// Per-source rate limits.
@@ -119,9 +123,10 @@ pub struct Autoblock {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Capacity {
-    /// Second-level IPv4 groups; each holds the /25../32 entries of one /24.
-    #[serde(deserialize_with = "fields::v4_host_groups")]
-    pub v4_host_groups: u32,
+    /// 16-slot second-level nodes of the IPv4 table; an isolated /32 needs 2, a /25../28
+    /// prefix 1.
+    #[serde(deserialize_with = "fields::v4_nodes")]
+    pub v4_nodes: u32,
     /// Rules (allow and block entries with their origin and expiry).
     #[serde(deserialize_with = "fields::rules")]
     pub rules: u32,
@@ -151,6 +156,8 @@ impl Default for Config {
             limits: Limits::default(),
             autoblock: Autoblock::default(),
             capacity: Capacity::default(),
+            feeds: Vec::new(),
+            push: None,
         }
     }
 }
@@ -183,7 +190,7 @@ impl Default for Autoblock {
 impl Default for Capacity {
     fn default() -> Self {
         Self {
-            v4_host_groups: maps::DEFAULT_TBL8_GROUPS,
+            v4_nodes: maps::DEFAULT_V4_NODES,
             rules: maps::DEFAULT_RULES,
             v6_entries: maps::DEFAULT_V6_ENTRIES,
             sketch_width: maps::DEFAULT_SKETCH_WIDTH,
@@ -202,7 +209,7 @@ impl Config {
         ShieldConfig {
             mode: self.mode.kernel_value(),
             active_table,
-            tbl8_groups: self.capacity.v4_host_groups,
+            v4_nodes: self.capacity.v4_nodes,
             flags: if limits.ports.is_empty() {
                 0
             } else {

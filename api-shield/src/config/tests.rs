@@ -41,12 +41,19 @@ ttl = "24h"
 events_per_second = 7
 
 [capacity]
-v4_host_groups = 1024
+v4_nodes = 1024
 rules = 4096
 v6_entries = 1000
 sketch_width = 1024
 offenders = 333
 auto_blocks = 444
+
+[[feeds]]
+name = "firehol-level1"
+path = "/srv/lists/firehol_level1.netset"
+format = "netset"
+skip_invalid = true
+interval = "30s"
 "#;
 
 fn every_key_config() -> Config {
@@ -77,13 +84,21 @@ fn every_key_config() -> Config {
             events_per_second: 7,
         },
         capacity: Capacity {
-            v4_host_groups: 1024,
+            v4_nodes: 1024,
             rules: 4096,
             v6_entries: 1000,
             sketch_width: 1024,
             offenders: 333,
             auto_blocks: 444,
         },
+        feeds: vec![crate::feeds::file::FileFeed {
+            name: "firehol-level1".into(),
+            path: "/srv/lists/firehol_level1.netset".into(),
+            format: crate::lists::formats::Format::Netset,
+            skip_invalid: true,
+            interval: Duration::from_secs(30),
+        }],
+        push: None,
     }
 }
 
@@ -111,7 +126,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(config.autoblock.window, Duration::from_secs(10));
     assert_eq!(config.autoblock.ttl, Duration::from_secs(600));
     assert_eq!(config.autoblock.events_per_second, 100);
-    assert_eq!(config.capacity.v4_host_groups, 8192);
+    assert_eq!(config.capacity.v4_nodes, 65536);
     assert_eq!(config.capacity.rules, 65536);
     assert_eq!(config.capacity.v6_entries, 262_144);
     assert_eq!(config.capacity.sketch_width, 65536);
@@ -267,7 +282,11 @@ fn other_field_checks() {
             "[autoblock]\nevents_per_second = 0",
             "must be between 1 and",
         ),
-        ("[capacity]\nv4_host_groups = 0", "must be between 1 and"),
+        ("[capacity]\nv4_nodes = 0", "must be between 1 and"),
+        (
+            "[capacity]\nv4_nodes = 268435456",
+            "must be between 1 and 268435455",
+        ),
         (
             "[capacity]\nrules = 536870913",
             "must be between 1 and 536870912",
@@ -305,7 +324,7 @@ fn kernel_config_of_defaults() {
     assert_eq!(k.active_table, 1);
     assert_eq!(k.seeds, [11, 22]);
     assert_eq!(k.flags, 0);
-    assert_eq!(k.tbl8_groups, 8192);
+    assert_eq!(k.v4_nodes, 65536);
     assert_eq!(k.v4_rate_prefix, 32);
     assert_eq!(k.v6_rate_prefix, 64);
     assert_eq!(k.sketch_mask, 0xFFFF);
@@ -345,7 +364,7 @@ fn kernel_config_of_every_key() {
     assert_eq!(k.mode, MODE_MONITOR);
     assert_eq!(k.active_table, 0);
     assert_eq!(k.flags, FLAG_PORT_SCOPED);
-    assert_eq!(k.tbl8_groups, 1024);
+    assert_eq!(k.v4_nodes, 1024);
     assert_eq!(k.v4_rate_prefix, 24);
     assert_eq!(k.v6_rate_prefix, 56);
     assert_eq!(k.sketch_mask, 1023);

@@ -227,18 +227,57 @@ fn cross_key_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
             limits.syn_burst,
         ),
     ];
-    pairs
-        .into_iter()
-        .filter(|&(_, rate, _, burst)| rate > 0 && burst == 0)
-        .map(|(rate_key, rate, burst_key, burst)| {
-            let path = ["limits".to_owned(), burst_key.to_owned()];
-            Problem {
-                span: key_span(doc, &path),
-                message: format!(
-                    "limits.{burst_key} = {burst}: must be at least 1 while \
+    let mut problems = feed_problems(config, doc);
+    problems.extend(
+        pairs
+            .into_iter()
+            .filter(|&(_, rate, _, burst)| rate > 0 && burst == 0)
+            .map(|(rate_key, rate, burst_key, burst)| {
+                let path = ["limits".to_owned(), burst_key.to_owned()];
+                Problem {
+                    span: key_span(doc, &path),
+                    message: format!(
+                        "limits.{burst_key} = {burst}: must be at least 1 while \
                      limits.{rate_key} is {rate} (set {rate_key} = 0 to disable the limit)"
-                ),
-            }
-        })
-        .collect()
+                    ),
+                }
+            })
+            .collect::<Vec<_>>(),
+    );
+    problems
+}
+
+/// Feed names become list names (origins): each must be valid and used once.
+fn feed_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
+    let mut seen = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    if let Some(push) = &config.push {
+        let span = key_span(doc, &["push".to_owned()]);
+        problems.extend(push.problems().into_iter().map(|message| Problem {
+            span: span.clone(),
+            message,
+        }));
+    }
+    for feed in &config.feeds {
+        let span = key_span(doc, &["feeds".to_owned()]);
+        if let Err(e) = crate::lists::valid_list_name(&feed.name) {
+            problems.push(Problem {
+                span: span.clone(),
+                message: format!("feeds.name: {e}"),
+            });
+        }
+        if !seen.insert(feed.name.as_str()) {
+            problems.push(Problem {
+                span: span.clone(),
+                message: format!("feeds.name = \"{}\": used by two feeds", feed.name),
+            });
+        }
+        if feed.interval.is_zero() {
+            problems.push(Problem {
+                span,
+                message: format!("feeds.interval of `{}` must be positive", feed.name),
+            });
+        }
+    }
+    problems
 }

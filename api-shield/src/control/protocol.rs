@@ -29,6 +29,24 @@ pub enum Request {
     List {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         action: Option<Action>,
+        /// Only entries of this origin (a list name, `cli`, `kernel`, `config`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+    },
+    /// Every origin with its size, source, last update, revision and drops.
+    Lists,
+    /// Replaces a named list with the content of a file the daemon reads.
+    Import {
+        path: std::path::PathBuf,
+        list: String,
+        #[serde(default = "default_format")]
+        format: crate::lists::formats::Format,
+        #[serde(default)]
+        skip_invalid: bool,
+    },
+    /// Empties a named list.
+    Flush {
+        list: String,
     },
     Block {
         /// Addresses or prefixes as typed; the daemon validates them with `parse::parse_net`.
@@ -40,9 +58,15 @@ pub enum Request {
         /// Block even what would cut off this host or a management prefix.
         #[serde(default)]
         force: bool,
+        /// The named list (origin) the blocks belong to; `cli` without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        list: Option<String>,
     },
     Unblock {
         nets: Vec<String>,
+        /// Remove from this list only; from every origin without one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        list: Option<String>,
     },
     Allow {
         nets: Vec<String>,
@@ -52,6 +76,10 @@ pub enum Request {
     },
 }
 
+fn default_format() -> crate::lists::formats::Format {
+    crate::lists::formats::Format::Auto
+}
+
 impl Request {
     /// The `op` tag, as written on the wire and in the audit log.
     pub const fn op(&self) -> &'static str {
@@ -59,6 +87,9 @@ impl Request {
             Request::Status => "status",
             Request::Stats => "stats",
             Request::List { .. } => "list",
+            Request::Lists => "lists",
+            Request::Import { .. } => "import",
+            Request::Flush { .. } => "flush",
             Request::Block { .. } => "block",
             Request::Unblock { .. } => "unblock",
             Request::Allow { .. } => "allow",
@@ -124,6 +155,7 @@ mod tests {
             ttl_secs: Some(600),
             reason: Some("scan".into()),
             force: false,
+            list: None,
         };
         assert_eq!(
             serde_json::to_value(&block).unwrap(),
@@ -135,26 +167,35 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_value(Request::List {
-                action: Some(Action::Allow)
+                action: Some(Action::Allow),
+                origin: None,
             })
             .unwrap(),
             json!({"op": "list", "action": "allow"})
         );
         // Optional fields may be left out by hand-written clients.
         let minimal: Request =
-            serde_json::from_str(r#"{"op":"block","nets":["10.0.0.1"]}"#).unwrap();
+            serde_json::from_str(r#"{"op":"block","nets":["198.18.0.1"]}"#).unwrap();
         assert_eq!(
             minimal,
             Request::Block {
-                nets: vec!["10.0.0.1".into()],
+                nets: vec!["198.18.0.1".into()],
                 ttl_secs: None,
                 reason: None,
-                force: false
+                force: false,
+                list: None,
             }
         );
         for req in [
             Request::Stats,
-            Request::List { action: None },
+            Request::List {
+                action: None,
+                origin: Some("feed".into()),
+            },
+            Request::Lists,
+            Request::Flush {
+                list: "feed".into(),
+            },
             block,
             Request::Unallow { nets: vec![] },
         ] {

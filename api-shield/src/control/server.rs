@@ -453,6 +453,7 @@ mod tests {
             ttl_secs: Some(60),
             reason: Some("test".into()),
             force: false,
+            list: None,
         };
         let response = ask(&server.path, request.clone()).await.unwrap();
         let Response::Ok { body } = response else {
@@ -497,6 +498,7 @@ mod tests {
         let server = Server::start(own_policy());
         let huge = Request::Unblock {
             nets: vec!["x".repeat(MAX_REQUEST_BYTES)],
+            list: None,
         };
         let response = ask(&server.path, huge).await.unwrap();
         assert_eq!(error_code(&response), Some(ErrorCode::InvalidInput));

@@ -19,7 +19,9 @@ impl Handler for DaemonHandler {
             Request::Block { .. }
             | Request::Unblock { .. }
             | Request::Allow { .. }
-            | Request::Unallow { .. } => Some(serde_json::to_value(&req).unwrap_or(Value::Null)),
+            | Request::Unallow { .. }
+            | Request::Import { .. }
+            | Request::Flush { .. } => Some(serde_json::to_value(&req).unwrap_or(Value::Null)),
             _ => None,
         };
         let result = {
@@ -27,14 +29,23 @@ impl Handler for DaemonHandler {
             match req {
                 Request::Status => Ok(state.status()),
                 Request::Stats => state.stats(),
-                Request::List { action } => Ok(state.list(action)),
+                Request::List { action, origin } => Ok(state.list(action, origin.as_deref())),
+                Request::Lists => state.lists(),
+                Request::Import {
+                    path,
+                    list,
+                    format,
+                    skip_invalid,
+                } => state.import(&path, &list, format, skip_invalid),
+                Request::Flush { list } => state.flush(&list),
                 Request::Block {
                     nets,
                     ttl_secs,
                     reason,
                     force,
-                } => state.block(&nets, ttl_secs, reason, force),
-                Request::Unblock { nets } => state.unblock(&nets),
+                    list,
+                } => state.block(&nets, ttl_secs, reason, force, list.as_deref()),
+                Request::Unblock { nets, list } => state.unblock(&nets, list.as_deref()),
                 Request::Allow { nets } => state.allow(&nets),
                 Request::Unallow { nets } => state.unallow(&nets),
             }

@@ -5,11 +5,12 @@
 pub mod events;
 pub mod handler;
 pub mod ops;
+pub mod sink;
 
 use crate::audit::AuditLog;
 use crate::config::{Config, load_config};
 use crate::control::{self, PeerPolicy};
-use crate::decisions::{snapshot, store::Store};
+use crate::decisions::{snapshot::SnapshotDir, store::Store};
 use crate::kernel::{
     clock,
     loader::{AttachMode, Kernel},
@@ -50,8 +51,8 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         .with_context(|| format!("opening the shield on {iface}"))?;
     let adopted = kernel.attachment.is_some();
     let mut shield = Shield::new(kernel).context("reading the kernel state")?;
-    let snapshot_path = config.state_dir.join(&iface).join("state.json");
-    let snap = snapshot::load(&snapshot_path)?;
+    let snapshot = SnapshotDir::new(config.state_dir.join(&iface));
+    let snap = snapshot.load()?;
     if adopted
         && snap.is_none()
         && shield
@@ -63,15 +64,15 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
             .any(|r| *r != Default::default())
     {
         bail!(
-            "the shield on {iface} holds decisions but there is no snapshot at {}: refusing to \
+            "the shield on {iface} holds decisions but there is no snapshot in {}: refusing to \
              clear them (was state_dir changed?). Restore the snapshot or `api-shield detach` first",
-            snapshot_path.display()
+            snapshot.dir.display()
         );
     }
     let store = match snap {
-        Some(s) => {
-            shield.restore_origins(&s.origins);
-            Store::from_decisions(s.decisions)
+        Some((store, index)) => {
+            shield.restore_origins(&index.origin_ids);
+            store
         }
         None => Store::default(),
     };
@@ -95,9 +96,10 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         shield,
         store,
         config,
-        snapshot_path,
+        snapshot,
         started: Instant::now(),
         requested_capacity: caps,
+        feeds: Default::default(),
     };
     state
         .reapply()
@@ -170,6 +172,54 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         })
     });
 
+    let mut feed_tasks = Vec::new();
+    let feeds = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .feeds
+        .clone();
+    for feed in feeds {
+        let health = state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .feed_health(&feed.name);
+        let sink = Arc::new(sink::StateSink {
+            state: state.clone(),
+            audit: audit.clone(),
+        });
+        feed_tasks.push(tokio::spawn(crate::feeds::file::watch(
+            feed,
+            sink,
+            health,
+            stopped(stop_rx.clone()),
+        )));
+    }
+
+    let push_config = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .push
+        .clone();
+    let push_task = match push_config {
+        Some(cfg) => {
+            let token = crate::push::Token::from_file(&cfg.token_file)?;
+            let listener = crate::push::bind(&cfg).await?;
+            tracing::info!(addr = %listener.local_addr()?, tls = listener.is_tls(), "push API listening");
+            let backend = Arc::new(sink::StateSink {
+                state: state.clone(),
+                audit: audit.clone(),
+            });
+            Some(tokio::spawn(listener.serve(
+                token,
+                backend,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -196,6 +246,16 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
+    for t in feed_tasks {
+        let _ = t.await;
+    }
+    if let Some(t) = push_task {
+        match t.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "push API failed"),
+            Err(e) => tracing::error!(error = %e, "push API task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     if let Some(t) = events_task {
         let _ = t.await;
     }
@@ -229,6 +289,9 @@ fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
     if capacity_of(&config) != s.requested_capacity {
         tracing::warn!("capacity changes take effect after `api-shield detach` and a new `run`");
+    }
+    if config.feeds != s.config.feeds {
+        tracing::warn!("feed changes take effect when the daemon restarts");
     }
     let seeds = s.shield.settings().seeds;
     let result = s

@@ -3,17 +3,19 @@
 
 use crate::config::Config;
 use crate::decisions::{
-    snapshot::{self, FORMAT_VERSION, Snapshot},
-    store::Store,
+    snapshot::SnapshotDir,
+    store::{Entry, OriginList, Store},
 };
 use crate::kernel::{clock, maps::Capacity, shield::Shield};
+use crate::lists::{ListEntry, formats, valid_list_name};
 use crate::lockout;
 use crate::model::{Action, Decision};
 use crate::parse::parse_net;
 use api_shield_common::{state::ORIGIN_KERNEL, verdict};
 use ipnet::IpNet;
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Origin of decisions made through the CLI.
@@ -41,9 +43,11 @@ pub struct State {
     pub shield: Shield,
     pub store: Store,
     pub config: Config,
-    pub snapshot_path: PathBuf,
+    pub snapshot: SnapshotDir,
     pub started: Instant,
     pub requested_capacity: Capacity,
+    /// Health of each feed, by list name.
+    pub feeds: std::collections::BTreeMap<String, crate::feeds::SharedHealth>,
 }
 
 fn parse_all(tokens: &[String]) -> Result<Vec<IpNet>, OpError> {
@@ -66,54 +70,65 @@ fn parse_all(tokens: &[String]) -> Result<Vec<IpNet>, OpError> {
 }
 
 impl State {
-    /// Everything the kernel must enforce: the store plus the config's management allowlist.
-    fn kernel_decisions(&self, store: &Store) -> Vec<Decision> {
+    /// The config's management allowlist, which the kernel enforces beside the store.
+    fn config_decisions(&self) -> Vec<Decision> {
         let now = clock::now_unix_ms();
-        store
+        self.config
+            .management_allow
             .iter()
-            .cloned()
-            .chain(self.config.management_allow.iter().map(|net| Decision {
+            .map(|net| Decision {
                 net: *net,
                 action: Action::Allow,
                 origin: ORIGIN_CONFIG.into(),
                 reason: Some("management_allow".into()),
                 created_at_ms: now,
                 expires_at_ms: None,
-            }))
+            })
             .collect()
     }
 
     /// Makes `next` the state: on disk first (so nothing acknowledged is ever lost), then in
-    /// the kernel. If the kernel refuses it, the previous snapshot is written back.
+    /// the kernel. If the kernel refuses it, the previous snapshot is written back and the
+    /// current state stays as it was.
     pub fn commit(&mut self, next: Store) -> Result<(), OpError> {
-        let decisions = self.kernel_decisions(&next);
-        for d in &decisions {
+        let changed = next.changed_origins(&self.store);
+        self.commit_changed(next, &changed)
+    }
+
+    fn commit_changed(&mut self, next: Store, changed: &[String]) -> Result<(), OpError> {
+        let config = self.config_decisions();
+        let names: Vec<String> = next
+            .origins()
+            .map(|(n, _)| n.to_string())
+            .chain([ORIGIN_CONFIG.to_string()])
+            .collect();
+        for name in &names {
             self.shield
-                .origin_id(&d.origin)
-                .map_err(|e| OpError::Refused(e.to_string()))?;
+                .origin_id(name)
+                .map_err(|e| OpError::Refused(format!("{e}; nothing was applied")))?;
         }
-        self.save(&next)?;
-        if let Err(e) = self.shield.apply(&decisions) {
-            let _ = self.save(&self.store.clone());
-            return Err(OpError::Refused(format!("not applied: {e}")));
+        let now = clock::now_unix_ms();
+        self.snapshot
+            .save(&next, self.shield.origins(), changed, now)
+            .map_err(|e| OpError::Internal(e.to_string()))?;
+        let applied = self
+            .shield
+            .apply_refs(next.iter().chain(config.iter().map(Decision::as_ref)));
+        if let Err(e) = applied {
+            let _ = self
+                .snapshot
+                .save(&self.store, self.shield.origins(), changed, now);
+            return Err(OpError::Refused(format!("{e}; nothing was applied")));
         }
         self.store = next;
         Ok(())
     }
 
-    pub fn save(&self, store: &Store) -> Result<(), OpError> {
-        let snap = Snapshot {
-            version: FORMAT_VERSION,
-            saved_at_ms: clock::now_unix_ms(),
-            origins: self.shield.origins().clone(),
-            decisions: store.iter().cloned().collect(),
-        };
-        snapshot::save(&self.snapshot_path, &snap).map_err(|e| OpError::Internal(e.to_string()))
-    }
-
-    /// Re-applies the current store (after a settings change or on start).
+    /// Re-applies the current store (after a settings change or on start), and writes all of
+    /// it to the snapshot.
     pub fn reapply(&mut self) -> Result<(), OpError> {
-        self.commit(self.store.clone())
+        let names: Vec<String> = self.store.origins().map(|(n, _)| n.to_string()).collect();
+        self.commit_changed(self.store.clone(), &names)
     }
 
     pub fn block(
@@ -122,7 +137,9 @@ impl State {
         ttl_secs: Option<u64>,
         reason: Option<String>,
         force: bool,
+        list: Option<&str>,
     ) -> Result<Value, OpError> {
+        let origin = origin_of(list)?;
         let nets = parse_all(tokens)?;
         if ttl_secs == Some(0) {
             return Err(OpError::Invalid("ttl must be positive".into()));
@@ -148,25 +165,30 @@ impl State {
             next.upsert(Decision {
                 net: *net,
                 action: Action::Block,
-                origin: ORIGIN_CLI.into(),
+                origin: origin.clone(),
                 reason: reason.clone(),
                 created_at_ms: now,
                 expires_at_ms,
             });
         }
         self.commit(next)?;
-        Ok(json!({"blocked": nets, "expires_at_ms": expires_at_ms}))
+        Ok(json!({"blocked": nets, "list": origin, "expires_at_ms": expires_at_ms}))
     }
 
-    pub fn unblock(&mut self, tokens: &[String]) -> Result<Value, OpError> {
+    /// Removes blocks of `tokens`: from `list` only, or from every origin (and the kernel's
+    /// own auto-blocks) when no list is named.
+    pub fn unblock(&mut self, tokens: &[String], list: Option<&str>) -> Result<Value, OpError> {
+        if let Some(l) = list {
+            valid_list_name(l).map_err(OpError::Invalid)?;
+        }
         let nets = parse_all(tokens)?;
         let mut next = self.store.clone();
         let mut removed = Vec::new();
         let mut auto_removed = Vec::new();
         let mut not_blocked = Vec::new();
         for net in &nets {
-            let gone = next.remove(Action::Block, net, None);
-            let auto = self.shield.remove_auto_block(net);
+            let gone = next.remove(Action::Block, net, list);
+            let auto = list.is_none() && self.shield.remove_auto_block(net);
             if auto {
                 auto_removed.push(*net);
             }
@@ -220,14 +242,18 @@ impl State {
 
     /// Entries with origin, reason and expiry; the kernel's auto-blocks are listed with origin
     /// `kernel`.
-    pub fn list(&self, action: Option<Action>) -> Value {
+    pub fn list(&self, action: Option<Action>, origin: Option<&str>) -> Value {
+        let config = self.config_decisions();
         let mut out: Vec<Value> = self
-            .kernel_decisions(&self.store)
+            .store
             .iter()
+            .chain(config.iter().map(Decision::as_ref))
             .filter(|d| action.is_none_or(|a| a == d.action))
-            .map(|d| serde_json::to_value(d).expect("serialisable"))
+            .filter(|d| origin.is_none_or(|o| o == d.origin))
+            .map(|d| serde_json::to_value(d.to_owned()).expect("serialisable"))
             .collect();
-        if action.is_none_or(|a| a == Action::Block) {
+        let kernel_wanted = origin.is_none_or(|o| o == ORIGIN_KERNEL_NAME);
+        if action.is_none_or(|a| a == Action::Block) && kernel_wanted {
             for b in self.shield.auto_blocks() {
                 out.push(json!({
                     "net": b.net,
@@ -291,9 +317,10 @@ impl State {
             "uptime_secs": self.started.elapsed().as_secs(),
             "mode": self.config.mode,
             "decisions": self.store.len(),
+            "lists": self.store.origins().count(),
             "capacity_differs_from_config": cap != self.requested_capacity,
             "maps": {
-                "v4_host_groups": {"used": last.v4_groups, "capacity": cap.v4_host_groups},
+                "v4_nodes": {"used": last.v4_nodes, "capacity": cap.v4_nodes},
                 "rules": {"used": last.rules, "capacity": cap.rules},
                 "v6_entries": {"used": last.v6_trie_keys, "capacity": cap.v6_entries},
                 "auto_blocks": {"used": auto_blocks, "capacity": cap.auto_blocks},
@@ -320,6 +347,199 @@ impl State {
     }
 }
 
+/// The origin a CLI change goes to: a named list, or `cli`.
+fn origin_of(list: Option<&str>) -> Result<String, OpError> {
+    match list {
+        Some(l) => {
+            valid_list_name(l).map_err(OpError::Invalid)?;
+            if l == ORIGIN_CONFIG || l == ORIGIN_KERNEL_NAME {
+                return Err(OpError::Invalid(format!(
+                    "list name `{l}` is reserved for the daemon"
+                )));
+            }
+            Ok(l.to_string())
+        }
+        None => Ok(ORIGIN_CLI.to_string()),
+    }
+}
+
+fn entry_of(e: &ListEntry, now_ms: u64) -> Entry {
+    Entry {
+        reason: e.reason.as_deref().map(Arc::from),
+        created_at_ms: now_ms,
+        expires_at_ms: e
+            .ttl
+            .map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+    }
+}
+
+impl State {
+    /// Replaces list `name` whole with `entries`, atomically for packets. Returns its revision.
+    pub fn replace_list(
+        &mut self,
+        name: &str,
+        source: &str,
+        entries: &[ListEntry],
+    ) -> Result<u64, OpError> {
+        let origin = origin_of(Some(name))?;
+        let now = clock::now_unix_ms();
+        let mut list = OriginList::new(source, now);
+        list.entries.reserve(entries.len());
+        for e in entries {
+            list.entries
+                .insert((Action::Block, e.net), entry_of(e, now));
+        }
+        let mut next = self.store.clone();
+        let revision = next.replace_origin(&origin, list);
+        self.commit_changed(next, &[origin])?;
+        Ok(revision)
+    }
+
+    /// Adds and removes entries of list `name` in one step. With `expected`, refuses the change
+    /// when the list's revision moved since the writer read it.
+    pub fn update_list(
+        &mut self,
+        name: &str,
+        source: &str,
+        expected: Option<u64>,
+        add: &[ListEntry],
+        remove: &[IpNet],
+    ) -> Result<u64, UpdateError> {
+        let origin = origin_of(Some(name)).map_err(UpdateError::Op)?;
+        let current = self.store.revision(&origin);
+        if let Some(expected) = expected.filter(|e| *e != current) {
+            return Err(UpdateError::Conflict { current, expected });
+        }
+        let now = clock::now_unix_ms();
+        let mut next = self.store.clone();
+        let removals: Vec<(Action, IpNet)> = remove.iter().map(|n| (Action::Block, *n)).collect();
+        let revision = next.update_origin(
+            &origin,
+            source,
+            now,
+            add.iter()
+                .map(|e| ((Action::Block, e.net), entry_of(e, now))),
+            &removals,
+        );
+        self.commit_changed(next, &[origin])
+            .map_err(UpdateError::Op)?;
+        Ok(revision)
+    }
+
+    /// The health record of feed `name`, created on first use.
+    pub fn feed_health(&mut self, name: &str) -> crate::feeds::SharedHealth {
+        self.feeds.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Empties list `name`.
+    pub fn flush(&mut self, name: &str) -> Result<Value, OpError> {
+        let origin = origin_of(Some(name))?;
+        let mut next = self.store.clone();
+        let removed = next.drop_origin(&origin);
+        self.commit_changed(next, std::slice::from_ref(&origin))?;
+        Ok(json!({"list": origin, "removed": removed}))
+    }
+
+    /// Imports a list file into list `name`, replacing its content: all of the file or, when
+    /// a line is bad, nothing (unless `skip_invalid`, which reports every skipped line).
+    pub fn import(
+        &mut self,
+        path: &Path,
+        name: &str,
+        format: formats::Format,
+        skip_invalid: bool,
+    ) -> Result<Value, OpError> {
+        let started = Instant::now();
+        origin_of(Some(name))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| OpError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        let file = path.display().to_string();
+        let parsed = formats::parse(&text, &file, format, skip_invalid)
+            .map_err(|e| OpError::Invalid(format!("{e}; nothing was applied")))?;
+        let parsed_in = started.elapsed();
+        let revision = self.replace_list(name, &file, &parsed.entries)?;
+        Ok(json!({
+            "list": name,
+            "entries": parsed.entries.len(),
+            "duplicates": parsed.duplicates,
+            "skipped": parsed.skipped.iter().map(|s| json!({"line": s.line, "text": s.text, "reason": s.reason})).collect::<Vec<_>>(),
+            "format": parsed.format,
+            "revision": revision,
+            "parse_ms": parsed_in.as_millis() as u64,
+            "total_ms": started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    /// Every origin with its size, source, last update, revision and kernel drops.
+    pub fn lists(&self) -> Result<Value, OpError> {
+        let drops = self
+            .shield
+            .origin_counters()
+            .map_err(|e| OpError::Internal(e.to_string()))?;
+        let ids = self.shield.origins();
+        let drops_of = |name: &str| {
+            ids.get(name).and_then(|id| drops.get(*id as usize)).map_or(
+                json!({"packets": 0, "bytes": 0}),
+                |c| json!({"packets": c.packets, "bytes": c.bytes}),
+            )
+        };
+        let mut out: Vec<Value> = self
+            .store
+            .origins()
+            .map(|(name, list)| {
+                let health = self.feeds.get(name).map(|h| {
+                    serde_json::to_value(
+                        &*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    )
+                    .unwrap_or(Value::Null)
+                });
+                json!({
+                    "name": name,
+                    "entries": list.entries.len(),
+                    "source": list.meta.source,
+                    "updated_at_ms": list.meta.updated_at_ms,
+                    "revision": list.meta.revision,
+                    "drops": drops_of(name),
+                    "feed": health,
+                })
+            })
+            .collect();
+        for (name, health) in &self.feeds {
+            if self.store.origin(name).is_none() {
+                let h = health
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                out.push(json!({
+                    "name": name,
+                    "entries": 0,
+                    "source": "feed (nothing loaded yet)",
+                    "drops": drops_of(name),
+                    "feed": serde_json::to_value(&*h).unwrap_or(Value::Null),
+                }));
+            }
+        }
+        let auto = self.shield.kernel.maps.auto_blocks().len();
+        out.push(json!({
+            "name": ORIGIN_KERNEL_NAME,
+            "entries": auto,
+            "source": "kernel auto-block",
+            "drops": drops
+                .get(ORIGIN_KERNEL as usize)
+                .map_or(json!(null), |c| json!({"packets": c.packets, "bytes": c.bytes})),
+        }));
+        Ok(Value::Array(out))
+    }
+}
+
+/// Why a list update was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("the list is at revision {current}, not {expected}")]
+    Conflict { current: u64, expected: u64 },
+    #[error(transparent)]
+    Op(OpError),
+}
+
 fn check_reason(reason: Option<String>) -> Result<Option<String>, OpError> {
     match reason {
         Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(OpError::Invalid(format!(
@@ -336,7 +556,7 @@ fn check_reason(reason: Option<String>) -> Result<Option<String>, OpError> {
 pub fn capacity_of(config: &Config) -> Capacity {
     let c = &config.capacity;
     Capacity {
-        v4_host_groups: c.v4_host_groups,
+        v4_nodes: c.v4_nodes,
         rules: c.rules,
         v6_entries: c.v6_entries,
         sketch_width: c.sketch_width,

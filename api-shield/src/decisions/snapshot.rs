@@ -1,25 +1,51 @@
 //! The on-disk snapshot of decisions (wall-clock expiries), written before the kernel is
 //! changed and restored when no pins exist (after a reboot).
+//!
+//! One file per origin under `origins/`, plus `index.json` naming the origins and their kernel
+//! counter ids. A change rewrites only the origins it touched: a CLI block does not rewrite a
+//! million-entry list. Every file is replaced atomically (temporary file, fsync, rename), the
+//! origin files before the index, so a crash leaves the old state or the new one.
 
-use crate::model::Decision;
+use super::store::{Entry, OriginList, OriginMeta, Store};
+use crate::model::Action;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     fs::{self, File},
-    io::Write,
+    io::BufWriter,
     path::{Path, PathBuf},
 };
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+const INDEX: &str = "index.json";
+const ORIGINS: &str = "origins";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Snapshot {
+pub struct Index {
     pub version: u32,
     pub saved_at_ms: u64,
     /// Origin names and their kernel counter ids.
-    pub origins: BTreeMap<String, u32>,
-    pub decisions: Vec<Decision>,
+    pub origin_ids: BTreeMap<String, u32>,
+    /// Origins that have a file under `origins/`.
+    pub lists: BTreeMap<String, OriginMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OriginFile {
+    meta: OriginMeta,
+    entries: Vec<FileEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    net: IpNet,
+    action: Action,
+    #[serde(flatten)]
+    entry: Entry,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +66,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot {path} has format version {found}; this build reads {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
+    #[error("snapshot {path} names origin `{origin}` whose file is missing")]
+    Missing { path: PathBuf, origin: String },
     #[error("writing snapshot {path}: {source}")]
     Write {
         path: PathBuf,
@@ -48,34 +76,32 @@ pub enum SnapshotError {
     },
 }
 
-/// Reads the snapshot at `path`; `Ok(None)` when there is none yet.
-pub fn load(path: &Path) -> Result<Option<Snapshot>, SnapshotError> {
-    let text = match fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SnapshotError::Read {
-                path: path.into(),
-                source,
-            });
-        }
-    };
-    let snap: Snapshot = serde_json::from_str(&text).map_err(|source| SnapshotError::Corrupt {
-        path: path.into(),
-        source,
-    })?;
-    if snap.version != FORMAT_VERSION {
-        return Err(SnapshotError::Version {
-            path: path.into(),
-            found: snap.version,
-        });
-    }
-    Ok(Some(snap))
+/// A snapshot directory (`state_dir/<iface>`).
+#[derive(Clone, Debug)]
+pub struct SnapshotDir {
+    pub dir: PathBuf,
 }
 
-/// Writes `snap` durably: a temporary file, fsync, rename over the old one, fsync the folder.
-/// A crash at any point leaves either the old snapshot or the new one.
-pub fn save(path: &Path, snap: &Snapshot) -> Result<(), SnapshotError> {
+fn read(path: &Path) -> Result<Option<String>, SnapshotError> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SnapshotError::Read {
+            path: path.into(),
+            source,
+        }),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, SnapshotError> {
+    serde_json::from_str(text).map_err(|source| SnapshotError::Corrupt {
+        path: path.into(),
+        source,
+    })
+}
+
+/// Writes durably: a temporary file, fsync, rename over the old one, fsync the folder.
+fn write_atomic(path: &Path, value: &impl Serialize) -> Result<(), SnapshotError> {
     let err = |source| SnapshotError::Write {
         path: path.into(),
         source,
@@ -84,67 +110,221 @@ pub fn save(path: &Path, snap: &Snapshot) -> Result<(), SnapshotError> {
     fs::create_dir_all(dir).map_err(err)?;
     let tmp = path.with_extension("json.tmp");
     {
-        let mut f = File::create(&tmp).map_err(err)?;
-        let text = serde_json::to_vec(snap).expect("serialisable");
-        f.write_all(&text).map_err(err)?;
+        let mut f = BufWriter::new(File::create(&tmp).map_err(err)?);
+        serde_json::to_writer(&mut f, value).map_err(|e| err(e.into()))?;
+        let f = f.into_inner().map_err(|e| err(e.into_error()))?;
         f.sync_all().map_err(err)?;
     }
     fs::rename(&tmp, path).map_err(err)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(err)
 }
 
+impl SnapshotDir {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.dir.join(INDEX)
+    }
+
+    fn origin_path(&self, name: &str) -> PathBuf {
+        // List names are checked to be plain file names (`lists::valid_list_name`).
+        self.dir.join(ORIGINS).join(format!("{name}.json"))
+    }
+
+    /// Reads the snapshot; `Ok(None)` when there is none yet.
+    pub fn load(&self) -> Result<Option<(Store, Index)>, SnapshotError> {
+        let path = self.index_path();
+        let Some(text) = read(&path)? else {
+            return Ok(None);
+        };
+        let index: Index = parse(&path, &text)?;
+        if index.version != FORMAT_VERSION {
+            return Err(SnapshotError::Version {
+                path,
+                found: index.version,
+            });
+        }
+        let mut store = Store::default();
+        for name in index.lists.keys() {
+            let opath = self.origin_path(name);
+            let text = read(&opath)?.ok_or_else(|| SnapshotError::Missing {
+                path: path.clone(),
+                origin: name.clone(),
+            })?;
+            let file: OriginFile = parse(&opath, &text)?;
+            let mut list = OriginList {
+                meta: file.meta,
+                entries: Default::default(),
+            };
+            list.entries.reserve(file.entries.len());
+            for e in file.entries {
+                list.entries.insert((e.action, e.net), e.entry);
+            }
+            let revision = list.meta.revision;
+            store.replace_origin(name, list);
+            debug_assert_eq!(store.revision(name), 1);
+            restore_revision(&mut store, name, revision);
+        }
+        Ok(Some((store, index)))
+    }
+
+    /// Writes the origins named in `changed` (removing the files of origins that are gone),
+    /// then the index.
+    pub fn save(
+        &self,
+        store: &Store,
+        origin_ids: &BTreeMap<String, u32>,
+        changed: &[String],
+        now_ms: u64,
+    ) -> Result<(), SnapshotError> {
+        for name in changed {
+            if let Some(list) = store.origin(name) {
+                let file = OriginFile {
+                    meta: list.meta.clone(),
+                    entries: list
+                        .entries
+                        .iter()
+                        .map(|((action, net), entry)| FileEntry {
+                            net: *net,
+                            action: *action,
+                            entry: entry.clone(),
+                        })
+                        .collect(),
+                };
+                write_atomic(&self.origin_path(name), &file)?;
+            }
+        }
+        let index = Index {
+            version: FORMAT_VERSION,
+            saved_at_ms: now_ms,
+            origin_ids: origin_ids.clone(),
+            lists: store
+                .origins()
+                .map(|(n, l)| (n.to_string(), l.meta.clone()))
+                .collect(),
+        };
+        write_atomic(&self.index_path(), &index)?;
+        for name in changed {
+            if store.origin(name).is_none() {
+                let _ = fs::remove_file(self.origin_path(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes everything (the first save of a daemon, after a restore).
+    pub fn save_all(
+        &self,
+        store: &Store,
+        origin_ids: &BTreeMap<String, u32>,
+        now_ms: u64,
+    ) -> Result<(), SnapshotError> {
+        let names: Vec<String> = store.origins().map(|(n, _)| n.to_string()).collect();
+        self.save(store, origin_ids, &names, now_ms)
+    }
+}
+
+/// `replace_origin` numbers revisions from the store's view; a restored list keeps the
+/// revision it had, so push clients holding it are not told of a conflict after a restart.
+fn restore_revision(store: &mut Store, name: &str, revision: u64) {
+    store.set_revision(name, revision);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Action;
+    use crate::model::Decision;
 
-    fn sample() -> Snapshot {
-        Snapshot {
-            version: FORMAT_VERSION,
-            saved_at_ms: 7,
-            origins: BTreeMap::from([("cli".to_string(), 1)]),
-            decisions: vec![Decision {
+    fn sample() -> Store {
+        Store::from_decisions([
+            Decision {
                 net: "2001:db8::/48".parse().unwrap(),
                 action: Action::Block,
                 origin: "cli".into(),
                 reason: Some("test".into()),
                 created_at_ms: 1,
                 expires_at_ms: Some(99),
-            }],
-        }
+            },
+            Decision {
+                net: "198.18.0.0/24".parse().unwrap(),
+                action: Action::Allow,
+                origin: "list-a".into(),
+                reason: None,
+                created_at_ms: 2,
+                expires_at_ms: None,
+            },
+        ])
+    }
+
+    fn ids() -> BTreeMap<String, u32> {
+        BTreeMap::from([("cli".to_string(), 1), ("list-a".to_string(), 2)])
     }
 
     #[test]
-    fn round_trip() {
+    fn round_trip_keeps_entries_and_revisions() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/state.json");
-        assert_eq!(load(&path).unwrap(), None);
-        save(&path, &sample()).unwrap();
-        assert_eq!(load(&path).unwrap(), Some(sample()));
+        let snap = SnapshotDir::new(dir.path().join("eth0"));
+        assert!(snap.load().unwrap().is_none());
+        let store = sample();
+        snap.save_all(&store, &ids(), 5).unwrap();
+        let (loaded, index) = snap.load().unwrap().unwrap();
+        assert_eq!(loaded, store);
+        assert_eq!(index.origin_ids, ids());
+    }
+
+    #[test]
+    fn only_changed_origins_are_rewritten_and_gone_ones_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = SnapshotDir::new(dir.path().to_path_buf());
+        let store = sample();
+        snap.save_all(&store, &ids(), 5).unwrap();
+        let a = dir.path().join("origins/list-a.json");
+        let before = fs::metadata(&a).unwrap().modified().unwrap();
+        let mut next = store.clone();
+        next.upsert(Decision {
+            net: "198.18.1.1/32".parse().unwrap(),
+            action: Action::Block,
+            origin: "cli".into(),
+            reason: None,
+            created_at_ms: 3,
+            expires_at_ms: None,
+        });
+        let changed = next.changed_origins(&store);
+        snap.save(&next, &ids(), &changed, 6).unwrap();
+        assert_eq!(fs::metadata(&a).unwrap().modified().unwrap(), before);
+        assert_eq!(snap.load().unwrap().unwrap().0, next);
+        let mut dropped = next.clone();
+        dropped.drop_origin("list-a");
+        snap.save(&dropped, &ids(), &dropped.changed_origins(&next), 7)
+            .unwrap();
+        assert!(!a.exists());
+        assert_eq!(snap.load().unwrap().unwrap().0, dropped);
     }
 
     #[test]
     fn truncated_snapshot_is_a_clear_error_and_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        save(&path, &sample()).unwrap();
+        let snap = SnapshotDir::new(dir.path().to_path_buf());
+        snap.save_all(&sample(), &ids(), 5).unwrap();
+        let path = dir.path().join("origins/cli.json");
         let text = fs::read(&path).unwrap();
         fs::write(&path, &text[..text.len() / 2]).unwrap();
-        let err = load(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("damaged") && err.contains("state.json"),
-            "{err}"
-        );
+        let err = snap.load().unwrap_err().to_string();
+        assert!(err.contains("damaged") && err.contains("cli.json"), "{err}");
         assert_eq!(fs::read(&path).unwrap().len(), text.len() / 2);
     }
 
     #[test]
     fn other_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.json");
-        let mut s = sample();
-        s.version = FORMAT_VERSION + 1;
-        save(&path, &s).unwrap();
-        assert!(matches!(load(&path), Err(SnapshotError::Version { .. })));
+        let snap = SnapshotDir::new(dir.path().to_path_buf());
+        snap.save_all(&sample(), &ids(), 5).unwrap();
+        let path = dir.path().join(INDEX);
+        let mut index: Index = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        index.version = FORMAT_VERSION + 1;
+        fs::write(&path, serde_json::to_string(&index).unwrap()).unwrap();
+        assert!(matches!(snap.load(), Err(SnapshotError::Version { .. })));
     }
 }

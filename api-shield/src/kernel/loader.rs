@@ -69,10 +69,11 @@ fn loader<'a>(caps: &Capacity) -> EbpfLoader<'a> {
     let mut l = EbpfLoader::new();
     l.map_max_entries(
         names::V4_TBL8,
-        caps.v4_host_groups * names::TBL8_ELEMENTS_PER_GROUP * names::TABLE_COPIES,
+        caps.v4_nodes * names::NODE_ELEMENTS * names::TABLE_COPIES,
     )
     .map_max_entries(names::RULES, caps.rules)
-    .map_max_entries(names::V6_LIST, caps.v6_entries)
+    .map_max_entries(names::V6_LIST0, caps.v6_entries)
+    .map_max_entries(names::V6_LIST1, caps.v6_entries)
     .map_max_entries(names::BUCKETS, caps.sketch_width * names::SKETCH_ROWS)
     .map_max_entries(names::OFFENDERS, caps.offenders)
     .map_max_entries(names::AUTO_BLOCKS, caps.auto_blocks);

@@ -19,7 +19,7 @@ struct Shape {
     value: usize,
 }
 
-const SHAPES: [Shape; 15] = [
+const SHAPES: [Shape; 16] = [
     shape::<u32, ShieldConfig>(names::CONFIG, MapType::Array),
     shape::<u32, Counter>(names::COUNTERS, MapType::PerCpuArray),
     shape::<u32, Counter>(names::ORIGIN_COUNTERS, MapType::PerCpuArray),
@@ -27,7 +27,8 @@ const SHAPES: [Shape; 15] = [
     shape::<u32, [u32; 2]>(names::V4_TBL8, MapType::Array),
     shape::<u32, Rule>(names::RULES, MapType::Array),
     shape::<u32, u64>(names::V6_FILTER, MapType::Array),
-    shape::<Key<[u8; 16]>, u32>(names::V6_LIST, MapType::LpmTrie),
+    shape::<Key<[u8; 16]>, u32>(names::V6_LIST0, MapType::LpmTrie),
+    shape::<Key<[u8; 16]>, u32>(names::V6_LIST1, MapType::LpmTrie),
     shape::<u32, u32>(names::PORTS, MapType::Array),
     shape::<u32, BucketSlot>(names::BUCKETS, MapType::Array),
     shape::<RateKey, Offender>(names::OFFENDERS, MapType::LruHash),
@@ -96,7 +97,8 @@ pub struct ShieldMaps {
     pub config: Array<MapData, ShieldConfig>,
     pub counters: PerCpuArray<MapData, Counter>,
     pub origin_counters: PerCpuArray<MapData, Counter>,
-    pub v6_list: LpmTrie<MapData, [u8; 16], u32>,
+    /// The two IPv6 tries, indexed like the table copies.
+    pub v6_lists: [LpmTrie<MapData, [u8; 16], u32>; 2],
     pub ports: Array<MapData, u32>,
     pub meta: Array<MapData, PinRecord>,
     pub buckets: Array<MapData, BucketSlot>,
@@ -116,7 +118,8 @@ pub struct ShieldMaps {
 /// Sizes as the kernel actually has them (pinned maps keep the size they were created with).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Capacity {
-    pub v4_host_groups: u32,
+    /// 16-slot nodes per copy of the IPv4 table (`V4_TBL8`).
+    pub v4_nodes: u32,
     pub rules: u32,
     pub v6_entries: u32,
     pub sketch_width: u32,
@@ -141,7 +144,7 @@ impl ShieldMaps {
         let slots_per_element = names::ENTRIES_PER_ELEMENT as usize;
         let tbl8_elements = max_entries(names::V4_TBL8, &tbl8)?;
         let rules_len = max_entries(names::RULES, &rules)?;
-        let groups = tbl8_elements / (names::TBL8_ELEMENTS_PER_GROUP * names::TABLE_COPIES);
+        let v4_nodes = tbl8_elements / (names::NODE_ELEMENTS * names::TABLE_COPIES);
         let tbl24_mem = mmap(
             names::V4_TBL24,
             &tbl24,
@@ -156,17 +159,18 @@ impl ShieldMaps {
         let filter_mem = mmap(
             names::V6_FILTER,
             &v6_filter,
-            names::V6_FILTER_WORDS as usize,
+            (names::V6_FILTER_WORDS * names::TABLE_COPIES) as usize,
         )?;
 
-        let v6 = get(names::V6_LIST)?;
+        let v6_0 = get(names::V6_LIST0)?;
+        let v6_1 = get(names::V6_LIST1)?;
         let buckets = get(names::BUCKETS)?;
         let offenders = get(names::OFFENDERS)?;
         let auto_blocks = get(names::AUTO_BLOCKS)?;
         let capacity = Capacity {
-            v4_host_groups: groups,
+            v4_nodes,
             rules: rules_len,
-            v6_entries: max_entries(names::V6_LIST, &v6)?,
+            v6_entries: max_entries(names::V6_LIST0, &v6_0)?,
             sketch_width: max_entries(names::BUCKETS, &buckets)? / names::SKETCH_ROWS,
             offenders: max_entries(names::OFFENDERS, &offenders)?,
             auto_blocks: max_entries(names::AUTO_BLOCKS, &auto_blocks)?,
@@ -179,7 +183,10 @@ impl ShieldMaps {
                 .map_err(|e| conv(names::COUNTERS, e))?,
             origin_counters: PerCpuArray::try_from(Map::PerCpuArray(get(names::ORIGIN_COUNTERS)?))
                 .map_err(|e| conv(names::ORIGIN_COUNTERS, e))?,
-            v6_list: LpmTrie::try_from(Map::LpmTrie(v6)).map_err(|e| conv(names::V6_LIST, e))?,
+            v6_lists: [
+                LpmTrie::try_from(Map::LpmTrie(v6_0)).map_err(|e| conv(names::V6_LIST0, e))?,
+                LpmTrie::try_from(Map::LpmTrie(v6_1)).map_err(|e| conv(names::V6_LIST1, e))?,
+            ],
             ports: Array::try_from(Map::Array(get(names::PORTS)?))
                 .map_err(|e| conv(names::PORTS, e))?,
             meta: Array::try_from(Map::Array(get(names::META)?))

@@ -1,18 +1,16 @@
 //! The one writer of the kernel maps: settings, list tables, and the kernel's own auto-blocks.
 //!
-//! IPv4 list changes are built into the table copy packets are not reading, published by one
-//! config write, and followed by an RCU grace period before that copy is touched again, so a
-//! packet sees the old lists or the new ones, never a mix. IPv6 entries are reconciled key by
-//! key in the trie (each key changes atomically), with the negative filter widened first and
-//! narrowed last so no entry is ever hidden by it.
+//! List changes (IPv4 tables, IPv6 trie and filter alike) are built into the copy packets are
+//! not reading, published by one config write, and followed by an RCU grace period before that
+//! copy is touched again, so a packet sees the old lists or the new ones, never a mix.
 
 use super::{KernelError, clock, loader::Kernel, mmap};
-use crate::model::{Action, Decision};
+use crate::model::{Action, Decision, DecisionRef};
 use crate::table::{Compiled, TableError, rules::RuleTable, v4, v6};
 use api_shield_common::{
     config::ShieldConfig,
     entry,
-    maps::{self as names, MAX_ORIGINS, TBL8_GROUP_SLOTS, TBL24_SLOTS},
+    maps::{self as names, MAX_ORIGINS, NODE_SLOTS, TBL24_SLOTS, V6_FILTER_WORDS},
     state::{Counter, FAMILY_V4, FAMILY_V6, FIRST_USER_ORIGIN, ORIGIN_KERNEL, RateKey},
 };
 use aya::maps::lpm_trie::Key;
@@ -37,7 +35,8 @@ pub enum ShieldError {
 pub struct ApplyStats {
     pub v4_entries: usize,
     pub v6_entries: usize,
-    pub v4_groups: u32,
+    /// Nodes of the IPv4 table in use (see `Capacity::v4_nodes`).
+    pub v4_nodes: u32,
     pub v6_trie_keys: usize,
     pub rules: usize,
 }
@@ -54,7 +53,8 @@ pub struct Shield {
     pub kernel: Kernel,
     cfg: ShieldConfig,
     rules: RuleTable,
-    v6_current: BTreeMap<(u128, u8), u32>,
+    /// What each IPv6 trie copy holds, so a rebuild writes only the difference.
+    v6_tries: [BTreeMap<(u128, u8), u32>; 2],
     origins: BTreeMap<String, u32>,
     last: ApplyStats,
 }
@@ -62,10 +62,10 @@ pub struct Shield {
 impl Shield {
     /// Takes over the kernel state as it is (fresh and zeroed, or adopted from pins).
     pub fn new(kernel: Kernel) -> Result<Self, ShieldError> {
-        // A fresh config map is zeroed; the group count must be right before any apply, or
-        // second-level entries would read as absent.
+        // A fresh config map is zeroed; the node count must be right before any apply, or
+        // node entries would read as absent.
         let cfg = ShieldConfig {
-            tbl8_groups: kernel.maps.capacity.v4_host_groups,
+            v4_nodes: kernel.maps.capacity.v4_nodes,
             ..kernel.maps.read_config()?
         };
         let rules = RuleTable::adopt(
@@ -78,17 +78,19 @@ impl Shield {
                 .enumerate()
                 .map(|(i, r)| (i as u32, *r)),
         );
-        let mut v6_current = BTreeMap::new();
-        for item in kernel.maps.v6_list.iter() {
-            let (key, value) = item.map_err(|e| KernelError::map(names::V6_LIST, e))?;
-            let len = key.prefix_len() as u8;
-            v6_current.insert((u128::from_be_bytes(key.data()), len), value);
+        let mut v6_tries = [BTreeMap::new(), BTreeMap::new()];
+        for (copy, trie) in kernel.maps.v6_lists.iter().enumerate() {
+            for item in trie.iter() {
+                let (key, value) = item.map_err(|e| KernelError::map(names::V6_LISTS[copy], e))?;
+                let len = key.prefix_len() as u8;
+                v6_tries[copy].insert((u128::from_be_bytes(key.data()), len), value);
+            }
         }
         Ok(Self {
             kernel,
             cfg,
             rules,
-            v6_current,
+            v6_tries,
             origins: BTreeMap::new(),
             last: ApplyStats::default(),
         })
@@ -105,7 +107,7 @@ impl Shield {
         let active = self.cfg.active_table;
         self.cfg = ShieldConfig {
             active_table: active,
-            tbl8_groups: self.kernel.maps.capacity.v4_host_groups,
+            v4_nodes: self.kernel.maps.capacity.v4_nodes,
             ..*cfg
         };
         self.kernel.maps.write_config(&self.cfg)?;
@@ -145,13 +147,21 @@ impl Shield {
     /// Replaces the whole list state with `decisions` (expired ones are left out). On error
     /// nothing packets can see has changed.
     pub fn apply(&mut self, decisions: &[Decision]) -> Result<ApplyStats, ShieldError> {
+        self.apply_refs(decisions.iter().map(Decision::as_ref))
+    }
+
+    /// `apply` over borrowed decisions, as the daemon's store hands them out.
+    pub fn apply_refs<'a>(
+        &mut self,
+        decisions: impl IntoIterator<Item = DecisionRef<'a>>,
+    ) -> Result<ApplyStats, ShieldError> {
         let now_ms = clock::now_unix_ms();
         let mut v4s: Vec<Compiled<Ipv4Net>> = Vec::new();
         let mut v6s: Vec<Compiled<Ipv6Net>> = Vec::new();
         let before: HashSet<u32> = self.rules.indices().collect();
         let result = (|| {
-            for d in decisions.iter().filter(|d| !d.is_expired(now_ms)) {
-                let origin = self.origin_id(&d.origin)?;
+            for d in decisions.into_iter().filter(|d| !d.is_expired(now_ms)) {
+                let origin = self.origin_id(d.origin)?;
                 let expires_at_ns = d.expires_at_ms.map_or(0, clock::mono_deadline);
                 let (action, expires_at_ns) = match d.action {
                     // Allows do not expire in the kernel; the daemon removes them when due.
@@ -212,39 +222,49 @@ impl Shield {
             rules[index as usize] = rule;
         }
 
+        // Everything is written into the copy packets are not reading, then published by one
+        // config write: a packet sees the old lists or the new ones, for both families.
         let inactive = 1 - (self.cfg.active_table & 1);
+        let copy = inactive as usize;
         let slots24 = TBL24_SLOTS as usize;
-        let slots8 = cap.v4_host_groups as usize * TBL8_GROUP_SLOTS as usize;
-        let t24 = &mut maps.tbl24.as_mut_slice()[inactive as usize * slots24..][..slots24];
-        let t8 = &mut maps.tbl8.as_mut_slice()[inactive as usize * slots8..][..slots8];
-        let groups = v4::paint(v4s, t24, t8)?;
+        let node_slots = cap.v4_nodes as usize * NODE_SLOTS as usize;
+        let t24 = &mut maps.tbl24.as_mut_slice()[copy * slots24..][..slots24];
+        // The whole copy: `paint` writes only the nodes it uses.
+        let nodes = &mut maps.tbl8.as_mut_slice()[copy * node_slots..][..node_slots];
+        let v4_nodes = v4::paint(v4s, t24, nodes)?;
+
+        let words = V6_FILTER_WORDS as usize;
+        let filter = v6::filter(v6s);
+        maps.v6_filter.as_mut_slice()[copy * words..][..words].copy_from_slice(&filter);
+        let held = &mut self.v6_tries[copy];
+        let trie_map = &mut maps.v6_lists[copy];
+        for (&(addr, len), &value) in &trie {
+            if held.get(&(addr, len)) != Some(&value) {
+                let key = Key::new(u32::from(len), addr.to_be_bytes());
+                trie_map
+                    .insert(&key, value, 0)
+                    .map_err(|e| KernelError::map(names::V6_LISTS[copy], e))?;
+                held.insert((addr, len), value);
+            }
+        }
+        let stale: Vec<(u128, u8)> = held
+            .keys()
+            .filter(|k| !trie.contains_key(k))
+            .copied()
+            .collect();
+        for (addr, len) in stale {
+            let key = Key::new(u32::from(len), addr.to_be_bytes());
+            trie_map
+                .remove(&key)
+                .map_err(|e| KernelError::map(names::V6_LISTS[copy], e))?;
+            held.remove(&(addr, len));
+        }
+
         self.cfg.active_table = inactive;
         maps.write_config(&self.cfg)?;
+        // The copy just retired may still be read by packets in flight; the next rebuild
+        // writes into it, so wait until none can be.
         mmap::wait_for_readers().map_err(ShieldError::Grace)?;
-
-        let filter = v6::filter(v6s);
-        let live = maps.v6_filter.as_mut_slice();
-        for (word, bits) in live.iter_mut().zip(&filter) {
-            *word |= *bits;
-        }
-        for (&(addr, len), &value) in &trie {
-            if self.v6_current.get(&(addr, len)) != Some(&value) {
-                let key = Key::new(u32::from(len), addr.to_be_bytes());
-                maps.v6_list
-                    .insert(&key, value, 0)
-                    .map_err(|e| KernelError::map(names::V6_LIST, e))?;
-            }
-        }
-        for &(addr, len) in self.v6_current.keys() {
-            if !trie.contains_key(&(addr, len)) {
-                let key = Key::new(u32::from(len), addr.to_be_bytes());
-                maps.v6_list
-                    .remove(&key)
-                    .map_err(|e| KernelError::map(names::V6_LIST, e))?;
-            }
-        }
-        live.copy_from_slice(&filter);
-        self.v6_current = trie;
 
         let used: HashSet<u32> = v4s
             .iter()
@@ -256,8 +276,8 @@ impl Shield {
         Ok(ApplyStats {
             v4_entries: v4s.len(),
             v6_entries: v6s.len(),
-            v4_groups: groups,
-            v6_trie_keys: self.v6_current.len(),
+            v4_nodes,
+            v6_trie_keys: trie.len(),
             rules: self.rules.len(),
         })
     }

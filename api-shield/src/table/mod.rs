@@ -17,10 +17,10 @@ use ipnet::IpNet;
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
     #[error(
-        "the IPv4 table needs {needed} second-level groups (one per /24 that holds a prefix \
-         longer than /24) but has room for {limit}; raise v4_host_groups"
+        "the IPv4 table needs {needed} nodes (one per /24 that holds a prefix longer than /24, \
+         one per /28 that holds a prefix longer than /28) but has room for {limit}; raise v4_nodes"
     )]
-    V4GroupsExhausted { needed: usize, limit: u32 },
+    V4NodesExhausted { needed: usize, limit: u32 },
     #[error(
         "the rule table is full: its {limit} slots hold {} rules (slot 0 is reserved); raise rules",
         .limit.saturating_sub(1)
@@ -38,10 +38,8 @@ pub enum TableError {
     InvalidRule { net: IpNet, rule: u32 },
     #[error("the IPv4 first level has {len} slots instead of {expected}")]
     Tbl24Size { len: usize, expected: u32 },
-    #[error(
-        "the IPv4 second level has {len} slots, not a whole number of {group_slots}-slot groups"
-    )]
-    Tbl8Size { len: usize, group_slots: u32 },
+    #[error("the IPv4 node array has {len} slots, not a whole number of {node_slots}-slot nodes")]
+    NodesSize { len: usize, node_slots: u32 },
 }
 
 /// One compiled list entry, kernel-ready.
@@ -249,11 +247,11 @@ mod tests {
     fn capacity_errors_name_the_setting_to_raise() {
         let cases = [
             (
-                TableError::V4GroupsExhausted {
+                TableError::V4NodesExhausted {
                     needed: 9,
                     limit: 8,
                 },
-                "v4_host_groups",
+                "v4_nodes",
             ),
             (TableError::RulesExhausted { limit: 4 }, "raise rules"),
             (

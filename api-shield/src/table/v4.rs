@@ -1,5 +1,8 @@
-//! The IPv4 DIR-24-8 table: `tbl24` answers every address by its top 24 bits, except where a
-//! prefix longer than /24 splits a /24 into a 256-slot group of `tbl8`.
+//! The IPv4 DIR-24-4-4 table: `tbl24` answers every address by its top 24 bits, except where a
+//! prefix longer than /24 splits a /24 into a 16-slot node (indexed by bits 4..8), and where a
+//! prefix longer than /28 splits a slot of that node into a second 16-slot node (indexed by
+//! bits 0..4). Both kinds of node live in one array, `nodes`. An isolated /32 costs two nodes
+//! (128 bytes), a /25../28 prefix one.
 //!
 //! Entries are painted weakest first so that a later paint may simply overwrite: then the
 //! strongest covering entry is the last one written to every slot, allow included, and no
@@ -7,29 +10,118 @@
 
 use super::{Compiled, TableError, position, precedence};
 use api_shield_common::entry;
-use api_shield_common::maps::{TBL8_GROUP_SLOTS, TBL24_SLOTS};
+use api_shield_common::maps::{NODE_BITS, NODE_SLOTS, TBL24_SLOTS};
 use ipnet::Ipv4Net;
 use std::net::Ipv4Addr;
 
-/// Address bits resolved inside a group.
-const GROUP_BITS: u32 = TBL8_GROUP_SLOTS.trailing_zeros();
 /// Prefix lengths up to this are painted into `tbl24` directly.
-const FIRST_LEVEL_BITS: u8 = (u32::BITS - GROUP_BITS) as u8;
-const LOW_MASK: u32 = TBL8_GROUP_SLOTS - 1;
-const GROUP_SLOTS: usize = TBL8_GROUP_SLOTS as usize;
-const _: () = assert!(TBL8_GROUP_SLOTS.is_power_of_two());
+const FIRST_LEVEL_BITS: u8 = (u32::BITS - 2 * NODE_BITS) as u8;
+/// Prefix lengths up to this (and above `FIRST_LEVEL_BITS`) are painted into first-level nodes.
+const SECOND_LEVEL_BITS: u8 = FIRST_LEVEL_BITS + NODE_BITS as u8;
+const NIBBLE_MASK: u32 = NODE_SLOTS - 1;
+const NODE: usize = NODE_SLOTS as usize;
+const _: () = assert!(NODE_SLOTS == 1 << NODE_BITS);
 const _: () = assert!(TBL24_SLOTS == 1 << FIRST_LEVEL_BITS);
+const _: () = assert!(SECOND_LEVEL_BITS as u32 + NODE_BITS == u32::BITS);
 
-/// Fills a zeroed copy of the two IPv4 tables with `entries`. tbl24.len() == maps::TBL24_SLOTS,
-/// tbl8.len() == groups * maps::TBL8_GROUP_SLOTS. Zeroes both first. Returns the number of
-/// groups used. Err if more groups are needed than fit.
+/// The node allocator and painter over one copy of the tables.
+struct Painter<'a> {
+    tbl24: &'a mut [u32],
+    nodes: &'a mut [u32],
+    used: u32,
+    limit: u32,
+}
+
+/// Out of nodes; `paint` turns it into `V4NodesExhausted` with the count needed.
+struct Exhausted;
+
+impl Painter<'_> {
+    /// The node a slot holding `slot` names, as a slot value: `slot` itself when it already
+    /// names one, else a new node that starts with `slot` in every slot, so the rest of the
+    /// range keeps deciding as it did before the split.
+    fn split(&mut self, slot: u32) -> Result<u32, Exhausted> {
+        if entry::is_group(slot) {
+            return Ok(slot);
+        }
+        if self.used == self.limit {
+            return Err(Exhausted);
+        }
+        let n = self.used as usize * NODE;
+        self.nodes[n..n + NODE].fill(slot);
+        self.used += 1;
+        Ok(entry::group(self.used - 1))
+    }
+
+    /// Writes `value` into slots `range` of the first-level node `group`, and into the whole
+    /// second-level node wherever one of them is split.
+    fn fill_first(&mut self, group: u32, range: std::ops::Range<usize>, value: u32) {
+        let base = start(group);
+        for slot in base + range.start..base + range.end {
+            let current = self.nodes[slot];
+            if entry::is_group(current) {
+                // The node stays: only its content is overridden, so the nodes used depend
+                // on the entries alone, not on the order they are painted in.
+                let n = start(current);
+                self.nodes[n..n + NODE].fill(value);
+            } else {
+                self.nodes[slot] = value;
+            }
+        }
+    }
+
+    fn paint(&mut self, e: &Compiled<Ipv4Net>) -> Result<(), Exhausted> {
+        let value = e.value();
+        let addr = u32::from(e.net.network());
+        let len = e.net.prefix_len();
+        let first = (addr >> (2 * NODE_BITS)) as usize;
+        let high = ((addr >> NODE_BITS) & NIBBLE_MASK) as usize;
+        let low = (addr & NIBBLE_MASK) as usize;
+        if len <= FIRST_LEVEL_BITS {
+            let count = 1usize << (FIRST_LEVEL_BITS - len);
+            for slot in first..first + count {
+                let current = self.tbl24[slot];
+                if entry::is_group(current) {
+                    self.fill_first(current, 0..NODE, value);
+                } else {
+                    self.tbl24[slot] = value;
+                }
+            }
+            return Ok(());
+        }
+        let node = self.split(self.tbl24[first])?;
+        self.tbl24[first] = node;
+        if len <= SECOND_LEVEL_BITS {
+            let count = 1usize << (SECOND_LEVEL_BITS - len);
+            self.fill_first(node, high..high + count, value);
+        } else {
+            let slot = start(node) + high;
+            let second = self.split(self.nodes[slot])?;
+            self.nodes[slot] = second;
+            let base = start(second);
+            let count = 1usize << (u32::BITS as u8 - len);
+            self.nodes[base + low..base + low + count].fill(value);
+        }
+        Ok(())
+    }
+}
+
+/// The index in `nodes` of the first slot of the node a slot value names.
+fn start(group: u32) -> usize {
+    entry::group_index(group) as usize * NODE
+}
+
+/// Fills one copy of the IPv4 tables with `entries`. tbl24.len() == maps::TBL24_SLOTS,
+/// nodes.len() == node count * maps::NODE_SLOTS. Returns the number of nodes used. Err if more
+/// nodes are needed than fit.
 ///
-/// Groups are allocated from 0 upwards, so only the first `groups used` of `tbl8` matter.
+/// Nodes are allocated from 0 upwards and each is written whole when allocated, so only
+/// `tbl24` and the first `nodes used` nodes are written: the caller may pass the whole node
+/// array, however large, and what lies beyond the nodes used is neither read nor cleared.
 /// On error the tables hold a partial paint and must not be published.
 pub fn paint(
     entries: &[Compiled<Ipv4Net>],
     tbl24: &mut [u32],
-    tbl8: &mut [u32],
+    nodes: &mut [u32],
 ) -> Result<u32, TableError> {
     if tbl24.len() != TBL24_SLOTS as usize {
         return Err(TableError::Tbl24Size {
@@ -37,22 +129,21 @@ pub fn paint(
             expected: TBL24_SLOTS,
         });
     }
-    if !tbl8.len().is_multiple_of(GROUP_SLOTS) {
-        return Err(TableError::Tbl8Size {
-            len: tbl8.len(),
-            group_slots: TBL8_GROUP_SLOTS,
+    if !nodes.len().is_multiple_of(NODE) {
+        return Err(TableError::NodesSize {
+            len: nodes.len(),
+            node_slots: NODE_SLOTS,
         });
     }
     for e in entries {
         e.check()?;
     }
-    // Group indices share the slot with `GROUP_FLAG`, so more could not be named.
-    let limit = u32::try_from(tbl8.len() / GROUP_SLOTS)
+    // Node indices share the slot with `GROUP_FLAG`, so more could not be named.
+    let limit = u32::try_from(nodes.len() / NODE)
         .unwrap_or(u32::MAX)
         .min(entry::GROUP_FLAG - 1);
 
     tbl24.fill(entry::NONE);
-    tbl8.fill(entry::NONE);
 
     let mut order: Vec<u128> = entries
         .iter()
@@ -61,81 +152,71 @@ pub fn paint(
         .collect();
     order.sort_unstable();
 
-    let mut used: u32 = 0;
+    let mut painter = Painter {
+        tbl24,
+        nodes,
+        used: 0,
+        limit,
+    };
     for key in order {
-        let e = &entries[position(key)];
-        let value = e.value();
-        let addr = u32::from(e.net.network());
-        let len = e.net.prefix_len();
-        if len <= FIRST_LEVEL_BITS {
-            let first = (addr >> GROUP_BITS) as usize;
-            let count = 1usize << (FIRST_LEVEL_BITS - len);
-            for slot in &mut tbl24[first..first + count] {
-                if entry::is_group(*slot) {
-                    // The group stays: only its content is overridden, so the groups used
-                    // depend on the entries alone, not on the order they are painted in.
-                    let g = entry::group_index(*slot) as usize * GROUP_SLOTS;
-                    tbl8[g..g + GROUP_SLOTS].fill(value);
-                } else {
-                    *slot = value;
-                }
-            }
-        } else {
-            let slot = &mut tbl24[(addr >> GROUP_BITS) as usize];
-            if !entry::is_group(*slot) {
-                if used == limit {
-                    return Err(TableError::V4GroupsExhausted {
-                        needed: groups_needed(entries),
-                        limit,
-                    });
-                }
-                let g = used as usize * GROUP_SLOTS;
-                // The rest of the /24 keeps deciding as it did before the split.
-                tbl8[g..g + GROUP_SLOTS].fill(*slot);
-                *slot = entry::group(used);
-                used += 1;
-            }
-            let base = entry::group_index(*slot) as usize * GROUP_SLOTS;
-            let low = (addr & LOW_MASK) as usize;
-            let count = 1usize << (u32::BITS as u8 - len);
-            tbl8[base + low..base + low + count].fill(value);
+        if painter.paint(&entries[position(key)]).is_err() {
+            return Err(TableError::V4NodesExhausted {
+                needed: nodes_needed(entries),
+                limit,
+            });
         }
     }
-    Ok(used)
+    Ok(painter.used)
 }
 
-/// Second-level groups `paint` uses for `entries`: one per /24 holding a prefix longer than
-/// /24, so the daemon can size `v4_host_groups` or explain a failure.
-pub fn groups_needed(entries: &[Compiled<Ipv4Net>]) -> usize {
-    let mut slots: Vec<u32> = entries
-        .iter()
-        .filter(|e| e.net.prefix_len() > FIRST_LEVEL_BITS)
-        .map(|e| u32::from(e.net.network()) >> GROUP_BITS)
-        .collect();
-    slots.sort_unstable();
-    slots.dedup();
-    slots.len()
+/// Nodes `paint` uses for `entries`: one per /24 holding a prefix longer than /24, plus one
+/// per /28 holding a prefix longer than /28, so the daemon can size `v4_nodes` or explain a
+/// failure.
+pub fn nodes_needed(entries: &[Compiled<Ipv4Net>]) -> usize {
+    let distinct = |min_len: u8, bits: u8| {
+        let mut keys: Vec<u32> = entries
+            .iter()
+            .filter(|e| e.net.prefix_len() > min_len)
+            .map(|e| u32::from(e.net.network()) >> (u32::BITS as u8 - bits))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.len()
+    };
+    distinct(FIRST_LEVEL_BITS, FIRST_LEVEL_BITS) + distinct(SECOND_LEVEL_BITS, SECOND_LEVEL_BITS)
 }
 
 /// Resolves one address the way the kernel does (for tests and for `explain` tooling).
-pub fn resolve(tbl24: &[u32], tbl8: &[u32], addr: Ipv4Addr) -> u32 {
+pub fn resolve(tbl24: &[u32], nodes: &[u32], addr: Ipv4Addr) -> u32 {
     let addr = u32::from(addr);
-    let Some(&first) = tbl24.get((addr >> GROUP_BITS) as usize) else {
+    let Some(&first) = tbl24.get((addr >> (2 * NODE_BITS)) as usize) else {
         return entry::NONE;
     };
     if !entry::is_group(first) {
         return first;
     }
-    // Like the kernel, a group beyond the table reads as no entry.
-    let index = entry::group_index(first) as usize * GROUP_SLOTS + (addr & LOW_MASK) as usize;
-    tbl8.get(index).copied().unwrap_or(entry::NONE)
+    let second = node_slot(nodes, first, (addr >> NODE_BITS) & NIBBLE_MASK);
+    if !entry::is_group(second) {
+        return second;
+    }
+    // Second-level nodes hold entries only; like the kernel, what is there is the answer.
+    node_slot(nodes, second, addr & NIBBLE_MASK)
+}
+
+/// Slot `nibble` of the node `group` names; like the kernel, a node beyond the table reads as
+/// no entry.
+fn node_slot(nodes: &[u32], group: u32, nibble: u32) -> u32 {
+    nodes
+        .get(start(group) + nibble as usize)
+        .copied()
+        .unwrap_or(entry::NONE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::table::reference::{Covering, decide};
-    use api_shield_common::maps::DEFAULT_TBL8_GROUPS;
+    use api_shield_common::maps::DEFAULT_V4_NODES;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use std::collections::HashMap;
@@ -169,22 +250,41 @@ mod tests {
         }
     }
 
+    /// The address bits below the first level, which the nodes resolve.
+    const LOW_MASK: u32 = (1 << (2 * NODE_BITS)) - 1;
+
     struct Tables {
         tbl24: Vec<u32>,
-        tbl8: Vec<u32>,
+        nodes: Vec<u32>,
         used: u32,
     }
 
     impl Tables {
-        fn paint(entries: &[Compiled<Ipv4Net>], groups: u32) -> Result<Self, TableError> {
+        fn paint(entries: &[Compiled<Ipv4Net>], nodes: u32) -> Result<Self, TableError> {
             let mut tbl24 = vec![0u32; TBL24_SLOTS as usize];
-            let mut tbl8 = vec![0u32; (groups * TBL8_GROUP_SLOTS) as usize];
-            let used = paint(entries, &mut tbl24, &mut tbl8)?;
-            Ok(Self { tbl24, tbl8, used })
+            let mut node_slots = vec![0u32; nodes as usize * NODE];
+            let used = paint(entries, &mut tbl24, &mut node_slots)?;
+            Ok(Self {
+                tbl24,
+                nodes: node_slots,
+                used,
+            })
         }
 
         fn at(&self, addr: &str) -> u32 {
-            resolve(&self.tbl24, &self.tbl8, ip(addr))
+            resolve(&self.tbl24, &self.nodes, ip(addr))
+        }
+
+        /// The tbl24 slot of `addr`.
+        fn first(&self, addr: &str) -> u32 {
+            self.tbl24[(u32::from(ip(addr)) >> (2 * NODE_BITS)) as usize]
+        }
+
+        /// The first-level node slot of `addr` (its /24 must be split).
+        fn second(&self, addr: &str) -> u32 {
+            let first = self.first(addr);
+            assert!(entry::is_group(first), "{addr}: its /24 is not split");
+            self.nodes[start(first) + ((u32::from(ip(addr)) >> NODE_BITS) & NIBBLE_MASK) as usize]
         }
     }
 
@@ -223,7 +323,8 @@ mod tests {
     #[test]
     fn allow_32_inside_block_8() {
         let t = Tables::paint(&[block("198.0.0.0/8", 1, 0), allow("198.18.0.7/32", 2)], 4).unwrap();
-        assert_eq!(t.used, 1);
+        // One first-level node for the /24, one second-level node for the /28.
+        assert_eq!(t.used, 2);
         assert_eq!(t.at("198.18.0.7"), allowed_by(2));
         assert_eq!(t.at("198.18.0.6"), blocked_by(1));
         assert_eq!(t.at("198.18.0.8"), blocked_by(1));
@@ -349,10 +450,11 @@ mod tests {
             4,
         )
         .unwrap();
+        // A /25 is whole first-level node slots: no second-level node.
         assert_eq!(t.used, 1);
-        assert!(entry::is_group(
-            t.tbl24[(u32::from(ip("198.18.7.0")) >> 8) as usize]
-        ));
+        assert!(entry::is_group(t.first("198.18.7.0")));
+        assert_eq!(t.second("198.18.7.0"), blocked_by(1));
+        assert_eq!(t.second("198.18.7.128"), blocked_by(2));
         assert_eq!(t.at("198.18.7.0"), blocked_by(1));
         assert_eq!(t.at("198.18.7.127"), blocked_by(1));
         assert_eq!(t.at("198.18.7.128"), blocked_by(2));
@@ -361,9 +463,9 @@ mod tests {
     }
 
     #[test]
-    fn a_shorter_prefix_painted_later_overrides_inside_groups() {
-        // The /32 splits its /24 first (it expires earlier, so it is painted first); the
-        // /16 must then override inside the group too, on both sides of the /32.
+    fn a_shorter_prefix_painted_later_overrides_inside_nodes() {
+        // The /32 splits its /24 and its /28 first (it expires earlier, so it is painted
+        // first); the /16 must then override inside both nodes, on both sides of the /32.
         let t = Tables::paint(
             &[
                 block("198.18.7.9/32", 2, 100),
@@ -372,14 +474,23 @@ mod tests {
             4,
         )
         .unwrap();
-        assert_eq!(t.used, 1);
-        for a in ["198.18.7.0", "198.18.7.9", "198.18.7.255", "198.18.8.9"] {
+        assert_eq!(t.used, 2);
+        for a in [
+            "198.18.7.0",
+            "198.18.7.8",
+            "198.18.7.9",
+            "198.18.7.10",
+            "198.18.7.15",
+            "198.18.7.16",
+            "198.18.7.255",
+            "198.18.8.9",
+        ] {
             assert_eq!(t.at(a), blocked_by(1), "{a}");
         }
     }
 
     #[test]
-    fn long_prefixes_in_one_24_share_one_group() {
+    fn long_prefixes_in_one_24_share_its_nodes() {
         let t = Tables::paint(
             &[
                 block("198.18.7.9/32", 1, 0),
@@ -390,8 +501,12 @@ mod tests {
             4,
         )
         .unwrap();
-        assert_eq!(t.used, 2);
+        // 198.18.7.0/24: one first-level node and one second-level node (for .0/28, which
+        // holds the /32 and the /31; the /26 is whole first-level slots); 198.18.8.0/24: two.
+        assert_eq!(t.used, 4);
+        assert_eq!(t.at("198.18.7.8"), entry::NONE);
         assert_eq!(t.at("198.18.7.9"), blocked_by(1));
+        assert_eq!(t.at("198.18.7.10"), blocked_by(2));
         assert_eq!(t.at("198.18.7.11"), blocked_by(2));
         assert_eq!(t.at("198.18.7.100"), blocked_by(3));
         assert_eq!(t.at("198.18.7.128"), entry::NONE);
@@ -423,19 +538,128 @@ mod tests {
     }
 
     #[test]
-    fn painting_starts_from_clean_tables() {
-        let mut tbl24 = vec![blocked_by(9); TBL24_SLOTS as usize];
-        let mut tbl8 = vec![blocked_by(9); 2 * GROUP_SLOTS];
-        let used = paint(&[block("198.18.0.1/32", 1, 0)], &mut tbl24, &mut tbl8).unwrap();
-        assert_eq!(used, 1);
-        assert_eq!(resolve(&tbl24, &tbl8, ip("198.18.0.1")), blocked_by(1));
-        assert_eq!(resolve(&tbl24, &tbl8, ip("198.18.0.2")), entry::NONE);
-        assert_eq!(resolve(&tbl24, &tbl8, ip("1.2.3.4")), entry::NONE);
-        assert!(tbl8[GROUP_SLOTS..].iter().all(|&s| s == entry::NONE));
+    fn a_28_and_a_32_in_one_24() {
+        // The /32 inside the /28 is stronger (longer, same expiry): the /28's first-level
+        // slot is split into a second-level node that keeps the /28 around it. The other /32
+        // splits a slot nothing else covers.
+        let t = Tables::paint(
+            &[
+                block("198.18.7.16/28", 1, 0),
+                block("198.18.7.20/32", 2, 0),
+                block("198.18.7.40/32", 3, 0),
+            ],
+            8,
+        )
+        .unwrap();
+        assert_eq!(t.used, 3);
+        assert!(entry::is_group(t.second("198.18.7.20")));
+        assert!(entry::is_group(t.second("198.18.7.40")));
+        assert_eq!(t.second("198.18.7.0"), entry::NONE);
+        for (a, want) in [
+            ("198.18.7.15", entry::NONE),
+            ("198.18.7.16", blocked_by(1)),
+            ("198.18.7.19", blocked_by(1)),
+            ("198.18.7.20", blocked_by(2)),
+            ("198.18.7.21", blocked_by(1)),
+            ("198.18.7.31", blocked_by(1)),
+            ("198.18.7.32", entry::NONE),
+            ("198.18.7.39", entry::NONE),
+            ("198.18.7.40", blocked_by(3)),
+            ("198.18.7.41", entry::NONE),
+            ("198.18.7.47", entry::NONE),
+            ("198.18.7.48", entry::NONE),
+            ("198.18.6.20", entry::NONE),
+            ("198.18.8.20", entry::NONE),
+        ] {
+            assert_eq!(t.at(a), want, "{a}");
+        }
+
+        // A /28 expiring later is painted after the /32 and overrides its second-level node
+        // whole; the node stays (the count depends on the entries, not the paint order).
+        let t = Tables::paint(
+            &[
+                block("198.18.7.20/32", 2, 100),
+                block("198.18.7.16/28", 1, 200),
+            ],
+            8,
+        )
+        .unwrap();
+        assert_eq!(t.used, 2);
+        for a in ["198.18.7.16", "198.18.7.20", "198.18.7.31"] {
+            assert_eq!(t.at(a), blocked_by(1), "{a}");
+        }
+        assert_eq!(t.at("198.18.7.32"), entry::NONE);
     }
 
     #[test]
-    fn groups_exhausted_is_an_error_naming_the_setting() {
+    fn a_26_painted_after_a_30_overrides_inside_nodes() {
+        // The /30 expires first, so it is painted first and splits .64/28; the /26 then
+        // paints four first-level slots, one of them through the /30's second-level node.
+        let t = Tables::paint(
+            &[
+                block("198.18.7.68/30", 2, 100),
+                block("198.18.7.64/26", 1, 200),
+            ],
+            8,
+        )
+        .unwrap();
+        assert_eq!(t.used, 2);
+        for a in [
+            "198.18.7.64",
+            "198.18.7.67",
+            "198.18.7.68",
+            "198.18.7.71",
+            "198.18.7.72",
+            "198.18.7.80",
+            "198.18.7.127",
+        ] {
+            assert_eq!(t.at(a), blocked_by(1), "{a}");
+        }
+        assert_eq!(t.at("198.18.7.63"), entry::NONE);
+        assert_eq!(t.at("198.18.7.128"), entry::NONE);
+
+        // The other way round the /30 keeps its four addresses, and an allow /30 wins
+        // against a permanent /26 whatever the order.
+        for entries in [
+            vec![
+                block("198.18.7.64/26", 1, 100),
+                block("198.18.7.68/30", 2, 200),
+            ],
+            vec![block("198.18.7.64/26", 1, 0), allow("198.18.7.68/30", 2)],
+        ] {
+            let t = Tables::paint(&entries, 8).unwrap();
+            assert_eq!(t.used, 2);
+            let inner = entries[1].value();
+            for (a, want) in [
+                ("198.18.7.67", blocked_by(1)),
+                ("198.18.7.68", inner),
+                ("198.18.7.71", inner),
+                ("198.18.7.72", blocked_by(1)),
+                ("198.18.7.79", blocked_by(1)),
+                ("198.18.7.100", blocked_by(1)),
+            ] {
+                assert_eq!(t.at(a), want, "{a}");
+            }
+        }
+    }
+
+    #[test]
+    fn painting_starts_from_clean_tables_and_writes_only_the_nodes_used() {
+        let dirty = blocked_by(9);
+        let mut tbl24 = vec![dirty; TBL24_SLOTS as usize];
+        let mut nodes = vec![dirty; 5 * NODE];
+        let used = paint(&[block("198.18.0.1/32", 1, 0)], &mut tbl24, &mut nodes).unwrap();
+        assert_eq!(used, 2);
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.1")), blocked_by(1));
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.2")), entry::NONE);
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.17")), entry::NONE);
+        assert_eq!(resolve(&tbl24, &nodes, ip("1.2.3.4")), entry::NONE);
+        // Nodes beyond those used are neither cleared nor read.
+        assert!(nodes[2 * NODE..].iter().all(|&s| s == dirty));
+    }
+
+    #[test]
+    fn nodes_exhausted_is_an_error_naming_the_setting() {
         let entries = [
             block("198.18.1.1/32", 1, 0),
             block("198.18.1.2/32", 1, 0),
@@ -443,74 +667,121 @@ mod tests {
             block("198.18.3.0/25", 1, 0),
             block("198.18.4.0/24", 1, 0),
         ];
-        assert_eq!(groups_needed(&entries), 3);
-        let Err(err) = Tables::paint(&entries, 2) else {
-            panic!("two groups cannot hold three split /24s");
+        // 198.18.1.0/24 and 198.18.2.0/24: two nodes each; 198.18.3.0/24: one.
+        assert_eq!(nodes_needed(&entries), 5);
+        let Err(err) = Tables::paint(&entries, 4) else {
+            panic!("four nodes cannot hold five");
         };
         assert!(
             matches!(
                 err,
-                TableError::V4GroupsExhausted {
-                    needed: 3,
-                    limit: 2
+                TableError::V4NodesExhausted {
+                    needed: 5,
+                    limit: 4
                 }
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("v4_host_groups"), "{err}");
+        assert!(err.to_string().contains("v4_nodes"), "{err}");
         // Exactly enough fits.
-        assert_eq!(Tables::paint(&entries, 3).unwrap().used, 3);
-        // No room at all still paints what needs no group.
+        assert_eq!(Tables::paint(&entries, 5).unwrap().used, 5);
+        // No room at all still paints what needs no node.
         assert!(Tables::paint(&entries[4..], 0).is_ok());
         assert!(Tables::paint(&entries, 0).is_err());
+        // A /32 whose first-level node fits but whose second-level node does not.
+        let Err(err) = Tables::paint(&entries[..1], 1) else {
+            panic!("a /32 needs two nodes");
+        };
+        assert!(
+            matches!(
+                err,
+                TableError::V4NodesExhausted {
+                    needed: 2,
+                    limit: 1
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn ten_thousand_scattered_hosts_use_twenty_thousand_nodes() {
+        // One /32 in each of 10,000 distinct /24s spread over the whole address space.
+        let entries: Vec<_> = (0..10_000u32)
+            .map(|i| {
+                let addr = ((i * 1_677) << (2 * NODE_BITS)) | (i % 256);
+                block(&format!("{}/32", Ipv4Addr::from(addr)), 1 + i % 64, 0)
+            })
+            .collect();
+        assert_eq!(nodes_needed(&entries), 20_000);
+        let t = Tables::paint(&entries, 20_000).unwrap();
+        assert_eq!(t.used, 20_000);
+        // 128 bytes per host instead of DIR-24-8's 1 KiB.
+        let bytes = t.used as usize * NODE * size_of::<u32>();
+        assert_eq!(bytes, 10_000 * 128);
+        for e in &entries {
+            let a = u32::from(e.net.network());
+            assert_eq!(resolve(&t.tbl24, &t.nodes, e.net.network()), e.value());
+            let neighbour = Ipv4Addr::from(a ^ 1);
+            assert_eq!(resolve(&t.tbl24, &t.nodes, neighbour), entry::NONE);
+        }
+        assert!(Tables::paint(&entries, 19_999).is_err());
     }
 
     #[test]
     fn wrong_table_sizes_are_refused() {
         let mut short24 = vec![0u32; TBL24_SLOTS as usize - 1];
-        let mut tbl8 = vec![0u32; GROUP_SLOTS];
+        let mut nodes = vec![0u32; NODE];
         assert!(matches!(
-            paint(&[], &mut short24, &mut tbl8),
+            paint(&[], &mut short24, &mut nodes),
             Err(TableError::Tbl24Size { .. })
         ));
         let mut tbl24 = vec![0u32; TBL24_SLOTS as usize];
-        let mut ragged8 = vec![0u32; GROUP_SLOTS + 1];
+        let mut ragged = vec![0u32; NODE + 1];
         assert!(matches!(
-            paint(&[], &mut tbl24, &mut ragged8),
-            Err(TableError::Tbl8Size { .. })
+            paint(&[], &mut tbl24, &mut ragged),
+            Err(TableError::NodesSize { .. })
         ));
     }
 
     #[test]
     fn invalid_entries_are_refused() {
         let mut tbl24 = vec![0u32; TBL24_SLOTS as usize];
-        let mut tbl8 = vec![0u32; GROUP_SLOTS];
+        let mut nodes = vec![0u32; NODE];
         let bad = Compiled {
             action: 0,
             ..block("198.18.0.0/16", 1, 0)
         };
         assert!(matches!(
-            paint(&[bad], &mut tbl24, &mut tbl8),
+            paint(&[bad], &mut tbl24, &mut nodes),
             Err(TableError::InvalidAction { .. })
         ));
         assert!(matches!(
-            paint(&[block("198.18.0.0/16", 0, 0)], &mut tbl24, &mut tbl8),
+            paint(&[block("198.18.0.0/16", 0, 0)], &mut tbl24, &mut nodes),
             Err(TableError::InvalidRule { .. })
         ));
     }
 
     #[test]
-    fn resolve_reads_a_group_beyond_the_table_as_no_entry() {
+    fn resolve_reads_a_node_beyond_the_table_as_no_entry() {
         let mut tbl24 = vec![0u32; TBL24_SLOTS as usize];
-        tbl24[(u32::from(ip("198.18.0.0")) >> GROUP_BITS) as usize] = entry::group(5);
-        let tbl8 = vec![blocked_by(1); 2 * GROUP_SLOTS];
-        assert_eq!(resolve(&tbl24, &tbl8, ip("198.18.0.1")), entry::NONE);
+        let slot = (u32::from(ip("198.18.0.0")) >> (2 * NODE_BITS)) as usize;
+        tbl24[slot] = entry::group(5);
+        let mut nodes = vec![blocked_by(1); 2 * NODE];
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.1")), entry::NONE);
+        // The same for a second-level node named by a first-level one.
+        tbl24[slot] = entry::group(0);
+        nodes[0] = entry::group(2);
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.1")), entry::NONE);
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.16")), blocked_by(1));
+        nodes[0] = entry::group(1);
+        assert_eq!(resolve(&tbl24, &nodes, ip("198.18.0.1")), blocked_by(1));
     }
 
     // --- Randomised equivalence with the reference semantics ---
 
     /// Generates entries and probe addresses that overlap a lot: prefixes longer than /24 all
-    /// fall into a few "hot" /24s (which also bounds the groups needed), shorter ones half
+    /// fall into a few "hot" /24s (which also bounds the nodes needed), shorter ones half
     /// into hot /24s and half anywhere in the clusters.
     struct Gen {
         rng: StdRng,
@@ -646,8 +917,8 @@ mod tests {
                     g.entry(len)
                 })
                 .collect();
-            let t = Tables::paint(&entries, DEFAULT_TBL8_GROUPS).unwrap();
-            assert_eq!(t.used as usize, groups_needed(&entries));
+            let t = Tables::paint(&entries, DEFAULT_V4_NODES).unwrap();
+            assert_eq!(t.used as usize, nodes_needed(&entries));
             let probes = g.probes(&entries, 8_000);
             // ipnet's own network and netmask, so the reference shares no arithmetic with
             // `paint`; precomputed because a debug-mode scan of every entry per probe is slow.
@@ -665,7 +936,7 @@ mod tests {
                         .filter(|(_, (_, (net, mask)))| a & mask == *net)
                         .map(|(i, (e, _))| covering(i, e)),
                 );
-                let got = resolve(&t.tbl24, &t.tbl8, Ipv4Addr::from(a));
+                let got = resolve(&t.tbl24, &t.nodes, Ipv4Addr::from(a));
                 assert_eq!(
                     got,
                     expected,
@@ -695,8 +966,9 @@ mod tests {
                 g.entry(len)
             })
             .collect();
-        let t = Tables::paint(&entries, DEFAULT_TBL8_GROUPS).unwrap();
-        assert_eq!(t.used as usize, groups_needed(&entries));
+        // 4,000 hot /24s need at most 17 nodes each.
+        let t = Tables::paint(&entries, 4_000 * 17).unwrap();
+        assert_eq!(t.used as usize, nodes_needed(&entries));
 
         // Index the entries by exact prefix so the reference needs 33 probes per address
         // rather than a scan of 200,000 entries.
@@ -718,7 +990,7 @@ mod tests {
                     .flatten()
                     .map(|&i| covering(i, &entries[i]))
             }));
-            let got = resolve(&t.tbl24, &t.tbl8, Ipv4Addr::from(a));
+            let got = resolve(&t.tbl24, &t.nodes, Ipv4Addr::from(a));
             assert_eq!(got, expected, "address {}", Ipv4Addr::from(a));
             outcomes.push(got);
         }

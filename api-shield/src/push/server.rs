@@ -1,0 +1,218 @@
+//! The listener: TCP (and TLS) connections served by hyper's HTTP/1.1 server.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::auth::Token;
+use super::backend::PushBackend;
+use super::config::PushConfig;
+use super::routes::{self, State};
+use super::{PushError, tls};
+
+/// A client must send a request's headers within this time, also on an idle keep-alive
+/// connection, so silent clients cannot hold connections open.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are closed on arrival so descriptors cannot run out.
+const MAX_CONNECTIONS: usize = 256;
+/// Time requests in flight get to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Pause after a failed `accept` (such as running out of descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// A bound push API listener, not yet serving.
+pub struct PushListener {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    max_batch: usize,
+    body_limit: usize,
+}
+
+impl std::fmt::Debug for PushListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushListener")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .field("max_batch", &self.max_batch)
+            .field("body_limit", &self.body_limit)
+            .finish()
+    }
+}
+
+/// Checks `cfg`, loads the TLS files if any and binds the listener. Must be called within a
+/// Tokio runtime.
+pub async fn bind(cfg: &PushConfig) -> Result<PushListener, PushError> {
+    cfg.validate()?;
+    let tls = cfg
+        .tls_files()
+        .map(|(cert, key)| tls::acceptor(cert, key))
+        .transpose()?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| PushError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    if tls.is_none() && !cfg.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            "the push API listens beyond loopback without TLS: its token crosses the network in \
+             clear; set push.tls_cert and push.tls_key"
+        );
+    }
+    Ok(PushListener {
+        listener,
+        tls,
+        max_batch: cfg.max_batch,
+        body_limit: cfg.body_limit(),
+    })
+}
+
+/// Binds as `bind` does and serves until `shutdown` completes.
+pub async fn serve(
+    cfg: &PushConfig,
+    token: Token,
+    backend: Arc<dyn PushBackend>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PushError> {
+    bind(cfg).await?.serve(token, backend, shutdown).await
+}
+
+impl PushListener {
+    /// The address bound, with the port the system chose for port 0.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Accepts connections until `shutdown` completes, then lets requests in flight finish
+    /// for a moment and drops the connections left.
+    pub async fn serve(
+        self,
+        token: Token,
+        backend: Arc<dyn PushBackend>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), PushError> {
+        let state = Arc::new(State {
+            token,
+            backend,
+            max_batch: self.max_batch,
+            body_limit: self.body_limit,
+        });
+        let (stop, stopping) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            tracing::warn!(%peer, "push API: too many connections; closing a new one");
+                            continue;
+                        };
+                        connections.spawn(connection(
+                            stream,
+                            peer,
+                            self.tls.clone(),
+                            Arc::clone(&state),
+                            stopping.clone(),
+                            slot,
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "push API: accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "push API connection task failed");
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        // Every connection holds a receiver, so sending cannot fail while any is alive, and
+        // with none there is nobody to tell.
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "push API: dropping connections still busy at shutdown"
+            );
+        }
+        connections.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    state: Arc<State>,
+    stopping: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let Some(acceptor) = tls else {
+        return http(stream, peer, state, stopping).await;
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => http(stream, peer, state, stopping).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "push API: TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "push API: TLS handshake timed out"),
+    }
+}
+
+async fn http<S>(
+    stream: S,
+    peer: SocketAddr,
+    state: Arc<State>,
+    mut stopping: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| routes::handle(Arc::clone(&state), peer, req));
+    let mut conn = pin!(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    // `wait_for` yields a guard that must not live across an await, hence the `is_ok`.
+    let stop = async { stopping.wait_for(|stop| *stop).await.is_ok() };
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        true = stop => {
+            // Finishes the request in flight, if any, then closes.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "push API connection ended with an error");
+    }
+}

@@ -1,0 +1,361 @@
+//! The CrowdSec feed against a real local API, down to the kernel: decisions added with
+//! `cscli` reach the real XDP program's maps (frames run through BPF_PROG_TEST_RUN), deletions
+//! lift them, and an outage of the local API leaves enforcement exactly as it was.
+//!
+//! Needs root (the XDP program is loaded) and Debian's `crowdsec` package, which the `Lapi`
+//! helper installs when it is missing.
+
+use api_shield::feeds::crowdsec::{self, CrowdsecConfig};
+use api_shield::feeds::{FeedHealth, FeedSink, SharedHealth};
+use api_shield::kernel::clock;
+use api_shield::lists::ListEntry;
+use api_shield::model::{Action, Decision};
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+use tests::crowdsec::Lapi;
+use tests::frames::Frame;
+use tests::kernel::{Harness, XDP_DROP, XDP_PASS, action_name};
+
+/// The poll period: short, so each step takes a few seconds.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Longest any one expected change may take to show (a few intervals, plus backoff).
+const WAIT: Duration = Duration::from_secs(15);
+const POLL: Duration = Duration::from_millis(100);
+const ORIGIN: &str = "crowdsec";
+const DNS: u16 = 53;
+
+const BANNED: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 5);
+const NEIGHBOUR: Ipv4Addr = Ipv4Addr::new(198, 18, 9, 6);
+const RANGE: &str = "198.18.10.0/24";
+const IN_RANGE: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 77);
+const BANNED_V6: &str = "2001:db8:9::5";
+/// Lifetime of every test decision: long enough to outlive the test, short enough that a
+/// decision a killed run could not delete goes away by itself.
+const TTL: &str = "1h";
+
+/// The list as the daemon would keep it, written to the kernel whole on every change.
+struct KernelSink {
+    list: Mutex<BTreeMap<IpNet, ListEntry>>,
+    harness: Arc<Mutex<Harness>>,
+    calls: Mutex<Vec<&'static str>>,
+}
+
+impl KernelSink {
+    fn publish(&self, list: &BTreeMap<IpNet, ListEntry>) -> Result<(), String> {
+        let now = clock::now_unix_ms();
+        let decisions: Vec<Decision> = list
+            .values()
+            .map(|e| Decision {
+                net: e.net,
+                action: Action::Block,
+                origin: ORIGIN.to_string(),
+                reason: e.reason.clone(),
+                created_at_ms: now,
+                expires_at_ms: e
+                    .ttl
+                    .map(|t| now + u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            })
+            .collect();
+        lock(&self.harness)
+            .shield
+            .apply(&decisions)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl FeedSink for KernelSink {
+    fn replace(&self, origin: &str, _source: &str, entries: Vec<ListEntry>) -> Result<(), String> {
+        assert_eq!(origin, ORIGIN);
+        let next: BTreeMap<IpNet, ListEntry> = entries.into_iter().map(|e| (e.net, e)).collect();
+        // Held across the kernel write, so the test never sees a verdict the list lacks.
+        let mut list = lock(&self.list);
+        self.publish(&next)?;
+        *list = next;
+        lock(&self.calls).push("replace");
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        origin: &str,
+        _source: &str,
+        add: Vec<ListEntry>,
+        remove: Vec<IpNet>,
+    ) -> Result<(), String> {
+        assert_eq!(origin, ORIGIN);
+        let mut list = lock(&self.list);
+        let mut next = list.clone();
+        for net in remove {
+            next.remove(&net);
+        }
+        next.extend(add.into_iter().map(|e| (e.net, e)));
+        self.publish(&next)?;
+        *list = next;
+        lock(&self.calls).push("update");
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn frame(src: Ipv4Addr) -> Vec<u8> {
+    Frame::ipv4(src).udp(DNS).build()
+}
+
+fn frame_v6(src: &str) -> Vec<u8> {
+    Frame::ipv6(src.parse().expect("an IPv6 address"))
+        .udp(DNS)
+        .build()
+}
+
+fn verdict(harness: &Mutex<Harness>, frame: &[u8]) -> u32 {
+    lock(harness).run(frame)
+}
+
+/// Polls `done` until it holds or `WAIT` passes; panics with `what` and `state()` then.
+#[track_caller]
+fn wait_for(what: &str, mut done: impl FnMut() -> bool, state: impl Fn() -> String) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < WAIT,
+            "{what}: not within {WAIT:?}; {}",
+            state()
+        );
+        thread::sleep(POLL);
+    }
+    start.elapsed()
+}
+
+#[track_caller]
+fn wait_verdict(
+    harness: &Mutex<Harness>,
+    frame: &[u8],
+    want: u32,
+    what: &str,
+    health: &SharedHealth,
+) {
+    let took = wait_for(
+        what,
+        || verdict(harness, frame) == want,
+        || {
+            format!(
+                "verdict {}, health {:?}",
+                action_name(verdict(harness, frame)),
+                lock(health)
+            )
+        },
+    );
+    eprintln!("{what}: {took:?}");
+}
+
+fn health_now(health: &SharedHealth) -> FeedHealth {
+    lock(health).clone()
+}
+
+#[test]
+fn crowdsec_decisions_reach_the_kernel_maps() {
+    let mut lapi = Lapi::start();
+    // Decisions a killed earlier run could not delete would make the first checks lie.
+    lapi.delete_ip(&BANNED.to_string());
+    lapi.delete_range(RANGE);
+    lapi.delete_ip(BANNED_V6);
+
+    // The key goes through the daemon's own reader, which insists on a private file.
+    let key_file = lapi.dir.join("bouncer.key");
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| f.write_all(lapi.api_key.as_bytes()))
+        .expect("write the bouncer key");
+    let cfg = CrowdsecConfig {
+        url: lapi.url(),
+        interval: INTERVAL,
+        ..CrowdsecConfig::new(key_file)
+    };
+    cfg.validate().expect("a valid feed configuration");
+    let key = cfg.read_api_key().expect("read the bouncer key");
+
+    let harness = Arc::new(Mutex::new(Harness::configured(|_| {})));
+    let sink = Arc::new(KernelSink {
+        list: Mutex::default(),
+        harness: harness.clone(),
+        calls: Mutex::default(),
+    });
+    let health: SharedHealth = Arc::default();
+    let feed = crowdsec::spawn(cfg, key, sink.clone(), health.clone()).expect("start the feed");
+
+    wait_for(
+        "the first full sync",
+        || health_now(&health).syncs_total >= 1,
+        || format!("{:?}", health_now(&health)),
+    );
+    assert_eq!(lock(&sink.calls).first(), Some(&"replace"));
+    let ban = frame(BANNED);
+    let neighbour = frame(NEIGHBOUR);
+    let in_range = frame(IN_RANGE);
+    let v6 = frame_v6(BANNED_V6);
+    for (f, name) in [(&ban, "banned"), (&in_range, "in range"), (&v6, "v6")] {
+        assert_eq!(verdict(&harness, f), XDP_PASS, "{name} before any decision");
+    }
+
+    lapi.add_ip(&BANNED.to_string(), TTL);
+    wait_verdict(
+        &harness,
+        &ban,
+        XDP_DROP,
+        "cscli ban of 198.18.9.5 dropped",
+        &health,
+    );
+    assert_eq!(verdict(&harness, &neighbour), XDP_PASS, "198.18.9.6 passes");
+    let entry = lock(&sink.list)[&"198.18.9.5/32".parse::<IpNet>().unwrap()].clone();
+    let ttl = entry.ttl.expect("CrowdSec decisions expire");
+    assert!(
+        ttl > Duration::from_secs(3_500) && ttl <= Duration::from_secs(3_600),
+        "{ttl:?}"
+    );
+    assert!(
+        entry
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("manual")),
+        "{entry:?}"
+    );
+
+    lapi.add_range(RANGE, TTL);
+    wait_verdict(
+        &harness,
+        &in_range,
+        XDP_DROP,
+        "cscli ban of 198.18.10.0/24 dropped",
+        &health,
+    );
+
+    lapi.add_ip(BANNED_V6, TTL);
+    wait_verdict(
+        &harness,
+        &v6,
+        XDP_DROP,
+        "cscli ban of 2001:db8:9::5 dropped",
+        &health,
+    );
+
+    lapi.delete_ip(&BANNED.to_string());
+    wait_verdict(
+        &harness,
+        &ban,
+        XDP_PASS,
+        "deleted ban of 198.18.9.5 passes",
+        &health,
+    );
+    assert_eq!(verdict(&harness, &in_range), XDP_DROP, "the range stays");
+    assert!(lock(&sink.calls).iter().skip(1).all(|c| *c == "update"));
+
+    // An outage: enforcement must not change, health must say so.
+    let before = health_now(&health);
+    let nets_before: Vec<IpNet> = lock(&sink.list).keys().copied().collect();
+    lapi.stop();
+    wait_for(
+        "health degraded while the local API is down",
+        || {
+            let h = health_now(&health);
+            h.degraded && h.errors_total > before.errors_total
+        },
+        || format!("{:?}", health_now(&health)),
+    );
+    // Rounds still in flight while crowdsec shut down may have succeeded; from the first
+    // failure on, none may.
+    let first_failure = health_now(&health);
+    let list_down = lock(&sink.list).clone();
+    assert_eq!(
+        list_down.keys().copied().collect::<Vec<_>>(),
+        nets_before,
+        "the outage cleared nothing"
+    );
+    // Several failed rounds (backoff 1 s, 2 s, ... capped at the interval).
+    thread::sleep(3 * INTERVAL);
+    let down = health_now(&health);
+    assert!(
+        down.degraded && down.errors_total >= first_failure.errors_total + 2,
+        "{down:?}"
+    );
+    let error = down.last_error.clone().expect("the error is reported");
+    assert!(
+        error.contains(&lapi.port.to_string()) && !error.contains(&lapi.api_key),
+        "{error}"
+    );
+    assert_eq!(
+        down.syncs_total, first_failure.syncs_total,
+        "no sync while down"
+    );
+    assert_eq!(
+        verdict(&harness, &in_range),
+        XDP_DROP,
+        "198.18.10.77 still dropped"
+    );
+    assert_eq!(
+        verdict(&harness, &v6),
+        XDP_DROP,
+        "2001:db8:9::5 still dropped"
+    );
+    assert_eq!(verdict(&harness, &ban), XDP_PASS);
+    assert_eq!(*lock(&sink.list), list_down, "the list is kept as it was");
+
+    let replaces = lock(&sink.calls)
+        .iter()
+        .filter(|c| **c == "replace")
+        .count();
+    lapi.start_again();
+    wait_for(
+        "health recovered after the local API came back",
+        || {
+            let h = health_now(&health);
+            !h.degraded && h.syncs_total > down.syncs_total
+        },
+        || format!("{:?}", health_now(&health)),
+    );
+    assert_eq!(
+        lock(&sink.calls)
+            .iter()
+            .filter(|c| **c == "replace")
+            .count(),
+        replaces + 1,
+        "recovery resyncs in full"
+    );
+    assert_eq!(verdict(&harness, &in_range), XDP_DROP);
+    assert_eq!(verdict(&harness, &v6), XDP_DROP);
+    assert_eq!(verdict(&harness, &ban), XDP_PASS);
+    // Other decisions may live in the same database; ours must be there as they were.
+    let resynced = lock(&sink.list).clone();
+    for net in [RANGE, "2001:db8:9::5/128"] {
+        let net: IpNet = net.parse().expect("a prefix");
+        assert!(resynced.contains_key(&net), "{net}: {resynced:?}");
+    }
+    assert!(!resynced.contains_key(&IpNet::from(std::net::IpAddr::V4(BANNED))));
+
+    // And deltas flow again after the resync.
+    lapi.delete_range(RANGE);
+    wait_verdict(
+        &harness,
+        &in_range,
+        XDP_PASS,
+        "deleted range passes after recovery",
+        &health,
+    );
+
+    feed.stop();
+    let last = health_now(&health);
+    assert!(!last.degraded && last.last_success_ms.is_some(), "{last:?}");
+}
