@@ -58,6 +58,8 @@ const MAX_ERROR_BODY_CHARS: usize = 200;
 /// Lifetimes are capped here (a century: as good as forever for a ban), so adding one to the
 /// monotonic clock can never overflow.
 const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+/// The permission bits of a mode (without file type, setuid, setgid, sticky).
+const PERMISSION_BITS: u32 = 0o777;
 /// Group and world permission bits: a bouncer key must be readable by its owner alone.
 const GROUP_WORLD_BITS: u32 = 0o077;
 const API_KEY_HEADER: &str = "x-api-key";
@@ -230,7 +232,7 @@ pub fn read_api_key(path: &Path) -> Result<String, CrowdsecError> {
     if mode & GROUP_WORLD_BITS != 0 {
         return Err(CrowdsecError::KeyPermissions {
             path: path.to_path_buf(),
-            mode: mode & 0o777,
+            mode: mode & PERMISSION_BITS,
         });
     }
     let text = std::fs::read_to_string(path).map_err(key_file)?;
