@@ -4,6 +4,8 @@
 pub const PROGRAM: &str = "api_shield";
 /// Name of the minimal drop-everything program benchmarks compare against.
 pub const BASELINE_PROGRAM: &str = "baseline_drop";
+/// Name of the flood generator the benchmarks drive with live frames.
+pub const BENCH_TX_PROGRAM: &str = "bench_tx";
 
 pub const CONFIG: &str = "CONFIG";
 pub const COUNTERS: &str = "COUNTERS";

@@ -8,12 +8,19 @@ use clap::Subcommand;
 pub enum Bench {
     /// Per-packet cost of the XDP verdict paths (BPF_PROG_TEST_RUN), side by side with a baseline
     Datapath,
+    /// Loading 1,000,000 list entries into the kernel, side by side with `nft -f` and `ipset restore`
+    Ingest,
 }
 
 pub fn bench(which: Bench) -> Result<()> {
     let bin = build_cmd::build(false)?;
     let name = match which {
         Bench::Datapath => "datapath_bench",
+        Bench::Ingest => {
+            // The peers run for real: install them if missing.
+            crate::setup::ensure_packages(&["nftables", "ipset"])?;
+            "ingest_bench"
+        }
     };
     util::run(
         test::tests_command(&bin)

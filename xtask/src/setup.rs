@@ -45,7 +45,7 @@ const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPFFS: &str = "/sys/fs/bpf";
 
 pub fn setup() -> Result<()> {
-    let installed = install_packages()?;
+    let installed = install_packages(PACKAGES)?;
     let linker = ensure_bpf_linker()?;
     let mounted = ensure_bpffs()?;
     if !(installed || linker || mounted) {
@@ -64,9 +64,18 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Installs the Debian packages a benchmark runs as peers, if missing.
+pub fn ensure_packages(names: &[&'static str]) -> Result<()> {
+    let wanted: Vec<(&str, &str)> = names
+        .iter()
+        .map(|n| (*n, "a peer a benchmark compares against"))
+        .collect();
+    install_packages(&wanted).map(|_| ())
+}
+
 /// Installs the missing Debian packages; true if it installed any.
-fn install_packages() -> Result<bool> {
-    let names: Vec<&str> = PACKAGES.iter().map(|(name, _)| *name).collect();
+fn install_packages(packages: &[(&str, &str)]) -> Result<bool> {
+    let names: Vec<&str> = packages.iter().map(|(name, _)| *name).collect();
     // dpkg-query exits 1 when a package is unknown to dpkg; its stdout still lists the rest.
     let out = command("dpkg-query")
         .arg("-W")
@@ -81,7 +90,7 @@ fn install_packages() -> Result<bool> {
         .filter(|line| line.ends_with(" install ok installed"))
         .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
         .collect();
-    let missing: Vec<&(&str, &str)> = PACKAGES
+    let missing: Vec<&(&str, &str)> = packages
         .iter()
         .filter(|(name, _)| !present.contains(*name))
         .collect();

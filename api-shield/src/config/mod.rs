@@ -75,6 +75,8 @@ pub struct Config {
     pub feeds: Vec<crate::feeds::file::FileFeed>,
     /// The HTTP push API for other tools; off unless the section is present.
     pub push: Option<crate::push::PushConfig>,
+    /// Act as a CrowdSec bouncer of a local API; off unless the section is present.
+    pub crowdsec: Option<crate::feeds::crowdsec::CrowdsecConfig>,
 }
 
 /// Per-source rate limits.
@@ -158,6 +160,7 @@ impl Default for Config {
             capacity: Capacity::default(),
             feeds: Vec::new(),
             push: None,
+            crowdsec: None,
         }
     }
 }

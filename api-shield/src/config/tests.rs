@@ -99,6 +99,7 @@ fn every_key_config() -> Config {
             interval: Duration::from_secs(30),
         }],
         push: None,
+        crowdsec: None,
     }
 }
 

@@ -251,6 +251,23 @@ fn cross_key_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
 fn feed_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
     let mut seen = std::collections::HashSet::new();
     let mut problems = Vec::new();
+    if let Some(crowdsec) = &config.crowdsec {
+        if let Err(e) = crowdsec.validate() {
+            problems.push(Problem {
+                span: key_span(doc, &["crowdsec".to_owned()]),
+                message: e.to_string(),
+            });
+        }
+        if config.feeds.iter().any(|f| f.name == crowdsec.list) {
+            problems.push(Problem {
+                span: key_span(doc, &["crowdsec".to_owned()]),
+                message: format!(
+                    "crowdsec.list = \"{}\" is also a feed's name",
+                    crowdsec.list
+                ),
+            });
+        }
+    }
     if let Some(push) = &config.push {
         let span = key_span(doc, &["push".to_owned()]);
         problems.extend(push.problems().into_iter().map(|message| Problem {

@@ -196,6 +196,35 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         )));
     }
 
+    let crowdsec_config = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .crowdsec
+        .clone();
+    if let Some(cfg) = crowdsec_config {
+        // A bad key file stops the start: a bouncer that silently enforces nothing is worse.
+        let key = cfg
+            .read_api_key()
+            .map_err(|e| anyhow::anyhow!("crowdsec: {e}"))?;
+        let health = state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .feed_health(&cfg.list);
+        let sink = Arc::new(sink::StateSink {
+            state: state.clone(),
+            audit: audit.clone(),
+        });
+        tracing::info!(url = cfg.url, list = cfg.list, "CrowdSec bouncer starting");
+        feed_tasks.push(tokio::spawn(crate::feeds::crowdsec::run(
+            cfg,
+            key,
+            sink,
+            health,
+            stopped(stop_rx.clone()),
+        )));
+    }
+
     let push_config = state
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -290,7 +319,10 @@ fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
     if capacity_of(&config) != s.requested_capacity {
         tracing::warn!("capacity changes take effect after `api-shield detach` and a new `run`");
     }
-    if config.feeds != s.config.feeds {
+    if config.feeds != s.config.feeds
+        || config.crowdsec != s.config.crowdsec
+        || config.push != s.config.push
+    {
         tracing::warn!("feed changes take effect when the daemon restarts");
     }
     let seeds = s.shield.settings().seeds;

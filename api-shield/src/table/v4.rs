@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn zero_length_prefix_covers_everything() {
-        let t = Tables::paint(&[block("0.0.0.0/0", 1, 0), allow("198.18.0.1/32", 2)], 1).unwrap();
+        let t = Tables::paint(&[block("0.0.0.0/0", 1, 0), allow("198.18.0.1/32", 2)], 2).unwrap();
         assert_eq!(t.at("0.0.0.0"), blocked_by(1));
         assert_eq!(t.at("255.255.255.255"), blocked_by(1));
         assert_eq!(t.at("198.18.0.1"), allowed_by(2));
@@ -527,7 +527,7 @@ mod tests {
     fn host_bits_are_ignored() {
         let t = Tables::paint(
             &[block("198.18.7.9/24", 1, 0), block("198.18.8.9/30", 2, 0)],
-            1,
+            2,
         )
         .unwrap();
         assert_eq!(t.at("198.18.7.0"), blocked_by(1));
