@@ -200,7 +200,8 @@ fn ingest() {
     for round in 0..rounds {
         // Alternate who goes first, so cache warmth favours nobody.
         let mut order = ["ours", "nft", "ipset"];
-        order.rotate_left(round % order.len());
+        let turn = round % order.len();
+        order.rotate_left(turn);
         for who in order {
             match who {
                 "ours" => {
