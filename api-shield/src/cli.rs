@@ -55,6 +55,8 @@ pub enum Command {
     Flush(FlushArgs),
     /// Validate a config file, reporting every problem with its line.
     CheckConfig(CheckConfigArgs),
+    /// Live view: packets per second by verdict, drops per list, offenders, latest decisions.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +168,20 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Print plain text at each refresh instead of the terminal view (also when stdout is not a
+    /// terminal).
+    #[arg(long)]
+    pub plain: bool,
+    /// Time between refreshes (`1s`, `500ms`; at least 200ms).
+    #[arg(long, value_name = "DUR", default_value = "1s")]
+    pub interval: String,
+    /// Exit after this many refreshes, printing plain text.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub iterations: Option<u64>,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckConfigArgs {
     /// Config file to validate.
     #[arg(value_name = "FILE")]
@@ -273,6 +289,23 @@ mod tests {
         };
         assert_eq!(blocked.kind.map(Action::from), Some(Action::Block));
         assert!(blocked.json);
+    }
+
+    #[test]
+    fn top_options() {
+        let Command::Top(top) = parse(&["top"]).command else {
+            panic!("not top")
+        };
+        assert!(!top.plain);
+        assert_eq!(top.interval, "1s");
+        assert_eq!(top.iterations, None);
+        let Command::Top(top) = parse(&["top", "--plain", "--interval", "2s", "-n", "3"]).command
+        else {
+            panic!("not top")
+        };
+        assert!(top.plain);
+        assert_eq!(top.interval, "2s");
+        assert_eq!(top.iterations, Some(3));
     }
 
     #[test]

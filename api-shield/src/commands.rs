@@ -116,6 +116,28 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             let list = a.list;
             change(&socket, a.addrs, |nets| Request::Unblock { nets, list })
         }
+        Command::Top(t) => {
+            let interval = match parse_duration(&t.interval) {
+                Ok(d) if d >= crate::top::MIN_INTERVAL => d,
+                Ok(_) => {
+                    return fail(
+                        EXIT_REFUSED,
+                        &format!(
+                            "invalid --interval: `{}` is shorter than {}",
+                            t.interval,
+                            humantime::format_duration(crate::top::MIN_INTERVAL)
+                        ),
+                    );
+                }
+                Err(e) => return fail(EXIT_REFUSED, &format!("invalid --interval: {e}")),
+            };
+            crate::top::run(crate::top::TopOptions {
+                socket,
+                plain: t.plain,
+                interval,
+                iterations: t.iterations,
+            })
+        }
         Command::Allow(a) => change(&socket, a.addrs, |nets| Request::Allow { nets }),
         Command::Unallow(a) => change(&socket, a.addrs, |nets| Request::Unallow { nets }),
     }

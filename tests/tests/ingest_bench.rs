@@ -217,6 +217,12 @@ fn ingest() {
                     assert!(out.success(), "import failed: {}", out.stderr);
                     let body: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
                     assert_eq!(body["entries"], V4_ENTRIES + V6_ENTRIES);
+                    eprintln!(
+                        "api-shield import: parse {} ms, daemon total {} ms, wall {:.0} ms",
+                        body["parse_ms"],
+                        body["total_ms"],
+                        secs * 1000.0
+                    );
                     // Empty it again so every round loads into the same state.
                     daemon.ok(&["flush", "--list", "bench"]);
                     ours.push(secs);

@@ -10,6 +10,9 @@ pub enum Bench {
     Datapath,
     /// Loading 1,000,000 list entries into the kernel, side by side with `nft -f` and `ipset restore`
     Ingest,
+    /// Floods (UDP, TCP SYN) on veth dropped by api-shield, nftables, iptables + ipset and no
+    /// filter, alternately; goodput of a legitimate HTTP client; a 1,000,000-source spoofed flood
+    Flood,
 }
 
 pub fn bench(which: Bench) -> Result<()> {
@@ -20,6 +23,10 @@ pub fn bench(which: Bench) -> Result<()> {
             // The peers run for real: install them if missing.
             crate::setup::ensure_packages(&["nftables", "ipset"])?;
             "ingest_bench"
+        }
+        Bench::Flood => {
+            crate::setup::ensure_packages(&["nftables", "ipset", "iptables"])?;
+            "flood_bench"
         }
     };
     util::run(

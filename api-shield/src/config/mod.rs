@@ -77,6 +77,8 @@ pub struct Config {
     pub push: Option<crate::push::PushConfig>,
     /// Act as a CrowdSec bouncer of a local API; off unless the section is present.
     pub crowdsec: Option<crate::feeds::crowdsec::CrowdsecConfig>,
+    /// The Prometheus endpoint (`GET /metrics`); off unless the section is present.
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// Per-source rate limits.
@@ -161,6 +163,7 @@ impl Default for Config {
             feeds: Vec::new(),
             push: None,
             crowdsec: None,
+            metrics: None,
         }
     }
 }

@@ -54,6 +54,9 @@ path = "/srv/lists/firehol_level1.netset"
 format = "netset"
 skip_invalid = true
 interval = "30s"
+
+[metrics]
+listen = "[::1]:9100"
 "#;
 
 fn every_key_config() -> Config {
@@ -100,6 +103,9 @@ fn every_key_config() -> Config {
         }],
         push: None,
         crowdsec: None,
+        metrics: Some(crate::metrics::MetricsConfig {
+            listen: "[::1]:9100".parse().unwrap(),
+        }),
     }
 }
 

@@ -249,6 +249,23 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         None => None,
     };
 
+    let metrics_config = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .metrics
+        .clone();
+    let metrics_task = match metrics_config {
+        Some(cfg) => {
+            let listener = crate::metrics::bind(&cfg).await?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+            Some(tokio::spawn(
+                listener.serve(state.clone(), stopped(stop_rx.clone())),
+            ))
+        }
+        None => None,
+    };
+
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -284,6 +301,9 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
             Err(e) => tracing::error!(error = %e, "push API task failed"),
             Ok(Ok(())) => {}
         }
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
     }
     if let Some(t) = events_task {
         let _ = t.await;
@@ -324,6 +344,9 @@ fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
         || config.push != s.config.push
     {
         tracing::warn!("feed changes take effect when the daemon restarts");
+    }
+    if config.metrics != s.config.metrics {
+        tracing::warn!("metrics listener changes take effect when the daemon restarts");
     }
     let seeds = s.shield.settings().seeds;
     let result = s

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::decisions::{
-    snapshot::SnapshotDir,
+    snapshot::{SnapshotDir, SnapshotError},
     store::{Entry, OriginList, Store},
 };
 use crate::kernel::{clock, maps::Capacity, shield::Shield};
@@ -108,17 +108,37 @@ impl State {
                 .map_err(|e| OpError::Refused(format!("{e}; nothing was applied")))?;
         }
         let now = clock::now_unix_ms();
-        self.snapshot
-            .save(&next, self.shield.origins(), changed, now)
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let applied = self
-            .shield
-            .apply_refs(next.iter().chain(config.iter().map(Decision::as_ref)));
-        if let Err(e) = applied {
-            let _ = self
-                .snapshot
-                .save(&self.store, self.shield.origins(), changed, now);
-            return Err(OpError::Refused(format!("{e}; nothing was applied")));
+        let origin_ids = self.shield.origins().clone();
+        // The snapshot and the kernel are written at the same time (they are independent, and
+        // a million-entry list takes a while to serialise), and the change is acknowledged only
+        // once both hold it. If either fails, the other is put back.
+        let (saved, applied) = {
+            let snapshot = &self.snapshot;
+            let shield = &mut self.shield;
+            let next_ref = &next;
+            std::thread::scope(|scope| {
+                let writer = scope.spawn(|| snapshot.save(next_ref, &origin_ids, changed, now));
+                let applied =
+                    shield.apply_refs(next_ref.iter().chain(config.iter().map(Decision::as_ref)));
+                let saved = writer
+                    .join()
+                    .unwrap_or_else(|_| Err(SnapshotError::Panicked));
+                (saved, applied)
+            })
+        };
+        match (saved, applied) {
+            (Ok(()), Ok(_)) => {}
+            (saved, Ok(_)) => {
+                // On disk failed: the kernel must not hold what the snapshot does not.
+                let restore = self.store.iter().chain(config.iter().map(Decision::as_ref));
+                let _ = self.shield.apply_refs(restore);
+                let e = saved.err().map(|e| e.to_string()).unwrap_or_default();
+                return Err(OpError::Internal(format!("{e}; nothing was applied")));
+            }
+            (_, Err(e)) => {
+                let _ = self.snapshot.save(&self.store, &origin_ids, changed, now);
+                return Err(OpError::Refused(format!("{e}; nothing was applied")));
+            }
         }
         self.store = next;
         Ok(())

@@ -39,13 +39,18 @@ struct OriginFile {
     entries: Vec<FileEntry>,
 }
 
+/// One entry on disk. Fields are spelled out (no `serde(flatten)`, which buffers every map
+/// and is several times slower on million-entry lists).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileEntry {
     net: IpNet,
     action: Action,
-    #[serde(flatten)]
-    entry: Entry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<std::sync::Arc<str>>,
+    created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,8 @@ pub enum SnapshotError {
     Version { path: PathBuf, found: u32 },
     #[error("snapshot {path} names origin `{origin}` whose file is missing")]
     Missing { path: PathBuf, origin: String },
+    #[error("the snapshot writer panicked")]
+    Panicked,
     #[error("writing snapshot {path}: {source}")]
     Write {
         path: PathBuf,
@@ -160,7 +167,12 @@ impl SnapshotDir {
             };
             list.entries.reserve(file.entries.len());
             for e in file.entries {
-                list.entries.insert((e.action, e.net), e.entry);
+                let entry = Entry {
+                    reason: e.reason,
+                    created_at_ms: e.created_at_ms,
+                    expires_at_ms: e.expires_at_ms,
+                };
+                list.entries.insert((e.action, e.net), entry);
             }
             let revision = list.meta.revision;
             store.replace_origin(name, list);
@@ -189,7 +201,9 @@ impl SnapshotDir {
                         .map(|((action, net), entry)| FileEntry {
                             net: *net,
                             action: *action,
-                            entry: entry.clone(),
+                            reason: entry.reason.clone(),
+                            created_at_ms: entry.created_at_ms,
+                            expires_at_ms: entry.expires_at_ms,
                         })
                         .collect(),
                 };

@@ -1,0 +1,34 @@
+//! Prometheus metrics: the daemon serves `GET /metrics` on a listener of its own (the
+//! `[metrics]` section; loopback by default) in the text exposition format 0.0.4, written by
+//! `prometheus-client`. Each scrape reads the live state; nothing is sampled in between.
+//!
+//! Every family, all prefixed `api_shield_`:
+//!
+//! | name | type | labels |
+//! | --- | --- | --- |
+//! | `build_info` | gauge (info) | `version`, `abi` |
+//! | `xdp_info` | gauge (info) | `iface`, `mode` (native, skb) |
+//! | `monitor_mode` | gauge | |
+//! | `start_time_seconds` | gauge | |
+//! | `verdict_packets_total`, `verdict_bytes_total` | counter | `verdict` (7) |
+//! | `detail_packets_total`, `detail_bytes_total` | counter | `detail` (5) |
+//! | `auto_blocks_total`, `auto_blocks_refused_total` | counter | |
+//! | `auto_block_events_total` | counter | `outcome` (sent, suppressed) |
+//! | `origin_dropped_packets_total`, `origin_dropped_bytes_total` | counter | `origin` |
+//! | `origin_entries` | gauge | `origin`, `action` |
+//! | `map_used`, `map_capacity` | gauge | `map` (6) |
+//! | `feed_syncs_total`, `feed_errors_total` | counter | `feed` |
+//! | `feed_last_success_timestamp_seconds`, `feed_degraded` | gauge | `feed` |
+//!
+//! Label values come from fixed sets or from list names, and the kernel counts drops for at
+//! most `MAX_ORIGINS` (256) origins, so cardinality stays bounded. Addresses are never labels.
+
+mod config;
+mod encode;
+mod server;
+mod snapshot;
+
+pub use config::{DEFAULT_LISTEN, MetricsConfig};
+pub use encode::{CONTENT_TYPE, render};
+pub use server::{BindError, MetricsListener, bind};
+pub use snapshot::{MapFill, Snapshot};

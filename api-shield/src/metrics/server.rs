@@ -1,0 +1,171 @@
+//! The metrics listener: plain HTTP/1.1, `GET /metrics`, served by hyper. Every scrape reads
+//! the live state, so nothing is cached and nothing is counted twice.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::config::MetricsConfig;
+use super::encode::{CONTENT_TYPE as EXPOSITION, render};
+use super::snapshot::Snapshot;
+use crate::daemon::ops::State;
+
+/// A scraper must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; a scraper needs one.
+const MAX_CONNECTIONS: usize = 16;
+/// Pause after a failed `accept` (such as running out of descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+type Body = Full<Bytes>;
+
+/// A bound metrics listener, not yet serving.
+#[derive(Debug)]
+pub struct MetricsListener {
+    listener: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for metrics on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    pub source: io::Error,
+}
+
+/// Binds `cfg.listen`. Must be called within a Tokio runtime.
+pub async fn bind(cfg: &MetricsConfig) -> Result<MetricsListener, BindError> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| BindError {
+            addr: cfg.listen,
+            source,
+        })?;
+    Ok(MetricsListener { listener })
+}
+
+impl MetricsListener {
+    /// The address bound, with the port the system chose for port 0.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves scrapes of `state` until `shutdown` completes; connections still open then are
+    /// dropped (a scrape is short, and the scraper retries).
+    pub async fn serve(self, state: Arc<Mutex<State>>, shutdown: impl Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            tracing::warn!(%peer, "metrics: too many connections; closing a new one");
+                            continue;
+                        };
+                        let state = Arc::clone(&state);
+                        connections.spawn(async move {
+                            connection(stream, peer, state).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "metrics: accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        connections.shutdown().await;
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<State>>) {
+    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
+    }
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if path != "/metrics" && path != "/" {
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "not found; try /metrics\n",
+        ));
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "use GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    if path == "/" {
+        return Ok(reply(
+            StatusCode::OK,
+            TEXT,
+            "api-shield: metrics at /metrics\n",
+        ));
+    }
+    // Reading the kernel maps is a handful of syscalls under the state lock: off the runtime.
+    let gathered = tokio::task::spawn_blocking(move || {
+        let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        Snapshot::gather(&state)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    let rendered = gathered.and_then(|s| render(s).map_err(|e| e.to_string()));
+    Ok(match rendered {
+        Ok(text) => reply(StatusCode::OK, EXPOSITION, text),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics: reading the shield's state failed");
+            reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                TEXT,
+                format!("reading the shield's state failed: {e}\n"),
+            )
+        }
+    })
+}
