@@ -46,9 +46,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStr
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tests::daemon::{Daemon, packets};
@@ -79,15 +79,17 @@ const UDP_PORT: u16 = 53;
 
 /// Attack sources are hosts of 198.19.0.0/16; every one of them is on the blocklist.
 const ATTACK_NET: u32 = 0xC613_0000;
-const ATTACK_SOURCES: usize = 2_048;
+const ATTACK_SOURCES: usize = 4_096;
 const BLOCKLIST_ENTRIES: usize = 100_000;
 /// The rest of the blocklist: random hosts of 198.18.0.0/16 outside 198.18.0.0/22 (lab hosts).
 const FILLER_NET: u32 = 0xC612_0000;
 const FILLER_FIRST_FREE: u32 = 4 * 256;
 /// Frames per BPF_PROG_TEST_RUN call of the flood (one source and protocol per call).
-const FLOOD_REPEAT: u32 = 8_192;
+const FLOOD_REPEAT: u32 = 1 << 20;
 /// Frames the kernel sends per batch (per flush to the peer).
 const LIVE_BATCH: u32 = 64;
+/// Generator threads, all on the generator's CPU.
+const GEN_THREADS: usize = 3;
 /// Bound on the frames of one flood window (the time bound normally ends it first).
 const WINDOW_MAX_PACKETS: u64 = 200_000_000;
 /// A call that keeps failing ends the job after this many failures in a row.
@@ -100,13 +102,17 @@ const SEED: u64 = 0xF100_D5EE;
 /// Source `i` of the spoofed flood is `2001:db8:(0x4000 | i >> 16):(i & 0xffff)::1`: every
 /// source in its own /64 (the default IPv6 rate-limit prefix), all inside 2001:db8:4000::/34.
 const SPOOF_V6_GROUP: u16 = 0x4000;
-const SPOOF_REPEAT: u32 = 64;
+/// One frame per call: a run with `repeat` 1 does not touch the XDP dispatcher, so calls are
+/// cheap (about 10 us) and every source can be a different one.
+const SPOOF_REPEAT: u32 = 1;
+/// SYNs per spoofed source: twice its SYN burst, so every source goes over its limit.
+const SPOOF_PER_SOURCE: u32 = 4;
 const SPOOF_MAX_TIME: Duration = Duration::from_secs(240);
 /// A kernel auto-block in place before the spoofed flood.
 const PRIMED_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 4, 4);
 const MANUAL_BLOCKS: [&str; 2] = ["198.18.3.0/24", "2001:db8:bad::/48"];
 /// Paced legitimate clients during the spoofed flood: far below their own limit.
-const SPOOF_CLIENT_INTERVAL: Duration = Duration::from_millis(250);
+const SPOOF_CLIENT_INTERVAL: Duration = Duration::from_millis(1000);
 
 // ---- the service -------------------------------------------------------------------------
 
@@ -121,12 +127,13 @@ const RESPONSE: &[u8] =
 /// so the whole data path runs and only the blocklist drops.
 const MAIN_CONFIG: &str = "[limits]\npackets_per_second = 100000\nburst = 200000\n\
                            syn_per_second = 20000\nsyn_burst = 40000\n";
-/// api-shield for the spoofed flood: every limit a tenth of the default, so that 64 SYNs make
-/// a source exceed its SYN limit (burst 20) and get auto-blocked (20 strikes); capacities
-/// stay at their defaults (sketch 65,536 wide, 65,536 offenders, 65,536 auto-blocks).
+/// api-shield for the spoofed flood: SYN limits low enough that 4 SYNs make a source exceed
+/// its limit (burst 2) and get auto-blocked (2 strikes), while a legitimate client opening one
+/// connection a second stays under it; capacities stay at their defaults (sketch 65,536 wide,
+/// 65,536 offenders, 65,536 auto-blocks).
 const SPOOF_CONFIG: &str = "[limits]\npackets_per_second = 100\nburst = 200\n\
-                            syn_per_second = 10\nsyn_burst = 20\n\
-                            [autoblock]\nstrikes = 20\nwindow = \"10s\"\nttl = \"10m\"\n";
+                            syn_per_second = 2\nsyn_burst = 2\n\
+                            [autoblock]\nstrikes = 2\nwindow = \"10s\"\nttl = \"10m\"\n";
 
 /// Targets from the issue.
 const TARGET_RATIO_OVER_NFT: f64 = 3.0;
@@ -286,6 +293,51 @@ fn pin_to(cpu: usize) {
         libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
     }
+}
+
+/// Keeps task `pid` on `cpu`.
+fn pin_pid(pid: u32, cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity only reads it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(pid as libc::pid_t, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "pin {pid} to CPU {cpu}: {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// Pids of the kernel's NAPI threads of `srv0` devices.
+fn napi_threads() -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.starts_with(&format!("napi/{SRV_IF}-")) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// CPU time (user + system) task `pid` has used, in ns.
+fn task_cpu_ns(pid: u32) -> u64 {
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) * 1_000_000_000 / hz
 }
 
 /// CPU time of the calling thread.
@@ -643,6 +695,31 @@ impl FloodLab {
             .unwrap_or_else(|e| panic!("ethtool -K {SRV_IF} gro on: {e}"));
     }
 
+    /// Runs the receive processing of `srv0` in a NAPI thread of its own, pinned to `cpu`
+    /// (with GRO on, the NAPI instance and its thread live as long as the device). Returns the
+    /// thread's pid.
+    fn threaded_napi(&self, cpu: Option<usize>) -> Option<u32> {
+        let before = napi_threads();
+        netns_exec(
+            &self.srv,
+            "sh",
+            &["-c", &format!("echo 1 > /sys/class/net/{SRV_IF}/threaded")],
+        );
+        let mut pid = None;
+        for _ in 0..50 {
+            pid = napi_threads().into_iter().find(|p| !before.contains(p));
+            if pid.is_some() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let pid = pid?;
+        if let Some(c) = cpu {
+            pin_pid(pid, c);
+        }
+        Some(pid)
+    }
+
     fn srv_rx(&self) -> (u64, u64) {
         link_rx(&self.srv, SRV_IF)
     }
@@ -654,16 +731,28 @@ impl FloodLab {
 enum Frames {
     /// These frames in turn, one per call.
     Cycle(Arc<Vec<Vec<u8>>>),
-    /// A SYN from spoofed source 0, 1, 2, ... `sources - 1`, one per call.
-    SpoofV6 { sources: u32 },
+    /// SYNs from spoofed sources 0, 1, ... `sources - 1`, `per_source` calls each.
+    SpoofV6 { sources: u32, per_source: u32 },
 }
 
 struct Job {
     frames: Frames,
     repeat: u32,
-    max_packets: u64,
+    /// Shared by the workers of one job: frames still to send.
+    budget: Arc<AtomicU64>,
     max_time: Duration,
+    /// Frames per second to pace the calls at (the frames of one call still go out at once);
+    /// `None`: as fast as the receiving side takes them.
+    pace: Option<Pace>,
     reply: Sender<GenReport>,
+}
+
+#[derive(Clone)]
+struct Pace {
+    rate: f64,
+    start: Instant,
+    /// Frames scheduled so far, shared by the workers of one job.
+    scheduled: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -673,34 +762,58 @@ struct GenReport {
     packets: u64,
     errors: u64,
     first_error: Option<String>,
+    /// Distinct sources used (the cycle's frames, or spoofed sources started).
     sources: u64,
     elapsed: Duration,
-    /// CPU time of the generator thread (including softirq work done on its way out).
+    /// CPU time of the generator threads (including softirq work done on their way out).
     cpu: Duration,
 }
 
-/// A thread in the generator namespace holding the loaded `bench_tx` program.
+impl GenReport {
+    fn merge(&mut self, o: GenReport) {
+        self.calls += o.calls;
+        self.packets += o.packets;
+        self.errors += o.errors;
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        self.elapsed = self.elapsed.max(o.elapsed);
+        self.cpu += o.cpu;
+    }
+}
+
+/// Threads in the generator namespace, each holding its own loaded `bench_tx` program and
+/// taking the next frame from a shared cursor. A run with `repeat` > 1 swaps the program in
+/// and out of the kernel's XDP dispatcher, which waits for RCU under a global mutex (about
+/// 25 ms here), so one thread idles between calls; several threads keep the link busy.
 struct Generator {
-    jobs: Option<Sender<Job>>,
-    thread: Option<JoinHandle<()>>,
+    workers: Vec<(Sender<Job>, JoinHandle<()>)>,
+    cursor: Arc<AtomicU64>,
 }
 
 impl Generator {
-    fn start(ns: &str, cpu: Option<usize>) -> Generator {
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
-        let thread = in_netns(ns, move || generator_main(cpu, &ready_tx, &jobs_rx));
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("generator: {e}"),
-            Err(e) => panic!("the generator never got ready: {e}"),
-        }
-        Generator {
-            jobs: Some(jobs_tx),
-            thread: Some(thread),
-        }
+    fn start(ns: &str, threads: usize, cpu: Option<usize>) -> Generator {
+        let cursor = Arc::new(AtomicU64::new(0));
+        let workers = (0..threads.max(1))
+            .map(|_| {
+                let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+                let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+                let cursor = Arc::clone(&cursor);
+                let thread = in_netns(ns, move || {
+                    generator_main(cpu, &cursor, &ready_tx, &jobs_rx)
+                });
+                match ready_rx.recv_timeout(Duration::from_secs(30)) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => panic!("generator: {e}"),
+                    Err(e) => panic!("the generator never got ready: {e}"),
+                }
+                (jobs_tx, thread)
+            })
+            .collect();
+        Generator { workers, cursor }
     }
 
+    /// Starts a flood on every worker; the receiver yields the summed report.
     fn spawn(
         &self,
         frames: Frames,
@@ -708,18 +821,64 @@ impl Generator {
         max_packets: u64,
         max_time: Duration,
     ) -> Receiver<GenReport> {
-        let (reply, rx) = mpsc::channel();
-        self.jobs
-            .as_ref()
-            .expect("running")
-            .send(Job {
-                frames,
-                repeat,
-                max_packets,
-                max_time,
-                reply,
+        self.spawn_paced(frames, repeat, max_packets, max_time, None)
+    }
+
+    /// `spawn`, with the calls paced at `rate` frames per second if given.
+    fn spawn_paced(
+        &self,
+        frames: Frames,
+        repeat: u32,
+        max_packets: u64,
+        max_time: Duration,
+        rate: Option<f64>,
+    ) -> Receiver<GenReport> {
+        if let Frames::SpoofV6 { .. } = frames {
+            self.cursor.store(0, Ordering::Relaxed);
+        }
+        let start = self.cursor.load(Ordering::Relaxed);
+        let pace = rate.map(|rate| Pace {
+            rate,
+            start: Instant::now(),
+            scheduled: Arc::new(AtomicU64::new(0)),
+        });
+        let budget = Arc::new(AtomicU64::new(max_packets));
+        let replies: Vec<Receiver<GenReport>> = self
+            .workers
+            .iter()
+            .map(|(jobs, _)| {
+                let (reply, rx) = mpsc::channel();
+                jobs.send(Job {
+                    frames: frames.clone(),
+                    repeat,
+                    budget: Arc::clone(&budget),
+                    max_time,
+                    pace: pace.clone(),
+                    reply,
+                })
+                .expect("the generator thread is alive");
+                rx
             })
-            .expect("the generator thread is alive");
+            .collect();
+        let cursor = Arc::clone(&self.cursor);
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut total = GenReport::default();
+            for r in replies {
+                total.merge(r.recv().expect("the generator answers"));
+            }
+            let used = cursor.load(Ordering::Relaxed) - start;
+            total.sources = match &frames {
+                Frames::Cycle(f) => used.min(f.len() as u64),
+                Frames::SpoofV6 {
+                    sources,
+                    per_source,
+                } => used
+                    .div_ceil(u64::from(*per_source))
+                    .min(u64::from(*sources)),
+            };
+            let _ = tx.send(total);
+        });
         rx
     }
 
@@ -738,14 +897,19 @@ impl Generator {
 
 impl Drop for Generator {
     fn drop(&mut self) {
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        for (jobs, thread) in self.workers.drain(..) {
+            drop(jobs);
+            let _ = thread.join();
         }
     }
 }
 
-fn generator_main(cpu: Option<usize>, ready: &Sender<Result<(), String>>, jobs: &Receiver<Job>) {
+fn generator_main(
+    cpu: Option<usize>,
+    cursor: &AtomicU64,
+    ready: &Sender<Result<(), String>>,
+    jobs: &Receiver<Job>,
+) {
     if let Some(c) = cpu {
         pin_to(c);
     }
@@ -769,28 +933,60 @@ fn generator_main(cpu: Option<usize>, ready: &Sender<Result<(), String>>, jobs: 
     let _ = ready.send(Ok(()));
     let prog: &Xdp = prog;
     for job in jobs {
-        let report = run_job(prog, ifindex, &job);
+        let report = run_job(prog, ifindex, cursor, &job);
         let _ = job.reply.send(report);
     }
 }
 
-fn run_job(prog: &Xdp, ifindex: u32, job: &Job) -> GenReport {
+/// Takes up to `want` frames from the shared budget.
+fn take(budget: &AtomicU64, want: u64) -> u64 {
+    let mut left = budget.load(Ordering::Relaxed);
+    loop {
+        let n = left.min(want);
+        if n == 0 {
+            return 0;
+        }
+        match budget.compare_exchange_weak(left, left - n, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return n,
+            Err(now) => left = now,
+        }
+    }
+}
+
+fn run_job(prog: &Xdp, ifindex: u32, cursor: &AtomicU64, job: &Job) -> GenReport {
     let started = Instant::now();
     let cpu_before = thread_cpu();
     let mut r = GenReport::default();
     let mut consecutive = 0;
-    let mut i: u64 = 0;
-    while r.packets < job.max_packets && started.elapsed() < job.max_time {
+    while started.elapsed() < job.max_time {
+        let i = cursor.fetch_add(1, Ordering::Relaxed);
         let frame: Cow<'_, [u8]> = match &job.frames {
             Frames::Cycle(f) => Cow::Borrowed(&f[(i % f.len() as u64) as usize]),
-            Frames::SpoofV6 { sources } => {
-                if i >= u64::from(*sources) {
+            Frames::SpoofV6 {
+                sources,
+                per_source,
+            } => {
+                let source = i / u64::from(*per_source);
+                if source >= u64::from(*sources) {
                     break;
                 }
-                Cow::Owned(spoof_syn_v6(i as u32))
+                Cow::Owned(spoof_syn_v6(source as u32))
             }
         };
-        let repeat = u64::from(job.repeat).min(job.max_packets - r.packets) as u32;
+        let repeat = take(&job.budget, u64::from(job.repeat)) as u32;
+        if repeat == 0 {
+            break;
+        }
+        if let Some(p) = &job.pace {
+            let before = p.scheduled.fetch_add(u64::from(repeat), Ordering::Relaxed);
+            let due = p.start + Duration::from_secs_f64(before as f64 / p.rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                if started.elapsed() + wait >= job.max_time {
+                    break;
+                }
+                thread::sleep(wait);
+            }
+        }
         let ctx = xdp_md(frame.len(), ifindex);
         let result = prog.test_run(TestRunOptions {
             data_in: Some(&frame),
@@ -800,7 +996,6 @@ fn run_job(prog: &Xdp, ifindex: u32, job: &Job) -> GenReport {
             ..TestRunOptions::new()
         });
         r.calls += 1;
-        i += 1;
         match result {
             Ok(_) => {
                 r.packets += u64::from(repeat);
@@ -816,10 +1011,6 @@ fn run_job(prog: &Xdp, ifindex: u32, job: &Job) -> GenReport {
             }
         }
     }
-    r.sources = match &job.frames {
-        Frames::Cycle(f) => i.min(f.len() as u64),
-        Frames::SpoofV6 { .. } => i,
-    };
     r.elapsed = started.elapsed();
     r.cpu = thread_cpu().saturating_sub(cpu_before);
     r
@@ -1355,6 +1546,7 @@ struct Sample {
     softirq_ns: u64,
     busy_ns: u64,
     generator_cpu_ns: u64,
+    sources: u64,
     base: Goodput,
     flooded: Goodput,
 }
@@ -1439,6 +1631,7 @@ fn measure(
         softirq_ns: c1.0 - c0.0,
         busy_ns: c1.1 - c0.1,
         generator_cpu_ns: g.cpu.as_nanos() as u64,
+        sources: g.sources,
         base,
         flooded,
     }
@@ -1500,9 +1693,9 @@ fn spoof_phase(
             "in place before the spoofed flood",
         ]);
     }
-    // A kernel auto-block in place: 256 SYNs from one source over its limit.
+    // A kernel auto-block in place: 16 SYNs from one source over its limit.
     let primed = Frames::Cycle(Arc::new(vec![syn_v4(PRIMED_V4)]));
-    generator.flood(primed.clone(), SPOOF_REPEAT, 256, Duration::from_secs(5));
+    generator.flood(primed.clone(), 1, 16, Duration::from_secs(5));
     let primed_net = format!("{PRIMED_V4}/32");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut before = blocked_set(&daemon);
@@ -1518,9 +1711,12 @@ fn spoof_phase(
     let stats0 = daemon.stats();
     let c0 = cpu_times();
     let pending = generator.spawn(
-        Frames::SpoofV6 { sources },
+        Frames::SpoofV6 {
+            sources,
+            per_source: SPOOF_PER_SOURCE,
+        },
         SPOOF_REPEAT,
-        u64::from(sources) * u64::from(SPOOF_REPEAT),
+        u64::from(sources) * u64::from(SPOOF_PER_SOURCE),
         SPOOF_MAX_TIME,
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -1538,13 +1734,12 @@ fn spoof_phase(
             )
         })
     };
-    let rss_peak = Arc::new(Mutex::new(rss_before));
+    let mut rss_peak = rss_before;
     let report = loop {
         match pending.recv_timeout(Duration::from_millis(500)) {
             Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                let mut peak = rss_peak.lock().expect("not poisoned");
-                *peak = (*peak).max(vm_kib(pid, "VmRSS:"));
+                rss_peak = rss_peak.max(vm_kib(pid, "VmRSS:"));
             }
             Err(e) => panic!("the generator is gone: {e}"),
         }
@@ -1575,7 +1770,7 @@ fn spoof_phase(
         .flood(list_frames, 1_000, 64_000, Duration::from_secs(10))
         .packets;
     let sent_primed = generator
-        .flood(primed, SPOOF_REPEAT, 640, Duration::from_secs(5))
+        .flood(primed, 1, 640, Duration::from_secs(5))
         .packets;
     thread::sleep(Duration::from_millis(300));
     let s3 = daemon.stats();
@@ -1590,7 +1785,7 @@ fn spoof_phase(
     json!({
         "sources_requested": sources,
         "sources_sent": report.sources,
-        "frames_per_source": SPOOF_REPEAT,
+        "frames_per_source": SPOOF_PER_SOURCE,
         "frames": report.packets,
         "seconds": secs_flood,
         "frames_per_second": report.packets as f64 / secs_flood,
@@ -1609,7 +1804,7 @@ fn spoof_phase(
             "list_frames_sent": sent_list, "list_frames_dropped": enforced_list,
             "primed_frames_sent": sent_primed, "primed_frames_dropped_as_auto_block": enforced_primed,
         },
-        "daemon_rss_kib": {"before": rss_before, "peak_sampled": *rss_peak.lock().expect("not poisoned"), "after": rss_after, "hwm": hwm},
+        "daemon_rss_kib": {"before": rss_before, "peak_sampled": rss_peak, "after": rss_after, "hwm": hwm},
         "bpf_maps": {
             "before": {"maps": maps_before.0, "max_entries": maps_before.1, "memlock_bytes": maps_before.2},
             "after": {"maps": maps_after.0, "max_entries": maps_after.1, "memlock_bytes": maps_after.2},
@@ -1663,6 +1858,7 @@ struct Summary {
     delivered: f64,
     accounted: f64,
     ring_drops: u64,
+    sources: f64,
     base_rps: f64,
     flood_rps: f64,
     flood_failed: u64,
@@ -1682,6 +1878,7 @@ fn summarize(path: DropPath, s: &[Sample]) -> Summary {
         delivered: m(&|x| x.rx as f64 / x.sent.max(1) as f64),
         accounted: m(&|x| x.dropped as f64 / x.sent.max(1) as f64),
         ring_drops: s.iter().map(|x| x.ring_drops).sum(),
+        sources: m(&|x| x.sources as f64),
         base_rps: m(&|x| x.base.rps()),
         flood_rps: m(&|x| x.flooded.rps()),
         flood_failed: s.iter().map(|x| x.flooded.failed).sum(),
@@ -1733,6 +1930,7 @@ fn write_report(
                 "delivered_share": s.delivered,
                 "counted_by_filter_share": s.accounted,
                 "ring_drops": s.ring_drops,
+                "distinct_sources_per_window": s.sources,
                 "goodput": {
                     "no_flood_rps": s.base_rps,
                     "flood_rps": s.flood_rps,
@@ -1825,6 +2023,14 @@ fn write_report(
     );
     let _ = writeln!(
         md,
+        "- the flood: UDP (74 B) and TCP SYN (54 B, to the HTTP port) from 198.19.0.0/16, all \
+         on the {BLOCKLIST_ENTRIES}-entry blocklist; generated with BPF_PROG_TEST_RUN live frames \
+         ({GEN_THREADS} threads on CPU 0, {FLOOD_REPEAT} frames per call, one source and protocol \
+         per call: {:.0} distinct sources per window for api-shield, {:.0} for nftables)",
+        ours.sources, nft.sources
+    );
+    let _ = writeln!(
+        md,
         "- \"counted\" is the filter's own counter (interface rx for the minimal XDP program and \
          no filter) over the frames the generator ran; softirq and all-CPU time come from \
          /proc/stat (tick-sampled) over the flood window, all CPUs, divided by packets dropped; \
@@ -1835,8 +2041,8 @@ fn write_report(
     let _ = writeln!(
         md,
         "{} distinct IPv6 sources (each its own /64) sent {} SYNs each ({} frames in {:.1} s) \
-         against limits of 10 SYN/s (burst 20) and 100 packets/s per source, 20 strikes to an \
-         auto-block, default capacities.\n",
+         against per-source limits of 2 SYN/s (burst 2) and 100 packets/s (burst 200), 2 \
+         over-limit packets in 10 s to an auto-block, default capacities.\n",
         spoof["sources_sent"],
         spoof["frames_per_source"],
         spoof["frames"],
@@ -1907,7 +2113,7 @@ fn flood() {
         probe.ok > 0,
         "the legitimate client gets no answer: {probe:?}"
     );
-    let generator = Generator::start(&lab.gen_ns, cpus.generator);
+    let generator = Generator::start(&lab.gen_ns, GEN_THREADS, cpus.generator);
     let frames = Frames::Cycle(Arc::new(attack_frames(ATTACK_SOURCES)));
     let iptables = netns_exec(&lab.srv, "iptables", &["-V"]);
     let mut samples: BTreeMap<DropPath, Vec<Sample>> = BTreeMap::new();
@@ -1949,7 +2155,14 @@ fn flood() {
             samples.entry(path).or_default().push(s);
         }
     }
-    let spoof = spoof_phase(&lab, &files, &generator, cpus, spoof_sources, secs.max(5.0));
+    let spoof = spoof_phase(
+        &lab,
+        &files,
+        &generator,
+        cpus,
+        spoof_sources,
+        secs.max(10.0),
+    );
     println!("spoofed: {spoof:#}");
     drop(generator);
     drop(server);
@@ -1993,7 +2206,7 @@ fn flood_smoke() {
     let daemon = Daemon::start(&lab.lab, MAIN_CONFIG);
     import(&daemon, &files.plain, hosts.len());
     let server = HttpServer::start(&lab.srv, 1, None);
-    let generator = Generator::start(&lab.gen_ns, None);
+    let generator = Generator::start(&lab.gen_ns, 1, None);
     let frames = Frames::Cycle(Arc::new(first_hosts_frames(16)));
     let d0 = packets(&daemon.stats(), "verdicts", "blocklisted");
     let rx0 = lab.srv_rx();
@@ -2049,4 +2262,75 @@ fn checksums_verify() {
         list.iter()
             .all(|a| a.octets()[0] == 198 && (a.octets()[1] & 0xfe) == 18)
     );
+}
+
+#[test]
+#[ignore = "probe"]
+fn probe_calls() {
+    let lab = FloodLab::new(CLIENT_SOURCES);
+    lab.enable_gro();
+    let cpus = Cpus::detect();
+    let napi = lab.threaded_napi(cpus.service);
+    println!("napi thread {napi:?}");
+    let files = ListFiles::write(&blocklist());
+    let _server = HttpServer::start(&lab.srv, SERVER_WORKERS, cpus.service);
+    let frames = Frames::Cycle(Arc::new(attack_frames(ATTACK_SOURCES)));
+    for path in [DropPath::ApiShield, DropPath::Nftables] {
+        let active = Active::setup(path, &lab, &files);
+        for threads in [3usize] {
+            let g = Generator::start(&lab.gen_ns, threads, cpus.generator);
+            for (rate, repeat) in [
+                (None, 1u32 << 20),
+                (Some(1e6), 1 << 15),
+                (Some(3e6), 1 << 16),
+            ] {
+                let n0 = napi.map_or(0, task_cpu_ns);
+                let rx0 = lab.srv_rx();
+                let d0 = active.dropped(&lab);
+                let r = g
+                    .spawn_paced(
+                        frames.clone(),
+                        repeat,
+                        u64::MAX / 2,
+                        Duration::from_secs(3),
+                        rate,
+                    )
+                    .recv()
+                    .unwrap();
+                thread::sleep(Duration::from_millis(100));
+                let d1 = active.dropped(&lab);
+                let rx1 = lab.srv_rx();
+                let n1 = napi.map_or(0, task_cpu_ns);
+                println!(
+                    "{path:?} flood only rate {rate:?}: sent {:.2} Mpps, dropped {:.2} Mpps, ring drops {}, napi cpu {:.2}s = {:.0} ns/dropped",
+                    r.packets as f64 / r.elapsed.as_secs_f64() / 1e6,
+                    (d1 - d0) as f64 / r.elapsed.as_secs_f64() / 1e6,
+                    rx1.1 - rx0.1,
+                    (n1 - n0) as f64 / 1e9,
+                    (n1 - n0) as f64 / (d1 - d0).max(1) as f64
+                );
+                let base = clients_for(&lab, None, cpus.service, 3.0);
+                let rx0 = lab.srv_rx();
+                let pend = g.spawn_paced(
+                    frames.clone(),
+                    repeat,
+                    u64::MAX / 2,
+                    Duration::from_secs(3),
+                    rate,
+                );
+                let fl = clients_for(&lab, None, cpus.service, 3.0);
+                let r = pend.recv().unwrap();
+                let rx1 = lab.srv_rx();
+                println!(
+                    "{path:?} threads {threads} rate {rate:?}: sent {:.2} Mpps, ring drops {}, base {:.0} rps, flood {:.0} rps ({} failed)",
+                    r.packets as f64 / r.elapsed.as_secs_f64() / 1e6,
+                    rx1.1 - rx0.1,
+                    base.rps(),
+                    fl.rps(),
+                    fl.failed
+                );
+            }
+        }
+        active.teardown(&lab);
+    }
 }

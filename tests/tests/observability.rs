@@ -44,11 +44,12 @@ fn repo_file(path: &str) -> PathBuf {
     Path::new(REPO).join(path)
 }
 
-/// Rate limits and auto-blocking off: only the lists decide; metrics on.
-fn lists_only(extra: &str) -> String {
+/// Rate limits and auto-blocking off: only the lists decide; metrics on. `top` holds
+/// top-level keys, `tail` more tables.
+fn lists_only(top: &str, tail: &str) -> String {
     format!(
-        "[limits]\npackets_per_second = 0\nsyn_per_second = 0\n[autoblock]\nstrikes = 0\n\
-         [metrics]\nlisten = \"{METRICS}\"\n{extra}"
+        "{top}[limits]\npackets_per_second = 0\nsyn_per_second = 0\n[autoblock]\nstrikes = 0\n\
+         [metrics]\nlisten = \"{METRICS}\"\n{tail}"
     )
 }
 
@@ -211,15 +212,27 @@ fn metrics_count_the_traffic_sent() {
     let lab = Lab::new();
     let daemon = Daemon::start(
         &lab,
-        &lists_only(&format!(
-            "[[feeds]]\nname = \"obsfeed\"\npath = \"{}\"\ninterval = \"1s\"\n",
-            feed.path.display()
-        )),
+        &lists_only(
+            "",
+            &format!(
+                "[[feeds]]\nname = \"obsfeed\"\npath = \"{}\"\ninterval = \"1s\"\n",
+                feed.path.display()
+            ),
+        ),
     );
     let rx = Receiver::start(&lab.server, PORT);
     let target = rx.target(&lab.server, false);
     let (good, bad) = (IpAddr::V4(GOOD_V4), IpAddr::V4(BAD_V4));
-    daemon.ok(&["block", &BAD_V4.to_string(), "--reason", "observability"]);
+    // With an expiry, so that it takes a rule (permanent entries need none).
+    let bad_v4 = BAD_V4.to_string();
+    daemon.ok(&[
+        "block",
+        &bad_v4,
+        "--ttl",
+        "10m",
+        "--reason",
+        "observability",
+    ]);
 
     // Anything other than /metrics is refused; / points there.
     let (status, _, body) = http_get(&daemon.netns, "/nothing");
@@ -328,8 +341,28 @@ fn metrics_count_the_traffic_sent() {
         after.count("api_shield_map_capacity", &[("map", "rules")]),
         65_536
     );
-    assert_eq!(after.count("api_shield_map_used", &[("map", "rules")]), 3);
+    assert_eq!(after.count("api_shield_map_used", &[("map", "rules")]), 1);
+    assert!(after.count("api_shield_map_used", &[("map", "v4_nodes")]) >= 1);
     assert!(after.count("api_shield_map_used", &[("map", "v6_entries")]) >= 1);
+    // Map fill and capacity are exactly what `status` reports.
+    let status = daemon.status();
+    let maps = status["maps"].as_object().expect("status.maps");
+    assert_eq!(maps.len(), 6, "{status}");
+    for (map, fill) in maps {
+        let labels = [("map", map.as_str())];
+        assert_eq!(
+            Some(after.count("api_shield_map_capacity", &labels)),
+            fill["capacity"].as_u64(),
+            "{map}"
+        );
+        assert_eq!(
+            after
+                .find("api_shield_map_used", &labels)
+                .map(|s| number(s) as u64),
+            fill["used"].as_u64(),
+            "{map}"
+        );
+    }
     assert!(
         after
             .find("api_shield_map_used", &[("map", "offenders")])
@@ -367,7 +400,6 @@ fn metrics_count_the_traffic_sent() {
         ),
         1
     );
-    let status = daemon.status();
     let mode = status["xdp_mode"].as_str().expect("xdp_mode in status");
     assert_eq!(
         after.count(
@@ -749,7 +781,7 @@ fn top_without_a_daemon_fails_cleanly() {
 #[test]
 fn audit_log_is_reopened_on_sighup() {
     let lab = Lab::new();
-    let daemon = Daemon::start(&lab, &lists_only(""));
+    let daemon = Daemon::start(&lab, &lists_only("", ""));
     let log = daemon.dir.join("audit.jsonl");
     let rotated = daemon.dir.join("audit.jsonl.1");
     daemon.ok(&["block", "198.18.9.1"]);
@@ -965,7 +997,7 @@ fn systemd_unit_is_accepted() {
 fn daemon_runs_with_only_the_units_capabilities() {
     let caps = unit_capabilities();
     let lab = Lab::new();
-    let mut daemon = Daemon::start(&lab, &lists_only("control_group = \"nogroup\"\n"));
+    let mut daemon = Daemon::start(&lab, &lists_only("control_group = \"nogroup\"\n", ""));
     // A fresh load (not an adoption) is what needs the most: stop, detach, start restricted.
     daemon.kill9();
     let detached = daemon.detach().expect("detach");

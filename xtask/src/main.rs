@@ -4,6 +4,7 @@ mod bench;
 mod build_cmd;
 mod demo;
 mod flood;
+mod fuzz;
 mod lab;
 mod setup;
 mod test;
@@ -41,6 +42,9 @@ enum Cmd {
         #[arg(long, hide = true)]
         bin: Option<PathBuf>,
     },
+    /// Fuzz the parsers (cargo-fuzz, nightly) for a bounded time each, then 1,000,000 frames
+    /// through the XDP program; needs root
+    Fuzz(fuzz::Args),
     /// Benchmarks
     Bench {
         #[command(subcommand)]
@@ -78,6 +82,7 @@ fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Test => test::test(),
         Cmd::Demo { seconds, bin } => demo::demo(seconds, bin),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
         Cmd::Bench { which } => bench::bench(which),
         Cmd::Flood(args) => flood::flood(&args),
         Cmd::LabSmoke { hold } => lab::smoke(hold),

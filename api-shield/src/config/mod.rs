@@ -79,6 +79,9 @@ pub struct Config {
     pub crowdsec: Option<crate::feeds::crowdsec::CrowdsecConfig>,
     /// The Prometheus endpoint (`GET /metrics`); off unless the section is present.
     pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// The gateway's check endpoint (auth_request / ForwardAuth / ext_authz); off unless the
+    /// section is present.
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 /// Per-source rate limits.
@@ -164,6 +167,7 @@ impl Default for Config {
             push: None,
             crowdsec: None,
             metrics: None,
+            gateway: None,
         }
     }
 }

@@ -106,6 +106,7 @@ fn every_key_config() -> Config {
         metrics: Some(crate::metrics::MetricsConfig {
             listen: "[::1]:9100".parse().unwrap(),
         }),
+        gateway: None,
     }
 }
 

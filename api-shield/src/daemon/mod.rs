@@ -249,6 +249,32 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         None => None,
     };
 
+    let gateway_config = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .gateway
+        .clone();
+    let gateway_task = match gateway_config {
+        Some(cfg) => {
+            // A bad policy refuses the start, naming every problem.
+            let engine =
+                Arc::new(crate::gateway::load_engine(&cfg).map_err(|e| anyhow::anyhow!(e))?);
+            let listener = crate::gateway::bind(&cfg).await?;
+            tracing::info!(addr = %listener.local_addr()?, "gateway check endpoint listening");
+            let escalator = Arc::new(crate::gateway::escalate::StateEscalator {
+                state: state.clone(),
+                audit: audit.clone(),
+            });
+            Some(tokio::spawn(listener.serve(
+                engine,
+                escalator,
+                stopped(stop_rx.clone()),
+            )))
+        }
+        None => None,
+    };
+
     let metrics_config = state
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -305,6 +331,9 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
+    if let Some(t) = gateway_task {
+        let _ = t.await;
+    }
     if let Some(t) = events_task {
         let _ = t.await;
     }
@@ -344,6 +373,9 @@ fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
         || config.push != s.config.push
     {
         tracing::warn!("feed changes take effect when the daemon restarts");
+    }
+    if config.gateway != s.config.gateway {
+        tracing::warn!("gateway changes take effect when the daemon restarts");
     }
     if config.metrics != s.config.metrics {
         tracing::warn!("metrics listener changes take effect when the daemon restarts");

@@ -120,9 +120,7 @@ impl State {
                 let writer = scope.spawn(|| snapshot.save(next_ref, &origin_ids, changed, now));
                 let applied =
                     shield.apply_refs(next_ref.iter().chain(config.iter().map(Decision::as_ref)));
-                let saved = writer
-                    .join()
-                    .unwrap_or_else(|_| Err(SnapshotError::Panicked));
+                let saved = writer.join().unwrap_or(Err(SnapshotError::Panicked));
                 (saved, applied)
             })
         };

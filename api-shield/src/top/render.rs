@@ -119,13 +119,17 @@ fn header_line(model: &Model, ui: &Ui) -> String {
         |i| format!("{} ({}, {})", i.iface, i.xdp_mode, i.mode),
     );
     let total = rate(model.total_rate());
+    // The time of day (UTC) is enough beside a live view.
     let updated = model.updated_at_ms.map_or_else(
         || "never".to_owned(),
         |ms| {
-            humantime::format_rfc3339_seconds(
+            let stamp = humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
             )
-            .to_string()
+            .to_string();
+            stamp
+                .split_once('T')
+                .map_or(stamp.clone(), |(_, time)| time.to_owned())
         },
     );
     format!(

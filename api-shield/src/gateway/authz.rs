@@ -1,0 +1,497 @@
+//! The check endpoint: a plain-HTTP listener that answers "may this request pass?" for a
+//! proxy that terminates TLS itself, with the same policy engine as the gateway.
+//!
+//! Three dialects, told apart per request:
+//! - **nginx `auth_request`**: the original method and URI in `X-Original-Method` /
+//!   `X-Original-URI`, the original headers passed along. nginx turns any subrequest status
+//!   other than 2xx, 401 and 403 into a 500, so a 429 is answered as **403** with
+//!   `X-Shield-Status: 429` and `Retry-After`; the README's nginx configuration maps it back
+//!   to a 429 with `error_page 403`.
+//! - **Traefik `ForwardAuth`**: `X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-Host`.
+//! - **Envoy HTTP `ext_authz`**: a request under `envoy_prefix` (Envoy's `path_prefix`)
+//!   whose path after the prefix is the original path, with the original method and headers.
+//!
+//! Every answer carries `X-Shield-Status` (the engine's status). 200 allows and carries the
+//! identity headers to copy upstream (`X-Auth-Identity`, …) and the `RateLimit` headers;
+//! 401/403/429 deny with the engine's headers (`WWW-Authenticate`, `Retry-After`, …).
+//!
+//! The client is the TCP peer, unless the peer is in `trusted_proxies`: then `X-Real-IP`, else
+//! the right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+//!
+//! Upstream statuses are not seen here (the proxy forwards after this answer), so
+//! `Engine::observe_response` is not called: 404 probing and upstream 401/429s do not feed the
+//! detector through this endpoint. Escalations come from `check` itself (authentication
+//! failures, 429s, requests far over quota); each becomes a kernel block through the
+//! [`Escalator`], off the request path, and the time from the offending request's arrival to
+//! the kernel entry is logged as `latency_us`.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::Escalator;
+use super::config::{GatewayConfig, canonical};
+use crate::policy::{Decision, Engine, Headers, Now, RequestMeta};
+
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Check requests are small; a proxy's pool of keep-alive connections stays well below.
+const MAX_CONNECTIONS: usize = 1024;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Largest request head accepted (nginx passes every original header).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The engine's status, on every answer.
+pub const STATUS_HEADER: &str = "x-shield-status";
+
+/// Headers that describe the check request itself, never the original request.
+const DIALECT_HEADERS: &[&str] = &[
+    "x-original-method",
+    "x-original-uri",
+    "x-forwarded-method",
+    "x-forwarded-uri",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "connection",
+    "content-length",
+];
+
+/// A bound check listener, not yet serving.
+#[derive(Debug)]
+pub struct AuthzListener {
+    listener: TcpListener,
+    cfg: GatewayConfig,
+}
+
+/// Checks `cfg` and binds the check listener. Must be called within a Tokio runtime.
+pub async fn bind(cfg: &GatewayConfig) -> io::Result<AuthzListener> {
+    let problems = cfg.problems();
+    if !problems.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            problems.join("; "),
+        ));
+    }
+    let listener = TcpListener::bind(cfg.check_listen).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("binding gateway.check_listen {}: {e}", cfg.check_listen),
+        )
+    })?;
+    if !cfg.check_listen.ip().is_loopback() {
+        tracing::warn!(listen = %cfg.check_listen, "the check endpoint listens beyond loopback: anyone reaching it can probe credentials");
+    }
+    Ok(AuthzListener {
+        listener,
+        cfg: cfg.clone(),
+    })
+}
+
+struct Shared {
+    cfg: GatewayConfig,
+    engine: Arc<Engine>,
+    escalator: Arc<dyn Escalator>,
+}
+
+impl AuthzListener {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then lets checks in flight finish for a moment.
+    pub async fn serve(
+        self,
+        engine: Arc<Engine>,
+        escalator: Arc<dyn Escalator>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let shared = Arc::new(Shared {
+            cfg: self.cfg,
+            engine,
+            escalator,
+        });
+        let (stop, stopping) = watch::channel(false);
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            tracing::warn!(%peer, "check endpoint: too many connections; closing a new one");
+                            continue;
+                        };
+                        let _ = stream.set_nodelay(true);
+                        connections.spawn(connection(stream, peer, Arc::clone(&shared), stopping.clone(), slot));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "check endpoint: accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "check endpoint connection task failed");
+                    }
+                }
+            }
+        }
+        drop(self.listener);
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = connections.len(),
+                "check endpoint: dropping busy connections at shutdown"
+            );
+        }
+        connections.shutdown().await;
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopping: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+) {
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, &req)) }
+    });
+    let mut conn = pin!(
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(TokioIo::new(stream), service)
+    );
+    let stop = async { stopping.wait_for(|stop| *stop).await.is_ok() };
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        true = stop => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "check endpoint connection ended with an error");
+    }
+}
+
+/// Which proxy asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Nginx,
+    Traefik,
+    Envoy,
+}
+
+/// The original request described by a check request, or why it cannot be read.
+pub fn original_request(
+    cfg: &GatewayConfig,
+    peer: IpAddr,
+    method: &str,
+    uri_path_and_query: &str,
+    headers: &HeaderMap,
+) -> Result<(Dialect, RequestMeta), &'static str> {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host_header = get("host").unwrap_or("");
+    let (dialect, method, host, target) = if let Some(uri) = get("x-original-uri") {
+        let m = get("x-original-method").unwrap_or("GET");
+        (
+            Dialect::Nginx,
+            m.to_owned(),
+            host_header.to_owned(),
+            uri.to_owned(),
+        )
+    } else if let Some(uri) = get("x-forwarded-uri") {
+        let m = get("x-forwarded-method").unwrap_or("GET");
+        let h = get("x-forwarded-host").unwrap_or(host_header);
+        (Dialect::Traefik, m.to_owned(), h.to_owned(), uri.to_owned())
+    } else if let Some(rest) = strip_prefix(uri_path_and_query, &cfg.envoy_prefix) {
+        let target = if rest.starts_with('/') {
+            rest.to_owned()
+        } else {
+            format!("/{rest}")
+        };
+        (
+            Dialect::Envoy,
+            method.to_owned(),
+            host_header.to_owned(),
+            target,
+        )
+    } else {
+        return Err("not a check request: no X-Original-URI, X-Forwarded-Uri or Envoy prefix");
+    };
+    let target = absolute_form_path(&target);
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if !path.starts_with('/') {
+        return Err("the original URI is not a path");
+    }
+    let client_ip = client_ip(cfg, peer, headers);
+    let mut meta = RequestMeta::new(client_ip, method, host, path);
+    meta.query = query.map(str::to_owned);
+    let mut h = Headers::new();
+    for (name, value) in headers {
+        if DIALECT_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let Ok(v) = value.to_str() {
+            h.append(name.as_str(), v);
+        }
+    }
+    meta.headers = h;
+    Ok((dialect, meta))
+}
+
+/// `https://host/p?q` → `/p?q`; a path is returned as is.
+fn absolute_form_path(target: &str) -> &str {
+    match target.split_once("://") {
+        Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+        _ => target,
+    }
+}
+
+/// `prefix` followed by end, `/` or `?`.
+fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = path.strip_prefix(prefix.trim_end_matches('/'))?;
+    (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some(rest)
+}
+
+/// The TCP peer, or what a trusted proxy says the client is.
+fn client_ip(cfg: &GatewayConfig, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let peer = canonical(peer);
+    if !cfg.trusts(peer) {
+        return peer;
+    }
+    let parse = |s: &str| s.trim().parse::<IpAddr>().ok().map(canonical);
+    if let Some(ip) = headers
+        .get("x-real-ip")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse)
+    {
+        return ip;
+    }
+    // Right to left: each trusted hop appended the address it saw; the first untrusted one
+    // is the client as far as can be known.
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(parse)
+        .collect();
+    for ip in hops.iter().rev() {
+        if !cfg.trusts(*ip) {
+            return *ip;
+        }
+    }
+    hops.first().copied().unwrap_or(peer)
+}
+
+fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let arrived = Instant::now();
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let (dialect, meta) = match original_request(
+        &shared.cfg,
+        peer.ip(),
+        req.method().as_str(),
+        target,
+        req.headers(),
+    ) {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::debug!(%peer, why, "check endpoint: bad request");
+            return plain(StatusCode::BAD_REQUEST, why);
+        }
+    };
+    let decision = shared.engine.check(&meta, Now::system());
+    if !decision.escalations.is_empty() {
+        let escalator = Arc::clone(&shared.escalator);
+        let escalations = decision.escalations.clone();
+        tokio::task::spawn_blocking(move || {
+            for e in &escalations {
+                escalator.escalate(e);
+                tracing::warn!(
+                    ip = %e.ip,
+                    rule = e.rule.as_str(),
+                    latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "escalation: offending request to kernel entry"
+                );
+            }
+        });
+    }
+    if let Some(reason) = &decision.reason {
+        tracing::debug!(client = %meta.client_ip, status = decision.status(), ?reason, route = ?decision.route, "check denied");
+    }
+    respond(dialect, &decision)
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+/// The answer to the proxy for `decision`.
+pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
+    let engine_status = decision.status();
+    // nginx treats anything but 2xx/401/403 from the subrequest as an error (500).
+    let status = if dialect == Dialect::Nginx && engine_status == 429 {
+        403
+    } else {
+        engine_status
+    };
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let h = r.headers_mut();
+    h.insert(STATUS_HEADER, HeaderValue::from(engine_status));
+    let mut add = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.append(n, v);
+        }
+    };
+    for (name, value) in &decision.response_headers {
+        add(name, value);
+    }
+    if decision.is_allowed() {
+        for (name, value) in &decision.upstream_headers {
+            add(name, value);
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GatewayConfig {
+        GatewayConfig {
+            trusted_proxies: vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "10.0.0.0/8".parse().unwrap(),
+            ],
+            ..GatewayConfig::default()
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn nginx_request_with_trusted_real_ip() {
+        let h = headers(&[
+            ("x-original-uri", "/v1/items?a=1"),
+            ("x-original-method", "POST"),
+            ("x-real-ip", "198.51.100.7"),
+            ("host", "api.example.com"),
+            ("x-api-key", "k"),
+        ]);
+        let (d, m) =
+            original_request(&cfg(), "127.0.0.1".parse().unwrap(), "GET", "/check", &h).unwrap();
+        assert_eq!(d, Dialect::Nginx);
+        assert_eq!(
+            (m.method.as_str(), m.path.as_str(), m.query.as_deref()),
+            ("POST", "/v1/items", Some("a=1"))
+        );
+        assert_eq!(m.client_ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(m.headers.get("x-api-key"), Some("k"));
+        assert_eq!(m.headers.get("x-original-uri"), None);
+    }
+
+    #[test]
+    fn forwarding_headers_from_untrusted_peers_are_ignored() {
+        let h = headers(&[
+            ("x-original-uri", "/"),
+            ("x-real-ip", "198.51.100.7"),
+            ("x-forwarded-for", "198.51.100.8"),
+        ]);
+        let (_, m) =
+            original_request(&cfg(), "192.0.2.9".parse().unwrap(), "GET", "/", &h).unwrap();
+        assert_eq!(m.client_ip, "192.0.2.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn traefik_and_xff_right_to_left() {
+        let h = headers(&[
+            ("x-forwarded-uri", "/v1/x"),
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-host", "api.example.com"),
+            ("x-forwarded-for", "203.0.113.1, 198.51.100.9, 10.1.2.3"),
+        ]);
+        let (d, m) =
+            original_request(&cfg(), "::ffff:127.0.0.1".parse().unwrap(), "GET", "/", &h).unwrap();
+        assert_eq!(d, Dialect::Traefik);
+        assert_eq!(
+            (m.method.as_str(), m.host.as_str(), m.path.as_str()),
+            ("DELETE", "api.example.com", "/v1/x")
+        );
+        assert_eq!(m.client_ip, "198.51.100.9".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn envoy_prefix_carries_the_path() {
+        let h = headers(&[("host", "api.example.com")]);
+        let (d, m) = original_request(
+            &cfg(),
+            "127.0.0.1".parse().unwrap(),
+            "PUT",
+            "/ext_authz/v1/items?x=2",
+            &h,
+        )
+        .unwrap();
+        assert_eq!(d, Dialect::Envoy);
+        assert_eq!(
+            (m.method.as_str(), m.path.as_str(), m.query.as_deref()),
+            ("PUT", "/v1/items", Some("x=2"))
+        );
+        assert!(
+            original_request(
+                &cfg(),
+                "127.0.0.1".parse().unwrap(),
+                "GET",
+                "/ext_authzfoo",
+                &h
+            )
+            .is_err()
+        );
+        assert!(
+            original_request(&cfg(), "127.0.0.1".parse().unwrap(), "GET", "/other", &h).is_err()
+        );
+    }
+}

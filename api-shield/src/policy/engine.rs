@@ -1,0 +1,758 @@
+//! The engine: route → authenticate → authorise → limit → headers, plus the detector.
+//! No sockets, no clocks of its own: every call gets the time from the caller.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+use super::apikey::ApiKeyStore;
+use super::basic::{self, BasicStore};
+use super::config::{
+    AuthMethod, ConfigErrors, HeaderConfig, KeyPart, PolicyConfig, Problems, QuotaScope,
+    RouteConfig, Unmatched,
+};
+use super::decision::{Decision, DenyReason, Verdict};
+use super::detector::{Detector, Escalation};
+use super::headers;
+use super::identity::{Grant, Identity};
+use super::jwks::{JwksCache, JwksFetcher};
+use super::jwt::{JwtError, JwtVerifier};
+use super::quota::{LimitSpec, LimitStatus, Limiter, ip_key};
+use super::request::RequestMeta;
+use super::time::Now;
+
+struct Plan {
+    rates: Vec<(LimitSpec, Vec<KeyPart>)>,
+    quotas: Vec<(LimitSpec, QuotaScope)>,
+}
+
+#[derive(Debug)]
+enum HostMatch {
+    Any,
+    Exact(String),
+    /// `*.example.com` → `.example.com`
+    Suffix(String),
+}
+
+impl HostMatch {
+    fn rank(&self, host: &str) -> Option<u8> {
+        match self {
+            Self::Any => Some(0),
+            Self::Exact(h) => (h == host).then_some(2),
+            Self::Suffix(s) => (host.len() > s.len() && host.ends_with(s.as_str())).then_some(1),
+        }
+    }
+}
+
+struct Route {
+    cfg: RouteConfig,
+    host: HostMatch,
+    prefix: String,
+    limits: Vec<(LimitSpec, Vec<KeyPart>)>,
+}
+
+/// Request counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Allowed (including dry-run passes).
+    pub allowed: u64,
+    /// 401s.
+    pub unauthorized: u64,
+    /// 403s.
+    pub forbidden: u64,
+    /// 429s.
+    pub throttled: u64,
+    /// Denials not applied because of dry-run.
+    pub dry_run_would_deny: u64,
+    /// Escalations produced.
+    pub escalations: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    allowed: AtomicU64,
+    unauthorized: AtomicU64,
+    forbidden: AtomicU64,
+    throttled: AtomicU64,
+    dry_run: AtomicU64,
+    escalations: AtomicU64,
+}
+
+/// The policy engine. `Send + Sync`; share it behind an `Arc`.
+pub struct Engine {
+    config: PolicyConfig,
+    api_keys: ApiKeyStore,
+    basic: BasicStore,
+    jwt: JwtVerifier,
+    plans: HashMap<String, Plan>,
+    routes: Vec<Route>,
+    limiter: Arc<Limiter>,
+    detector: Arc<Detector>,
+    fetcher: Arc<dyn JwksFetcher>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field(
+                "routes",
+                &self.routes.iter().map(|r| &r.cfg.name).collect::<Vec<_>>(),
+            )
+            .field("api_keys", &self.api_keys.len())
+            .field("basic_users", &self.basic.len())
+            .field("jwt_issuers", &self.jwt)
+            .field("limiter", &self.limiter)
+            .field("detector", &self.detector)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A presented credential.
+enum Presented {
+    ApiKey(String),
+    Basic(Option<(String, String)>),
+    Bearer(String),
+}
+
+impl Engine {
+    /// Validates `config`, loads every key and hash, and builds an engine with fresh state.
+    /// Every problem is reported, each with its path.
+    pub fn new(config: PolicyConfig, fetcher: Arc<dyn JwksFetcher>) -> Result<Self, ConfigErrors> {
+        let limiter = Arc::new(Limiter::new(
+            config.limiter.max_tracked_keys,
+            config.limiter.when_full,
+        ));
+        let detector = Arc::new(Detector::new(config.detector.clone()));
+        Self::build(config, fetcher, limiter, detector, &[], Arc::default())
+    }
+
+    /// A new engine from `config` that keeps this one's state where it still applies: limit
+    /// counters (keyed by stable limit ids, so an unchanged limit continues exactly where it
+    /// was: a reload never refills a bucket), the detector's windows, JWKS caches of unchanged
+    /// URLs, the fetcher and the counters. A changed `[limiter]` or `[detector]` section starts
+    /// that part afresh.
+    pub fn reload(&self, config: PolicyConfig) -> Result<Self, ConfigErrors> {
+        let limiter = if config.limiter == self.config.limiter {
+            self.limiter.clone()
+        } else {
+            Arc::new(Limiter::new(
+                config.limiter.max_tracked_keys,
+                config.limiter.when_full,
+            ))
+        };
+        let detector = if config.detector == self.config.detector {
+            self.detector.clone()
+        } else {
+            Arc::new(Detector::new(config.detector.clone()))
+        };
+        Self::build(
+            config,
+            self.fetcher.clone(),
+            limiter,
+            detector,
+            &self.jwt.jwks_caches(),
+            self.counters.clone(),
+        )
+    }
+
+    fn build(
+        config: PolicyConfig,
+        fetcher: Arc<dyn JwksFetcher>,
+        limiter: Arc<Limiter>,
+        detector: Arc<Detector>,
+        jwks: &[Arc<JwksCache>],
+        counters: Arc<Counters>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut p = Problems::default();
+        config.check(&mut p);
+        if !config.jwt_issuers.is_empty()
+            && jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none()
+        {
+            p.add(
+                "jwt_issuers",
+                "jsonwebtoken has no crypto provider (build feature problem)",
+            );
+            return Err(p.into_result().unwrap_err());
+        }
+        let api_keys = ApiKeyStore::build(&config.api_keys, &mut p);
+        let basic = BasicStore::build(&config.basic_users, &mut p);
+        let jwt = JwtVerifier::build(&config.jwt_issuers, &fetcher, jwks, &mut p);
+        p.into_result()?;
+
+        let compile_rates = |owner: &str, rates: &[super::config::RateLimitConfig]| {
+            rates
+                .iter()
+                .map(|r| {
+                    let id = format!("{owner}/{}", r.name);
+                    let spec =
+                        LimitSpec::gcra(&id, &r.name, r.rate, r.per, r.burst.unwrap_or(r.rate));
+                    (spec, r.key.clone())
+                })
+                .collect::<Vec<_>>()
+        };
+        let plans = config
+            .plans
+            .iter()
+            .map(|(name, plan)| {
+                let owner = format!("plan/{name}");
+                let quotas = plan
+                    .quota
+                    .iter()
+                    .map(|q| {
+                        let id = format!("{owner}/{}", q.name);
+                        (LimitSpec::window(&id, &q.name, q.limit, q.window), q.scope)
+                    })
+                    .collect();
+                (
+                    name.clone(),
+                    Plan {
+                        rates: compile_rates(&owner, &plan.rate),
+                        quotas,
+                    },
+                )
+            })
+            .collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                host: match r.host.as_deref().map(str::to_ascii_lowercase) {
+                    None => HostMatch::Any,
+                    Some(h) => match h.strip_prefix('*') {
+                        Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
+                        None => HostMatch::Exact(h),
+                    },
+                },
+                prefix: r.path_prefix.trim_end_matches('/').to_owned(),
+                limits: compile_rates(&format!("route/{}", r.name), &r.rate),
+                cfg: r.clone(),
+            })
+            .collect();
+        Ok(Self {
+            config,
+            api_keys,
+            basic,
+            jwt,
+            plans,
+            routes,
+            limiter,
+            detector,
+            fetcher,
+            counters,
+        })
+    }
+
+    /// The configuration this engine was built from.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Request counters since the first engine of this lineage (kept across reloads).
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.counters;
+        EngineStats {
+            allowed: c.allowed.load(Ordering::Relaxed),
+            unauthorized: c.unauthorized.load(Ordering::Relaxed),
+            forbidden: c.forbidden.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            dry_run_would_deny: c.dry_run.load(Ordering::Relaxed),
+            escalations: c.escalations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The limiter (for its stats).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The detector (for its stats).
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// The JWKS caches, e.g. for a background task calling [`JwksCache::refresh_if_due`].
+    pub fn jwks_caches(&self) -> Vec<Arc<JwksCache>> {
+        self.jwt.jwks_caches()
+    }
+
+    /// Refreshes every stale JWKS cache (respecting cooldowns); returns how many got new keys.
+    pub fn refresh_jwks(&self, now: Instant) -> usize {
+        self.jwt
+            .jwks_caches()
+            .iter()
+            .filter(|c| c.refresh_if_due(now))
+            .count()
+    }
+
+    fn route_for(&self, req: &RequestMeta, path: &str) -> Option<&Route> {
+        let host = req.host_name();
+        self.routes
+            .iter()
+            .filter(|r| {
+                r.cfg.methods.is_empty()
+                    || r.cfg
+                        .methods
+                        .iter()
+                        .any(|m| m.eq_ignore_ascii_case(&req.method))
+            })
+            .filter(|r| {
+                path.strip_prefix(r.prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .filter_map(|r| {
+                let rank = r.host.rank(&host)?;
+                // Host match, then longest prefix, then a route naming the method.
+                Some(((rank, r.prefix.len(), !r.cfg.methods.is_empty()), r))
+            })
+            .max_by_key(|(score, _)| *score)
+            .map(|(_, r)| r)
+    }
+
+    fn has_plan(&self, name: &str) -> bool {
+        self.plans.contains_key(name)
+    }
+
+    /// Decides one request at `now`.
+    pub fn check(&self, req: &RequestMeta, now: Now) -> Decision {
+        let path = normalize_path(&req.path);
+        let mut d = Decision {
+            verdict: Verdict::Allow,
+            reason: None,
+            route: None,
+            identity: None,
+            plan: None,
+            limits: Vec::new(),
+            response_headers: Vec::new(),
+            upstream_headers: Vec::new(),
+            strip_headers: Vec::new(),
+            strip_query_params: Vec::new(),
+            dry_run_would_deny: None,
+            escalations: Vec::new(),
+        };
+        let Some(route) = self.route_for(req, &path) else {
+            if self.config.unmatched == Unmatched::Deny {
+                d.verdict = deny(403, None, None);
+                d.reason = Some(DenyReason::NoRoute);
+            }
+            self.count(&d);
+            return d;
+        };
+        d.route = Some(route.cfg.name.clone());
+        self.upstream_plumbing(route, &mut d);
+        let dry = route.cfg.dry_run;
+        let outcome = self.decide(route, req, now, &mut d);
+        if let Err((verdict, reason)) = outcome {
+            if dry {
+                tracing::info!(
+                    route = %route.cfg.name,
+                    client = %req.client_ip,
+                    ?reason,
+                    "dry-run: request would be denied"
+                );
+                d.dry_run_would_deny = Some(verdict);
+                d.reason = Some(reason);
+                // The client sees a normal response: only informational rate-limit headers stay.
+                d.response_headers.retain(|(n, _)| {
+                    self.config.headers.on_allow && n.to_ascii_lowercase().starts_with("ratelimit")
+                });
+            } else {
+                d.verdict = verdict;
+                d.reason = Some(reason);
+            }
+        }
+        if dry {
+            for e in &mut d.escalations {
+                e.dry_run = true;
+            }
+        }
+        if let Some(id) = &d.identity {
+            d.upstream_headers
+                .push((route.cfg.identity_header.clone(), id.id.clone()));
+            if let (Some(h), Some(plan)) = (&route.cfg.plan_header, &d.plan) {
+                d.upstream_headers.push((h.clone(), plan.clone()));
+            }
+        }
+        self.count(&d);
+        d
+    }
+
+    fn count(&self, d: &Decision) {
+        let c = &self.counters;
+        let counter = match d.verdict {
+            Verdict::Allow => &c.allowed,
+            Verdict::Deny { status: 401, .. } => &c.unauthorized,
+            Verdict::Deny { status: 429, .. } => &c.throttled,
+            Verdict::Deny { .. } => &c.forbidden,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if d.dry_run_would_deny.is_some() {
+            c.dry_run.fetch_add(1, Ordering::Relaxed);
+        }
+        c.escalations
+            .fetch_add(d.escalations.len() as u64, Ordering::Relaxed);
+    }
+
+    fn upstream_plumbing(&self, route: &Route, d: &mut Decision) {
+        let cfg = &route.cfg;
+        d.strip_headers.push(cfg.identity_header.clone());
+        if let Some(h) = &cfg.plan_header {
+            d.strip_headers.push(h.clone());
+        }
+        if cfg.strip_credentials {
+            if cfg
+                .auth
+                .iter()
+                .any(|m| matches!(m, AuthMethod::Basic | AuthMethod::Jwt))
+            {
+                d.strip_headers.push("authorization".to_owned());
+            }
+            if cfg.auth.contains(&AuthMethod::ApiKey) {
+                d.strip_headers.push(cfg.api_key_header.clone());
+                if let Some(q) = &cfg.api_key_query {
+                    d.strip_query_params.push(q.clone());
+                }
+            }
+        }
+    }
+
+    /// Authenticate, authorise, limit. `Err` carries the denial (applied unless dry-run).
+    fn decide(
+        &self,
+        route: &Route,
+        req: &RequestMeta,
+        now: Now,
+        d: &mut Decision,
+    ) -> Result<(), (Verdict, DenyReason)> {
+        let cfg = &route.cfg;
+        let realm = &self.config.realm;
+        let mut grant_plan = None;
+        if !cfg.auth.is_empty() {
+            let Some((method, presented)) = self.presented(cfg, req) else {
+                let challenge = self.challenges(cfg, None);
+                d.response_headers
+                    .push(("WWW-Authenticate".into(), challenge.clone()));
+                return Err((
+                    deny(401, Some(challenge), None),
+                    DenyReason::MissingCredentials,
+                ));
+            };
+            match self.authenticate(presented, now) {
+                Ok((identity, plan)) => {
+                    grant_plan = plan;
+                    d.identity = Some(identity);
+                }
+                Err(detail) => {
+                    if let Some(e) = self.detector.record_auth_failure(req.client_ip, now.mono) {
+                        d.escalations.push(e);
+                    }
+                    let challenge = self.challenges(cfg, Some(method));
+                    d.response_headers
+                        .push(("WWW-Authenticate".into(), challenge.clone()));
+                    return Err((
+                        deny(401, Some(challenge), None),
+                        DenyReason::InvalidCredentials {
+                            method,
+                            detail: detail.to_owned(),
+                        },
+                    ));
+                }
+            }
+        }
+        if let Some(identity) = &d.identity {
+            let missing: Vec<&String> = cfg
+                .require_scopes
+                .iter()
+                .filter(|s| !identity.scopes.contains(s))
+                .collect();
+            let role_ok = cfg.require_roles.is_empty()
+                || cfg.require_roles.iter().any(|r| identity.roles.contains(r));
+            if !missing.is_empty() || !role_ok {
+                let detail = if missing.is_empty() {
+                    format!("needs one of the roles {:?}", cfg.require_roles)
+                } else {
+                    format!("missing scopes {missing:?}")
+                };
+                let challenge =
+                    (identity.method == AuthMethod::Jwt && !missing.is_empty()).then(|| {
+                        let scope = cfg.require_scopes.join(" ");
+                        headers::bearer_challenge(realm, Some("insufficient_scope"), Some(&scope))
+                    });
+                if let Some(c) = &challenge {
+                    d.response_headers
+                        .push(("WWW-Authenticate".into(), c.clone()));
+                }
+                return Err((deny(403, challenge, None), DenyReason::Forbidden { detail }));
+            }
+        }
+        d.plan = grant_plan.or_else(|| cfg.default_plan.clone());
+        self.limit(route, req, now, d)
+    }
+
+    /// The first credential present, in the route's order of methods.
+    fn presented(&self, cfg: &RouteConfig, req: &RequestMeta) -> Option<(AuthMethod, Presented)> {
+        let authz = req.headers.get("authorization").map(str::trim);
+        let scheme = |s: &str| {
+            authz.and_then(|a| {
+                let (scheme, rest) = a.split_once(' ')?;
+                scheme.eq_ignore_ascii_case(s).then(|| rest.trim())
+            })
+        };
+        cfg.auth.iter().find_map(|m| match m {
+            AuthMethod::ApiKey => req
+                .headers
+                .get(&cfg.api_key_header)
+                .map(|k| k.trim().to_owned())
+                .or_else(|| cfg.api_key_query.as_ref().and_then(|q| req.query_param(q)))
+                .map(|k| (*m, Presented::ApiKey(k))),
+            AuthMethod::Basic => scheme("basic").map(|_| {
+                (
+                    *m,
+                    Presented::Basic(authz.and_then(basic::parse_authorization)),
+                )
+            }),
+            AuthMethod::Jwt => scheme("bearer").map(|t| (*m, Presented::Bearer(t.to_owned()))),
+        })
+    }
+
+    fn authenticate(
+        &self,
+        presented: Presented,
+        now: Now,
+    ) -> Result<(Identity, Option<String>), &'static str> {
+        let from_grant = |g: &Grant, m| (Identity::from_grant(g, m), g.plan.clone());
+        match presented {
+            Presented::ApiKey(key) => self
+                .api_keys
+                .verify(&key)
+                .map(|g| from_grant(g, AuthMethod::ApiKey))
+                .ok_or("unknown API key"),
+            Presented::Basic(None) => Err("malformed Basic credentials"),
+            Presented::Basic(Some((user, pass))) => self
+                .basic
+                .verify(&user, &pass, now.mono)
+                .map(|g| from_grant(g, AuthMethod::Basic))
+                .ok_or("bad user name or password"),
+            Presented::Bearer(token) => {
+                let has_plan = |p: &str| self.has_plan(p);
+                match self.jwt.verify(&token, now, &has_plan) {
+                    Ok(j) => {
+                        let mut identity = Identity::from_grant(&j.grant, AuthMethod::Jwt);
+                        identity.issuer = Some(j.issuer);
+                        Ok((identity, j.grant.plan))
+                    }
+                    Err(e) => Err(jwt_detail(e)),
+                }
+            }
+        }
+    }
+
+    /// `WWW-Authenticate` for the route's methods; `invalid` marks which one was refused.
+    fn challenges(&self, cfg: &RouteConfig, invalid: Option<AuthMethod>) -> String {
+        let realm = &self.config.realm;
+        cfg.auth
+            .iter()
+            .map(|m| match m {
+                AuthMethod::Jwt => headers::bearer_challenge(
+                    realm,
+                    (invalid == Some(AuthMethod::Jwt)).then_some("invalid_token"),
+                    None,
+                ),
+                AuthMethod::Basic => headers::basic_challenge(realm),
+                AuthMethod::ApiKey => headers::api_key_challenge(realm, &cfg.api_key_header),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn limit(
+        &self,
+        route: &Route,
+        req: &RequestMeta,
+        now: Now,
+        d: &mut Decision,
+    ) -> Result<(), (Verdict, DenyReason)> {
+        let ip = format!(
+            "ip:{}",
+            ip_key(req.client_ip, self.config.limiter.ipv6_prefix)
+        );
+        let who = d
+            .identity
+            .as_ref()
+            .map_or_else(|| ip.clone(), Identity::limit_key);
+        let key_of = |parts: &[KeyPart]| {
+            parts
+                .iter()
+                .map(|p| match p {
+                    KeyPart::Identity => who.clone(),
+                    KeyPart::Ip => ip.clone(),
+                    KeyPart::Route => format!("route:{}", route.cfg.name),
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        let mut checks: Vec<(&LimitSpec, String)> = route
+            .limits
+            .iter()
+            .map(|(spec, parts)| (spec, key_of(parts)))
+            .collect();
+        if let Some(plan) = d.plan.as_ref().and_then(|p| self.plans.get(p)) {
+            checks.extend(plan.rates.iter().map(|(spec, parts)| (spec, key_of(parts))));
+            for (spec, scope) in &plan.quotas {
+                let key = match scope {
+                    QuotaScope::Identity => who.clone(),
+                    QuotaScope::Plan => format!("plan:{}", d.plan.as_deref().unwrap_or("")),
+                };
+                checks.push((spec, key));
+            }
+        }
+        if checks.is_empty() {
+            return Ok(());
+        }
+        d.limits = self.limiter.check(&checks, now);
+        let hc: &HeaderConfig = &self.config.headers;
+        let denied: Vec<&LimitStatus> = d.limits.iter().filter(|s| !s.allowed).collect();
+        if denied.is_empty() {
+            if hc.on_allow {
+                push_ratelimit_headers(&mut d.response_headers, &d.limits, hc);
+            }
+            return Ok(());
+        }
+        let wait = denied
+            .iter()
+            .map(|s| s.retry_after)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        let retry_after = headers::retry_after_secs(wait, hc.max_retry_after);
+        let first = denied[0];
+        if !first.untracked {
+            if let Some(e) = self.detector.record_too_many(req.client_ip, now.mono) {
+                d.escalations.push(e);
+            }
+            let window = Duration::from_secs(first.window_secs);
+            if let Some(e) =
+                self.detector
+                    .record_over_quota(req.client_ip, first.quota, window, now.mono)
+            {
+                d.escalations.push(e);
+            }
+        }
+        let reason = DenyReason::RateLimited {
+            limit: first.name.clone(),
+        };
+        push_ratelimit_headers(&mut d.response_headers, &d.limits, hc);
+        d.response_headers
+            .push(("Retry-After".into(), retry_after.to_string()));
+        Err((deny(429, None, Some(retry_after)), reason))
+    }
+
+    /// Feeds the detector with the upstream's answer to a forwarded request: 404s count as
+    /// distinct paths probed, 401s as authentication failures, 429s as rate-limited requests.
+    pub fn observe_response(
+        &self,
+        client_ip: IpAddr,
+        path: &str,
+        status: u16,
+        now: Instant,
+    ) -> Option<Escalation> {
+        let e = match status {
+            404 => self
+                .detector
+                .record_not_found(client_ip, &normalize_path(path), now),
+            401 => self.detector.record_auth_failure(client_ip, now),
+            429 => self.detector.record_too_many(client_ip, now),
+            _ => None,
+        };
+        if e.is_some() {
+            self.counters.escalations.fetch_add(1, Ordering::Relaxed);
+        }
+        e
+    }
+}
+
+fn push_ratelimit_headers(
+    out: &mut Vec<(String, String)>,
+    limits: &[LimitStatus],
+    hc: &HeaderConfig,
+) {
+    if limits.is_empty() {
+        return;
+    }
+    out.push(("RateLimit-Policy".into(), headers::ratelimit_policy(limits)));
+    out.push(("RateLimit".into(), headers::ratelimit(limits)));
+    if hc.legacy {
+        out.extend(headers::legacy(limits));
+    }
+}
+
+fn deny(status: u16, www_authenticate: Option<String>, retry_after: Option<u64>) -> Verdict {
+    Verdict::Deny {
+        status,
+        www_authenticate,
+        retry_after,
+    }
+}
+
+fn jwt_detail(e: JwtError) -> &'static str {
+    match e {
+        JwtError::Malformed => "malformed token",
+        JwtError::AlgorithmNotAllowed => "algorithm not allowed",
+        JwtError::WrongIssuer => "unknown issuer",
+        JwtError::UnknownKey => "no key for this token",
+        JwtError::BadSignature => "bad signature",
+        JwtError::Expired => "token expired",
+        JwtError::NotYetValid => "token not yet valid",
+        JwtError::MissingExp => "token has no exp",
+        JwtError::WrongAudience => "wrong audience",
+        JwtError::BadIdentity => "bad identity claim",
+    }
+}
+
+/// Resolves `.` and `..` segments (also `%2e` forms) and repeated slashes, so that a route's
+/// prefix cannot be side-stepped with `/public/../admin` when the upstream normalises paths.
+pub fn normalize_path(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        let lowered = seg.to_ascii_lowercase();
+        let dots = lowered.replace("%2e", ".");
+        match dots.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
+        out.push('/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn paths_are_normalised_before_matching() {
+        assert_eq!(normalize_path("/public/../admin"), "/admin");
+        assert_eq!(normalize_path("/public/%2E%2e/admin"), "/admin");
+        assert_eq!(normalize_path("//a/./b/"), "/a/b/");
+        assert_eq!(normalize_path("/../.."), "/");
+        assert_eq!(normalize_path(""), "/");
+        assert_eq!(normalize_path("/v1/items"), "/v1/items");
+    }
+}

@@ -1,0 +1,371 @@
+//! What each fuzz target does with one input, shared by the libFuzzer targets in
+//! `fuzz_targets/` (nightly, `cargo fuzz`) and by the stable replay test
+//! `api-shield/tests/fuzz_regressions.rs`, which includes this file and runs every saved input
+//! under `fuzz/regressions/<target>/` and `fuzz/seeds/<target>/` through the same function.
+//!
+//! Each function panics when an input crashes the code under test or breaks a property that
+//! code promises (a round trip, an accepted prefix that is not normalised, an error that does
+//! not point at its line). It uses only `api_shield`, `serde_json`, `ipnet`, `toml` and std, so
+//! it compiles both as this crate's library and as a module of an `api-shield` test.
+//!
+//! The HTTP auth inputs of the issue (JWT, Basic and API-key headers) belong to the API
+//! gateway, which does not exist yet in `api-shield`: there is no target for them. The push
+//! API's bearer check (`push::Token::check`) and its batch validation
+//! (`push::BatchRequest::validate`) are crate-private, so `push_batch` covers the public parts:
+//! the body types and the `parse_net` / `Token::new` checks they feed.
+
+use api_shield::config::parse_config;
+use api_shield::control::Request;
+use api_shield::feeds::crowdsec::{
+    CrowdsecConfig, Decisions, Filter, GoDurationError, StreamAnswer, parse_go_duration,
+};
+use api_shield::lists::formats::{self, Format};
+use api_shield::lists::valid_list_name;
+use api_shield::parse::{InputError, parse_duration, parse_net};
+use api_shield::push::{BatchRequest, Token};
+use ipnet::IpNet;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Every target, by the name of its directory under `fuzz/regressions/` and `fuzz/seeds/`.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("list_formats", list_formats),
+    ("config", config),
+    ("control_request", control_request),
+    ("push_batch", push_batch),
+    ("crowdsec_stream", crowdsec_stream),
+    ("go_duration", go_duration),
+];
+
+/// Inputs longer than this are cut: the parsers are linear, and libFuzzer finds nothing more
+/// in megabytes of text than in kilobytes.
+const MAX_INPUT: usize = 64 * 1024;
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(&data[..data.len().min(MAX_INPUT)]).ok()
+}
+
+// ---- shared checks -----------------------------------------------------------------------------
+
+/// An accepted prefix is normalised, never IPv4-mapped, and reads back as itself.
+fn check_net(token: &str, net: &IpNet) {
+    assert_eq!(
+        net.trunc(),
+        *net,
+        "`{token}` was accepted with host bits: {net}"
+    );
+    let again = parse_net(&net.to_string());
+    assert_eq!(
+        again.as_ref(),
+        Ok(net),
+        "`{token}` -> {net} does not read back"
+    );
+    if let IpNet::V6(v6) = net {
+        assert!(
+            v6.prefix_len() < 96 || v6.network().to_ipv4_mapped().is_none(),
+            "`{token}`: the IPv4-mapped {net} was accepted"
+        );
+    }
+}
+
+/// `parse_net`: accepted prefixes are sound; a refusal names the token (when it has one).
+fn check_parse_net(token: &str) {
+    match parse_net(token) {
+        Ok(net) => check_net(token, &net),
+        Err(InputError::EmptyAddress) => assert!(token.is_empty()),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(
+                message.contains(token),
+                "{message:?} does not name {token:?}"
+            );
+            if let InputError::HostBits { suggestion, .. }
+            | InputError::V4Mapped { suggestion, .. } = &e
+            {
+                assert_eq!(
+                    parse_net(&suggestion.to_string()).as_ref(),
+                    Ok(suggestion),
+                    "the suggestion for `{token}` is refused too"
+                );
+            }
+        }
+    }
+}
+
+/// `parse_duration`: what it accepts is positive.
+fn check_parse_duration(token: &str) {
+    if let Ok(d) = parse_duration(token) {
+        assert!(!d.is_zero(), "`{token}` was accepted as a zero duration");
+    }
+}
+
+/// Every check a daemon or CLI applies to a string that could name an address, a duration or
+/// a list.
+fn check_string(s: &str) {
+    check_parse_net(s);
+    check_parse_duration(s);
+    if valid_list_name(s).is_ok() {
+        assert!(
+            !s.is_empty() && !s.starts_with('.') && !s.contains(['/', '\0']),
+            "list name {s:?} accepted"
+        );
+    }
+}
+
+// ---- list files ----------------------------------------------------------------------------------
+
+const FORMATS: [Format; 4] = [Format::Auto, Format::Plain, Format::Netset, Format::Ipset];
+
+/// `lists::formats::parse` in every format, strict and with `skip_invalid`.
+pub fn list_formats(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let detected = formats::detect(text);
+    assert_ne!(detected, Format::Auto);
+    let lines = text
+        .strip_prefix('\u{feff}')
+        .unwrap_or(text)
+        .lines()
+        .count();
+    for format in FORMATS {
+        let strict = formats::parse(text, "fuzz.list", format, false);
+        let lenient = formats::parse(text, "fuzz.list", format, true)
+            .unwrap_or_else(|e| panic!("{format:?}: skip_invalid still failed: {e}"));
+        let used = if format == Format::Auto {
+            detected
+        } else {
+            format
+        };
+        assert_eq!(lenient.format, used, "{format:?}");
+        assert_eq!(lenient.lines, lines, "{format:?}: line count");
+        let mut seen = HashSet::new();
+        for e in &lenient.entries {
+            check_net(&e.net.to_string(), &e.net);
+            assert!(seen.insert(e.net), "{format:?}: {} listed twice", e.net);
+            if let Some(ttl) = e.ttl {
+                assert!(!ttl.is_zero(), "{format:?}: {} has a zero ttl", e.net);
+            }
+        }
+        for s in &lenient.skipped {
+            assert!(
+                (1..=lines).contains(&s.line),
+                "{format:?}: skipped line {} of {lines}",
+                s.line
+            );
+        }
+        match strict {
+            Ok(parsed) => {
+                assert!(
+                    lenient.skipped.is_empty(),
+                    "{format:?}: strict passed, lenient skipped"
+                );
+                assert_eq!(parsed, lenient, "{format:?}: strict and lenient differ");
+            }
+            Err(e) => {
+                let first = lenient.skipped.first().unwrap_or_else(|| {
+                    panic!("{format:?}: strict refused ({e}), lenient skipped nothing")
+                });
+                assert_eq!(e.line, first.line, "{format:?}: {e}");
+                assert_eq!(e.message, first.reason, "{format:?}");
+                assert!(e.to_string().starts_with("fuzz.list:"), "{e}");
+            }
+        }
+    }
+}
+
+// ---- config ----------------------------------------------------------------------------------------
+
+/// `config::parse_config`: errors point at lines of the file; a valid config round-trips
+/// through its own serialization.
+pub fn config(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let file = Path::new("/fuzz/config.toml");
+    match parse_config(text, file) {
+        Ok(config) => {
+            let written = toml::to_string(&config)
+                .unwrap_or_else(|e| panic!("a valid config does not serialize: {e}"));
+            let again = parse_config(&written, file)
+                .unwrap_or_else(|e| panic!("its serialization is refused: {e}\n{written}"));
+            assert_eq!(
+                again, config,
+                "the config changed through serialization:\n{written}"
+            );
+        }
+        Err(errors) => {
+            let lines = text.lines().count().max(1);
+            assert!(!errors.errors().is_empty(), "an error without problems");
+            for e in errors.errors() {
+                assert_eq!(e.file, file);
+                assert!(!e.message.is_empty());
+                if let Some(line) = e.line {
+                    // A problem at the very end of a file may point just past its last line.
+                    assert!(
+                        (1..=lines + 1).contains(&line),
+                        "line {line} of a {lines}-line file: {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---- control protocol ----------------------------------------------------------------------------
+
+/// `serde_json::from_str::<control::Request>` as the server reads a request line, then every
+/// string field through the daemon's checks; a request round-trips through its wire form.
+pub fn control_request(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let Ok(request) = serde_json::from_str::<Request>(text) else {
+        return;
+    };
+    let wire = serde_json::to_string(&request).expect("a request serializes");
+    assert!(
+        !wire.contains('\n'),
+        "a request line holds a newline: {wire}"
+    );
+    let again: Request = serde_json::from_str(&wire)
+        .unwrap_or_else(|e| panic!("its own wire form is refused: {e}: {wire}"));
+    assert_eq!(again, request, "{wire}");
+    assert_eq!(
+        serde_json::to_value(&request).expect("to a value")["op"],
+        request.op(),
+        "{wire}"
+    );
+    let mut strings: Vec<&str> = Vec::new();
+    match &request {
+        Request::Status | Request::Stats | Request::Lists => {}
+        Request::List { origin, .. } => strings.extend(origin.as_deref()),
+        Request::Import { path, list, .. } => {
+            strings.push(list);
+            strings.extend(path.to_str());
+        }
+        Request::Flush { list } => strings.push(list),
+        Request::Block {
+            nets, reason, list, ..
+        } => {
+            strings.extend(nets.iter().map(String::as_str));
+            strings.extend(reason.as_deref());
+            strings.extend(list.as_deref());
+        }
+        Request::Unblock { nets, list } => {
+            strings.extend(nets.iter().map(String::as_str));
+            strings.extend(list.as_deref());
+        }
+        Request::Allow { nets } | Request::Unallow { nets } => {
+            strings.extend(nets.iter().map(String::as_str));
+        }
+        #[allow(unreachable_patterns)]
+        _ => {}
+    }
+    for s in strings {
+        check_string(s);
+    }
+}
+
+// ---- push API ----------------------------------------------------------------------------------------
+
+/// A push batch body as the server decodes it, every entry through `parse_net`, reasons and
+/// tokens through the public checks; a batch round-trips through its wire form.
+pub fn push_batch(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Some(secret) = text.strip_prefix("token:") {
+        // `Token::new` refuses what a header cannot carry.
+        if Token::new(secret.to_owned()).is_ok() {
+            assert!(
+                !secret.is_empty() && secret.bytes().all(|b| b.is_ascii_graphic()),
+                "token {secret:?} accepted"
+            );
+        }
+        return;
+    }
+    let Ok(batch) = serde_json::from_str::<BatchRequest>(text) else {
+        return;
+    };
+    let wire = serde_json::to_string(&batch).expect("a batch serializes");
+    let again: BatchRequest = serde_json::from_str(&wire)
+        .unwrap_or_else(|e| panic!("its own wire form is refused: {e}: {wire}"));
+    assert_eq!(again, batch, "{wire}");
+    assert_eq!(batch.len(), batch.add.len() + batch.remove.len());
+    for item in &batch.add {
+        check_parse_net(&item.net);
+        if let Some(reason) = &item.reason {
+            check_string(reason);
+        }
+    }
+    for token in &batch.remove {
+        check_parse_net(token);
+    }
+}
+
+// ---- CrowdSec ------------------------------------------------------------------------------------------
+
+/// Longest TTL the bouncer gives an entry (`crowdsec::MAX_TTL`, a hundred years).
+const CROWDSEC_MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
+
+/// Stream answers, one JSON document a line: the first as the `startup=true` answer, the rest
+/// as deltas applied in order, a minute apart.
+pub fn crowdsec_stream(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let filter = Filter::new(&CrowdsecConfig::new(PathBuf::from("/fuzz/key")));
+    let mut answers = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<StreamAnswer>(l).ok());
+    let Some(first) = answers.next() else { return };
+    let t0 = Instant::now();
+    let (mut state, entries, stats) = Decisions::from_startup(&first, &filter, t0);
+    let given = first.new.as_ref().map_or(0, Vec::len);
+    assert_eq!(
+        stats.accepted + stats.skipped(),
+        given,
+        "every decision is taken or skipped: {stats:?}"
+    );
+    assert_eq!(entries.len(), state.len(), "{stats:?}");
+    let mut seen = HashSet::new();
+    for e in &entries {
+        check_net(&e.net.to_string(), &e.net);
+        assert!(seen.insert(e.net), "{} twice", e.net);
+        let ttl = e.ttl.expect("CrowdSec entries expire");
+        assert!(!ttl.is_zero() && ttl <= CROWDSEC_MAX_TTL, "ttl {ttl:?}");
+    }
+    for (i, answer) in answers.enumerate().take(16) {
+        let now = t0 + Duration::from_secs(60 * (i as u64 + 1));
+        let (change, _) = state.apply_delta(&answer, &filter, now);
+        let added: HashSet<IpNet> = change.add.iter().map(|e| e.net).collect();
+        assert_eq!(
+            added.len(),
+            change.add.len(),
+            "a net added twice: {change:?}"
+        );
+        for net in &change.remove {
+            assert!(!added.contains(net), "{net} both added and removed");
+        }
+        for e in &change.add {
+            check_net(&e.net.to_string(), &e.net);
+            let ttl = e.ttl.expect("CrowdSec entries expire");
+            assert!(!ttl.is_zero() && ttl <= CROWDSEC_MAX_TTL, "ttl {ttl:?}");
+        }
+    }
+}
+
+/// Go's `time.ParseDuration`: a value reads back from its own nanoseconds, and the sign
+/// flips the value.
+pub fn go_duration(data: &[u8]) {
+    let Some(token) = text(data) else { return };
+    let token = &token[..token.len().min(256)];
+    let Ok(nanos) = parse_go_duration(token) else {
+        if let Err(GoDurationError::Empty) = parse_go_duration(token) {
+            assert!(token.is_empty());
+        }
+        return;
+    };
+    let again = parse_go_duration(&format!("{nanos}ns"));
+    assert_eq!(again, Ok(nanos), "`{token}` = {nanos}ns does not read back");
+    let unsigned = token.strip_prefix(['+', '-']).unwrap_or(token);
+    if !token.starts_with('-') && nanos != i64::MIN {
+        assert_eq!(
+            parse_go_duration(&format!("-{unsigned}")),
+            Ok(-nanos),
+            "`-{unsigned}` is not the negation of `{token}`"
+        );
+    }
+}
