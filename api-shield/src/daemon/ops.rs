@@ -289,7 +289,7 @@ impl State {
     pub fn stats(&self) -> Result<Value, OpError> {
         let counters = self
             .shield
-            .counters()
+            .reported_counters()
             .map_err(|e| OpError::Internal(e.to_string()))?;
         let counter =
             |i: usize| json!({"packets": counters[i].packets, "bytes": counters[i].bytes});

@@ -1,6 +1,7 @@
-//! List files the daemon watches (`[[feeds]]` in the config): re-read when they change, each
-//! replacing its named list atomically. A file that fails to parse changes nothing; the last
-//! good content stays enforced and the feed reports the error.
+//! List files the daemon watches (`[[feeds]]` in the config): re-read when they change (and
+//! have stopped changing for one interval), each replacing its named list atomically. A file
+//! that fails to parse changes nothing; the last good content stays enforced and the feed
+//! reports the error. Writers should still replace files by rename, the usual way.
 
 use super::{FeedSink, SharedHealth};
 use crate::kernel::clock;
@@ -62,6 +63,10 @@ pub async fn watch(
 ) {
     tokio::pin!(shutdown);
     let mut seen: Option<Version> = None;
+    // A version is loaded only once it has stayed the same for a whole interval: a writer that
+    // truncates and rewrites in place must not get a half-written list enforced.
+    let mut pending: Option<Version> = None;
+    let mut first = true;
     let mut tick = tokio::time::interval(feed.interval);
     loop {
         tokio::select! {
@@ -72,6 +77,11 @@ pub async fn watch(
         if current.is_some() && current == seen {
             continue;
         }
+        if !first && current != pending {
+            pending = current;
+            continue;
+        }
+        first = false;
         let result = load(&feed, sink.as_ref());
         let mut h = health
             .lock()

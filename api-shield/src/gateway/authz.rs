@@ -494,4 +494,68 @@ mod tests {
             original_request(&cfg(), "127.0.0.1".parse().unwrap(), "GET", "/other", &h).is_err()
         );
     }
+
+    fn engine() -> Engine {
+        let key = crate::policy::apikey::hash_api_key("good-key");
+        let text = format!(
+            "[[api_keys]]\nhash = \"{key}\"\nidentity = \"alice\"\nplan = \"p\"\n\
+             [plans.p]\nrate = [{{ name = \"b\", rate = 1, per = \"1h\", burst = 1, key = [\"identity\"] }}]\n\
+             [[routes]]\nname = \"api\"\npath_prefix = \"/\"\nauth = [\"api_key\"]\n\
+             api_key_header = \"x-api-key\"\nidentity_header = \"x-auth-identity\"\n"
+        );
+        let policy = crate::policy::PolicyConfig::from_toml_str(&text).unwrap();
+        Engine::new(policy, Arc::new(crate::policy::NoFetcher)).unwrap()
+    }
+
+    #[test]
+    fn answers_per_dialect() {
+        let engine = engine();
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let req = RequestMeta::new(ip, "GET", "api", "/x").header("x-api-key", "good-key");
+        let allowed = engine.check(&req, Now::system());
+        let r = respond(Dialect::Nginx, &allowed);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-auth-identity"], "alice");
+        assert_eq!(r.headers()[STATUS_HEADER], "200");
+        let throttled = engine.check(&req, Now::system());
+        assert_eq!(throttled.status(), 429);
+        let nginx = respond(Dialect::Nginx, &throttled);
+        assert_eq!(
+            nginx.status(),
+            403,
+            "nginx cannot pass a 429 from auth_request"
+        );
+        assert_eq!(nginx.headers()[STATUS_HEADER], "429");
+        assert!(nginx.headers().contains_key("retry-after"));
+        assert!(!nginx.headers().contains_key("x-auth-identity"));
+        let traefik = respond(Dialect::Traefik, &throttled);
+        assert_eq!(traefik.status(), 429);
+        let anon = engine.check(&RequestMeta::new(ip, "GET", "api", "/x"), Now::system());
+        let r = respond(Dialect::Envoy, &anon);
+        assert_eq!(r.status(), 401);
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+
+    #[test]
+    fn gateway_section_parses() {
+        let c = crate::config::parse_config(
+            "[gateway]\ncheck_listen = \"127.0.0.1:9999\"\ntrusted_proxies = [\"10.0.0.0/8\"]\n\
+             policy_file = \"/etc/p.toml\"\n",
+            std::path::Path::new("cfg.toml"),
+        )
+        .unwrap();
+        let g = c.gateway.unwrap();
+        assert_eq!(g.check_listen.port(), 9999);
+        assert!(g.trusts("10.2.3.4".parse().unwrap()));
+        assert!(!g.trusts("127.0.0.1".parse().unwrap()));
+        assert!(
+            GatewayConfig {
+                policy_file: "rel.toml".into(),
+                ..g
+            }
+            .problems()
+            .len()
+                == 1
+        );
+    }
 }

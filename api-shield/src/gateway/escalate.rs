@@ -37,6 +37,7 @@ impl Escalator for StateEscalator {
             return;
         }
         let ttl = e.ttl.as_secs().max(1);
+        let started = std::time::Instant::now();
         let result = self
             .state
             .lock()
@@ -48,10 +49,16 @@ impl Escalator for StateEscalator {
                 false,
                 Some(GATEWAY_LIST),
             );
+        // Lock wait, snapshot write and kernel update.
+        let block_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match &result {
-            Ok(_) => {
-                tracing::warn!(ip = %e.ip, rule, ttl_secs = ttl, "gateway blocked a client in the kernel")
-            }
+            Ok(_) => tracing::warn!(
+                ip = %e.ip,
+                rule,
+                ttl_secs = ttl,
+                block_us,
+                "gateway blocked a client in the kernel"
+            ),
             // The lockout guard refused (the client is this host or management): logged only.
             Err(OpError::Refused(msg)) => {
                 tracing::warn!(ip = %e.ip, rule, error = msg, "gateway block refused");
@@ -63,7 +70,7 @@ impl Escalator for StateEscalator {
             "gateway_escalate",
             args,
             result.is_ok(),
-            result.map_or_else(|e| json!(e.to_string()), |v| v),
+            result.unwrap_or_else(|e| json!(e.to_string())),
         );
     }
 }

@@ -38,3 +38,34 @@ pub fn load_engine(cfg: &GatewayConfig) -> Result<Engine, String> {
     Engine::new(policy, Arc::new(NoFetcher))
         .map_err(|e| format!("gateway.policy_file {}: {e}", cfg.policy_file.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_policy_file_names_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(
+            &path,
+            "[[routes]]\nname = \"a\"\npath_prefix = \"/\"\nauth = [\"api_key\"]\ndefault_plan = \"nope\"\n\
+             [[api_keys]]\nhash = \"sha256:zz\"\nidentity = \"x\"\n",
+        )
+        .unwrap();
+        let cfg = GatewayConfig {
+            policy_file: path.clone(),
+            ..GatewayConfig::default()
+        };
+        let err = load_engine(&cfg).unwrap_err();
+        assert!(err.contains("policy.toml"), "{err}");
+        assert!(err.contains("nope") && err.contains("hash"), "{err}");
+        let missing = GatewayConfig {
+            policy_file: dir.path().join("missing.toml"),
+            ..GatewayConfig::default()
+        };
+        assert!(load_engine(&missing).unwrap_err().contains("missing.toml"));
+        std::fs::write(&path, "").unwrap();
+        assert!(load_engine(&cfg).is_ok());
+    }
+}

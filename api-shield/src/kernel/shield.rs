@@ -12,6 +12,7 @@ use api_shield_common::{
     entry,
     maps::{self as names, MAX_ORIGINS, NODE_SLOTS, TBL24_SLOTS, V6_FILTER_WORDS},
     state::{Counter, FAMILY_V4, FAMILY_V6, FIRST_USER_ORIGIN, ORIGIN_KERNEL, RateKey},
+    verdict,
 };
 use aya::maps::lpm_trie::Key;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -284,6 +285,21 @@ impl Shield {
 
     pub fn counters(&self) -> Result<Vec<Counter>, ShieldError> {
         Ok(self.kernel.maps.counters()?)
+    }
+
+    /// The counters as users see them: the kernel skips the `block_list` detail on the
+    /// enforcing hot path (see `verdict::BLOCK_LIST`), so it is completed here from
+    /// `blocklisted - block_auto`. Exact across mode switches, since each mode counts one side.
+    pub fn reported_counters(&self) -> Result<Vec<Counter>, ShieldError> {
+        let mut c = self.counters()?;
+        let (list, blocked, auto) = (
+            verdict::BLOCK_LIST as usize,
+            verdict::BLOCKLISTED as usize,
+            verdict::BLOCK_AUTO as usize,
+        );
+        c[list].packets += c[blocked].packets.saturating_sub(c[auto].packets);
+        c[list].bytes += c[blocked].bytes.saturating_sub(c[auto].bytes);
+        Ok(c)
     }
 
     pub fn origin_counters(&self) -> Result<Vec<Counter>, ShieldError> {

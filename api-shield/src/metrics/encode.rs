@@ -155,7 +155,7 @@ impl Collector for SnapshotCollector {
             e,
             "api_shield_detail_packets",
             "Packets by detail counter, beside the verdicts: block_list and block_auto split \
-             blocklisted (block_list is counted in monitor mode only), syn_limited is part of \
+             blocklisted (list matches, in monitor mode too), syn_limited is part of \
              rate_limited, block_expired matched an expired entry and passed on, fragments are \
              IP fragments seen",
             None,

@@ -41,7 +41,7 @@ impl Snapshot {
     /// Reads the state; the caller holds its lock for this call only.
     pub fn gather(state: &State) -> Result<Snapshot, String> {
         let shield = &state.shield;
-        let counters = shield.counters().map_err(|e| e.to_string())?;
+        let counters = shield.reported_counters().map_err(|e| e.to_string())?;
         let by_id = shield.origin_counters().map_err(|e| e.to_string())?;
         let origin_drops = shield
             .origins()
