@@ -114,9 +114,13 @@ fn write_files(lists: &Lists, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// Runs `cmd` to completion, returning wall time and the child's peak RSS in KiB.
 fn timed(cmd: &mut Command) -> (Duration, u64) {
     let started = Instant::now();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also reports its peak memory"
+    )]
     let child = cmd
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let pid = child.id() as libc::pid_t;
