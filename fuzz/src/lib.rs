@@ -28,8 +28,12 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Every target, by the name of its directory under `fuzz/regressions/` and `fuzz/seeds/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target: the name of its directory under `fuzz/regressions/` and `fuzz/seeds/`, and what
+/// it does with one input.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("list_formats", list_formats),
     ("config", config),
     ("control_request", control_request),
@@ -350,8 +354,10 @@ pub fn crowdsec_stream(data: &[u8]) {
 /// Go's `time.ParseDuration`: a value reads back from its own nanoseconds, and the sign
 /// flips the value.
 pub fn go_duration(data: &[u8]) {
-    let Some(token) = text(data) else { return };
-    let token = &token[..token.len().min(256)];
+    // Tokens longer than any duration only retread the same loop.
+    let Some(token) = text(&data[..data.len().min(256)]) else {
+        return;
+    };
     let Ok(nanos) = parse_go_duration(token) else {
         if let Err(GoDurationError::Empty) = parse_go_duration(token) {
             assert!(token.is_empty());

@@ -743,3 +743,106 @@ fn full_maps_are_reported_and_enforcement_holds() {
     );
     assert_eq!(env.probe(&env.lab.good, false), N);
 }
+
+/// Entries of a `management_allow` too large for `v4_nodes = 16` (each /32 alone in its /24
+/// needs 2 nodes); the map sizes are fixed at load, so a reload cannot make room.
+const BIG_MANAGEMENT_ALLOW: u32 = 20;
+
+/// `config` in monitor mode, with higher limits and a `management_allow` too large for its
+/// maps: valid TOML, valid keys and values (`check-config` takes it), but it cannot be applied.
+fn unappliable(config: &str) -> String {
+    let allow: Vec<String> = (0..BIG_MANAGEMENT_ALLOW)
+        .map(|i| format!("\"198.19.{i}.1\""))
+        .collect();
+    let first_table = config.find("\n[").expect("the config has tables") + 1;
+    format!(
+        "mode = \"monitor\"\n{}management_allow = [{}]\n{}",
+        &config[..first_table],
+        allow.join(", "),
+        config[first_table..].replace("packets_per_second = 0", "packets_per_second = 5000"),
+    )
+}
+
+/// A config that parses but cannot be applied (its allowlist does not fit the loaded maps) is
+/// refused on SIGHUP like a damaged one: the running config, mode and limits stay, in the
+/// daemon and in the kernel.
+///
+/// Fails today: `daemon::reload` writes the new settings (mode, limits) to the kernel before
+/// `reapply` refuses the allowlist, then restores only its in-memory config. The daemon logs
+/// "config reload failed ... nothing was applied" and reports `mode = enforce`, while the
+/// kernel runs the new config: in monitor mode, passing the blocked source.
+#[test]
+fn a_reload_that_cannot_be_applied_keeps_the_running_config() {
+    let env = Env::new(&format!("{LISTS_ONLY}[capacity]\nv4_nodes = 16\n"));
+    let d = &env.daemon;
+    d.ok(&["block", &BAD_V4.to_string()]);
+    assert_eq!(env.probe(&env.lab.bad, false), 0);
+    let limits = d.status()["limits"].clone();
+    assert_eq!(limits["packets_per_second"], 0, "{limits}");
+    let lists = all_entries(&env);
+    let pid = d.pid().expect("the daemon runs");
+    let config = RestoreOnDrop::new(&d.config);
+    let failed = |log: &str| log.matches("config reload failed").count();
+    let failed_before = failed(&d.log());
+
+    std::fs::write(&config.path, unappliable(&config.text)).expect("write the new config");
+    let check = d.cli(&["check-config", config.path.to_str().expect("utf-8 path")]);
+    assert!(check.success(), "the new config is valid: {check:?}");
+    send_signal(pid, libc::SIGHUP);
+    wait_until("the reload to fail", || failed(&d.log()) > failed_before);
+    assert_eq!(
+        d.pid(),
+        Some(pid),
+        "the daemon must survive a failed reload"
+    );
+    assert_eq!(
+        all_entries(&env),
+        lists,
+        "a failed reload changed the lists"
+    );
+    let status = d.status();
+    assert_eq!(status["mode"], "enforce", "{status}");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "after a failed reload the blocked source passes: the kernel took the new config's \
+         monitor mode"
+    );
+    assert_eq!(
+        status["limits"], limits,
+        "a failed reload left its new limits in the kernel while the daemon went back to the \
+         old config"
+    );
+}
+
+/// The same config at a restart: the daemon refuses to start, naming the setting, and the
+/// pinned program keeps enforcing what it had.
+///
+/// Fails today: `daemon::run` writes the new settings to the adopted program before
+/// `reapply` fails, so the daemon exits and leaves the kernel in the new config's monitor
+/// mode, passing the blocked source with no daemon running.
+#[test]
+fn a_start_that_cannot_apply_its_config_leaves_the_kernel_as_it_was() {
+    let mut env = Env::new(&format!("{LISTS_ONLY}[capacity]\nv4_nodes = 16\n"));
+    env.daemon.ok(&["block", &BAD_V4.to_string()]);
+    assert_eq!(env.probe(&env.lab.bad, false), 0);
+    env.daemon.kill9();
+    let config = RestoreOnDrop::new(&env.daemon.config);
+    std::fs::write(&config.path, unappliable(&config.text)).expect("write the new config");
+    let out = start_expecting_refusal(&env.daemon);
+    assert!(
+        out.stderr.contains("v4_nodes"),
+        "the refusal must name the setting: {}",
+        out.stderr
+    );
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "after a refused start the blocked source passes: the kernel took the refused \
+         config's monitor mode"
+    );
+    drop(config);
+    env.daemon.spawn();
+    assert_eq!(env.daemon.status()["adopted"], true);
+    assert_eq!(env.probe(&env.lab.bad, false), 0);
+}

@@ -549,7 +549,7 @@ impl Fuzzer {
             );
         }
         let class = classify(&self.rules, parsed);
-        let exact = index % EXACT_EVERY == 0;
+        let exact = index.is_multiple_of(EXACT_EVERY);
         let before = exact.then(|| self.h.shield.counters().expect("read counters"));
         let run = self.h.program().test_run(TestRunOptions {
             data_in: Some(frame),

@@ -240,9 +240,9 @@ fn run_target(target: &str, seconds: u64) -> Result<Report> {
     let text = fs::read_to_string(&log_path).unwrap_or_default();
     let executions = text
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-        .filter_map(|n| n.trim().parse().ok())
-        .last();
+        .find_map(|n| n.trim().parse().ok());
     // libFuzzer names what it wrote: "Test unit written to <path>".
     let written: Vec<PathBuf> = text
         .lines()

@@ -82,9 +82,8 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     } else {
         [rand::random(), rand::random()]
     };
-    shield
-        .set_settings(&config.kernel_config(seeds, 0), &config.port_bitmap())
-        .context("writing settings")?;
+    let settings = config.kernel_config(seeds, 0);
+    let ports = config.port_bitmap();
     let audit = Arc::new(AuditLog::open(&config.audit_log)?);
     let policy = match &config.control_group {
         Some(g) => PeerPolicy::with_group(
@@ -101,9 +100,15 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         requested_capacity: caps,
         feeds: Default::default(),
     };
+    // Lists first, settings second: if the lists cannot be applied the start is refused and
+    // an adopted program keeps enforcing exactly what it had, settings included.
     state
         .reapply()
         .map_err(|e| anyhow::anyhow!("restoring decisions: {e}"))?;
+    state
+        .shield
+        .set_settings(&settings, &ports)
+        .context("writing settings")?;
     let attachment = state
         .shield
         .kernel
@@ -381,17 +386,21 @@ fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
         tracing::warn!("metrics listener changes take effect when the daemon restarts");
     }
     let seeds = s.shield.settings().seeds;
-    let result = s
-        .shield
-        .set_settings(&config.kernel_config(seeds, 0), &config.port_bitmap())
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            let old = std::mem::replace(&mut s.config, config);
-            s.reapply().map_err(|e| {
-                s.config = old;
-                e.to_string()
-            })
-        });
+    let settings = config.kernel_config(seeds, 0);
+    let ports = config.port_bitmap();
+    // The lists (with the new management allowlist) first; the new settings only once they
+    // hold, so a refused reload leaves the kernel exactly as it was.
+    let old = std::mem::replace(&mut s.config, config);
+    let result = match s.reapply() {
+        Ok(()) => s
+            .shield
+            .set_settings(&settings, &ports)
+            .map_err(|e| e.to_string()),
+        Err(e) => {
+            s.config = old;
+            Err(e.to_string())
+        }
+    };
     match result {
         Ok(()) => {
             tracing::info!("config reloaded");
