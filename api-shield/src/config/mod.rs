@@ -54,7 +54,7 @@ pub struct Config {
     /// Root of the pinned maps and links; an interface's pins go under `pin_root/<iface>/`.
     #[serde(deserialize_with = "fields::absolute_path")]
     pub pin_root: PathBuf,
-    /// Root of the persisted state; an interface's snapshot is `state_dir/<iface>/state.json`.
+    /// Root of the persisted state; an interface's snapshot is `state_dir/<iface>/` (`index.json` and one file per list under `origins/`).
     #[serde(deserialize_with = "fields::absolute_path")]
     pub state_dir: PathBuf,
     /// JSON-lines audit log of every control request.
