@@ -17,16 +17,18 @@
 //! interface, so every run sends the frame out of `gen0` as an xdp_frame, and no skb exists
 //! unless the receiving side builds one (see the project's performance notes: an AF_PACKET
 //! generator makes every filter look alike). The flood is UDP and TCP SYN (to the HTTP port)
-//! from 2,048 sources of 198.19.0.0/16, rotated per call; the blocklist of 100,000 host entries
+//! from 4,096 sources of 198.19.0.0/16, one per call; the blocklist of 100,000 host entries
 //! (all of 198.19.0.0/16 and 34,464 hosts of 198.18.0.0/16) covers them, loaded with
 //! `api-shield import`, into an nftables set and into an ipset.
 //!
-//! The generator thread is pinned to CPU 0 and the HTTP server and client threads to CPU 1, so
+//! The generator threads are pinned to CPU 0 and the HTTP server and client threads to CPU 1, so
 //! the flood's own cost does not compete with the service (the attacker is another machine);
 //! the receive processing of the flood runs where veth schedules its NAPI, which is mostly the
 //! generator's CPU. Every path is measured in every round (order rotated each round): a flood
-//! window (drops per second from the receiving side's own counters, CPU from /proc/stat), a
-//! goodput window without flood and one with it. Medians over rounds are reported.
+//! window (drops per second from the receiving side's own counters, CPU from /proc/stat), then
+//! goodput without and with the flood, twice: with the client's packets processed where the
+//! kernel puts them, and steered by RPS to the generator's CPU (the two give opposite pictures
+//! on this single-queue veth; the report says why). Medians over rounds are reported.
 //!
 //! Writes `target/bench/flood.json` and `target/bench/flood.md`. `BENCH_ROUNDS`,
 //! `BENCH_SECONDS` and `BENCH_SPOOF_SOURCES` shorten or lengthen it.
