@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod parse;
 pub mod policy;
+pub mod privilege;
 pub mod push;
 pub mod table;
 pub mod top;

@@ -97,6 +97,26 @@ fn go_duration() {
 }
 
 #[test]
+fn http_basic() {
+    replay("http_basic");
+}
+
+#[test]
+fn jwt() {
+    replay("jwt");
+}
+
+#[test]
+fn jwk() {
+    replay("jwk");
+}
+
+#[test]
+fn api_key_hash() {
+    replay("api_key_hash");
+}
+
+#[test]
 fn every_target_is_replayed() {
     let names: Vec<&str> = targets::TARGETS.iter().map(|(n, _)| *n).collect();
     assert_eq!(
@@ -107,7 +127,11 @@ fn every_target_is_replayed() {
             "control_request",
             "push_batch",
             "crowdsec_stream",
-            "go_duration"
+            "go_duration",
+            "http_basic",
+            "jwt",
+            "jwk",
+            "api_key_hash"
         ],
         "a target was added: give it a #[test] here"
     );

@@ -5,14 +5,19 @@
 //!
 //! Each function panics when an input crashes the code under test or breaks a property that
 //! code promises (a round trip, an accepted prefix that is not normalised, an error that does
-//! not point at its line). It uses only `api_shield`, `serde_json`, `ipnet`, `toml` and std, so
-//! it compiles both as this crate's library and as a module of an `api-shield` test.
+//! not point at its line, a credential let in that is not a valid one). It uses only
+//! `api_shield`, `serde_json`, `ipnet`, `toml`, `jsonwebtoken`, `base64` and std (each a
+//! dependency of `api-shield` too, at the same version), so it compiles both as this crate's
+//! library and as a module of an `api-shield` test.
 //!
-//! The HTTP auth inputs of the issue (JWT, Basic and API-key headers) belong to the API
-//! gateway, which does not exist yet in `api-shield`: there is no target for them. The push
-//! API's bearer check (`push::Token::check`) and its batch validation
-//! (`push::BatchRequest::validate`) are crate-private, so `push_batch` covers the public parts:
-//! the body types and the `parse_net` / `Token::new` checks they feed.
+//! The HTTP auth inputs of the policy engine (Basic, bearer JWT and API-key credentials, API-key
+//! hashes, JWKs) are in `auth.rs`. The push API's bearer check (`push::Token::check`) and its
+//! batch validation (`push::BatchRequest::validate`) are crate-private, so `push_batch` covers
+//! the public parts: the body types and the `parse_net` / `Token::new` checks they feed.
+
+mod auth;
+
+pub use auth::{api_key_hash, http_basic, jwk, jwt};
 
 use api_shield::config::parse_config;
 use api_shield::control::Request;
@@ -40,6 +45,10 @@ pub const TARGETS: &[Target] = &[
     ("push_batch", push_batch),
     ("crowdsec_stream", crowdsec_stream),
     ("go_duration", go_duration),
+    ("http_basic", http_basic),
+    ("jwt", jwt),
+    ("jwk", jwk),
+    ("api_key_hash", api_key_hash),
 ];
 
 /// Inputs longer than this are cut: the parsers are linear, and libFuzzer finds nothing more
@@ -236,6 +245,7 @@ pub fn control_request(data: &[u8]) {
         "{wire}"
     );
     let mut strings: Vec<&str> = Vec::new();
+    // Exhaustive on purpose: a new request fails to compile here until its strings are checked.
     match &request {
         Request::Status | Request::Stats | Request::Lists => {}
         Request::List { origin, .. } => strings.extend(origin.as_deref()),
@@ -258,8 +268,6 @@ pub fn control_request(data: &[u8]) {
         Request::Allow { nets } | Request::Unallow { nets } => {
             strings.extend(nets.iter().map(String::as_str));
         }
-        #[allow(unreachable_patterns)]
-        _ => {}
     }
     for s in strings {
         check_string(s);

@@ -2,7 +2,9 @@
 //! attached in a namespace lab, nginx and a tiny upstream in the server's namespace. A client
 //! presenting bad API keys gets 401s, trips the auth-failure rule and is blocked in the kernel
 //! (origin `gateway`), so its next TCP connection attempt times out, while a client with a
-//! valid key keeps being served and gets 429 with `Retry-After` when over its quota.
+//! valid key keeps being served and gets 429 with `Retry-After` when over its quota. The
+//! daemon's `/metrics` counts exactly those answers, the quota rejection and the escalation
+//! with its latency.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -10,11 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tests::daemon::Daemon;
+use tests::metrics::{Metrics, scrape};
 use tests::netns::{Host, Lab, in_netns};
 
 const NGINX_PORT: u16 = 8080;
 const UPSTREAM_PORT: u16 = 8081;
 const CHECK_PORT: u16 = 9382;
+/// The daemon's metrics listener, in the server's namespace.
+const METRICS: &str = "127.0.0.1:9381";
 const GOOD_KEY: &str = "ak_e2e_good_client_0123456789abcdef";
 
 const KERNEL_QUIET: &str = "\
@@ -258,7 +263,8 @@ fn nginx_auth_request_blocks_abusers_in_the_kernel() {
     let daemon = Daemon::start(
         &lab,
         &format!(
-            "{KERNEL_QUIET}[gateway]\ncheck_listen = \"127.0.0.1:{CHECK_PORT}\"\n\
+            "{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS}\"\n\
+             [gateway]\ncheck_listen = \"127.0.0.1:{CHECK_PORT}\"\n\
              trusted_proxies = [\"127.0.0.1/32\"]\npolicy_file = \"{}\"\n",
             policy_file.display()
         ),
@@ -314,6 +320,8 @@ fn nginx_auth_request_blocks_abusers_in_the_kernel() {
     );
     assert!(first.header("RateLimit").is_some(), "{}", first.head);
     let ready = started.elapsed();
+    // Answers while nginx and the upstream came up are counted too: deltas from here.
+    let before = scrape(&daemon.netns, METRICS);
 
     // The bad client: no key → 401 with a challenge (not counted: a first request without
     // credentials is normal), then wrong keys → 401s until the rule fires.
@@ -359,6 +367,7 @@ fn nginx_auth_request_blocks_abusers_in_the_kernel() {
     // The good client keeps being served, and over its quota gets 429 with Retry-After.
     std::thread::sleep(Duration::from_millis(1200));
     let mut throttled = None;
+    let mut served = 0;
     for _ in 0..12 {
         let r = get(&lab.good, server, Some(GOOD_KEY)).expect("good client connects");
         assert!(r.status == 200 || r.status == 429, "{}", r.head);
@@ -366,6 +375,7 @@ fn nginx_auth_request_blocks_abusers_in_the_kernel() {
             throttled = Some(r);
             break;
         }
+        served += 1;
     }
     let throttled = throttled.expect("the good client was never throttled");
     let retry: u64 = throttled
@@ -381,6 +391,7 @@ fn nginx_auth_request_blocks_abusers_in_the_kernel() {
     std::thread::sleep(Duration::from_secs(retry) + Duration::from_millis(200));
     let r = get(&lab.good, server, Some(GOOD_KEY)).expect("good client connects");
     assert_eq!(r.status, 200, "{}", r.head);
+    served += 1;
     assert!(
         daemon
             .list(Some("blocked"))
@@ -405,10 +416,105 @@ fn nginx_auth_request_blocks_abusers_in_the_kernel() {
         .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
         .unwrap_or("?")
         .to_owned();
+    // The metrics: every answer the check endpoint gave nginx since `before`, by outcome.
+    let after = scrape(&daemon.netns, METRICS);
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        let (b, a) = (before.sum(name, labels), after.sum(name, labels));
+        assert!(b <= a, "{name}{labels:?} went {b} -> {a}");
+        a - b
+    };
+    let requests = |class: &str, auth: &str| {
+        delta(
+            "api_shield_gateway_requests_total",
+            &[
+                ("listener", "check"),
+                ("route", "api"),
+                ("status_class", class),
+                ("auth", auth),
+            ],
+        )
+    };
+    assert_eq!(
+        [
+            requests("2xx", "authenticated"),
+            requests("4xx", "authenticated"),
+            requests("4xx", "missing"),
+            requests("4xx", "invalid"),
+        ],
+        [served, 1, 1, 5],
+        "{}",
+        after.text
+    );
+    // Nothing else: 1 + 5 from the bad client, `served` + 1 from the good one.
+    assert_eq!(
+        delta("api_shield_gateway_requests_total", &[]),
+        served + 7,
+        "{}",
+        after.text
+    );
+    assert_eq!(
+        delta(
+            "api_shield_gateway_quota_rejections_total",
+            &[("route", "api"), ("limit", "burst")]
+        ),
+        1
+    );
+    assert_eq!(
+        delta("api_shield_gateway_quota_dry_run_rejections_total", &[]),
+        0
+    );
+    let escalations = |outcome: &str| {
+        after.count(
+            "api_shield_gateway_escalations_total",
+            &[("rule", "auth_failures"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(
+        ["blocked", "dry_run", "refused", "failed"].map(escalations),
+        [1, 0, 0, 0],
+        "{}",
+        after.text
+    );
+    assert_eq!(after.sum("api_shield_gateway_escalations_total", &[]), 1);
+    let latency = "api_shield_gateway_escalation_latency_seconds";
+    let rule = [("rule", "auth_failures")];
+    assert_eq!(after.histogram_count(latency, &rule), 1);
+    // The histogram observed the very latency the log reports (whole microseconds there).
+    let observed = after.get(&format!("{latency}_sum"), &rule);
+    assert!(
+        (observed - latency_us as f64 / 1e6).abs() < 2e-6,
+        "histogram sum {observed} s, logged {latency_us} µs"
+    );
+    assert_gateway_labels(&after);
     eprintln!(
         "gateway e2e: decision path (lock + snapshot + kernel) {block_us} µs; ready after {ready:?}; escalation latency (request → kernel entry) \
          {latency_us} µs; last 401 → seen in `list` {seen_listed:?}; total {:?}",
         started.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway's families are there, each series labelled as documented.
+fn assert_gateway_labels(m: &Metrics) {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in &m.scrape.samples {
+        let Some(family) = s.metric.strip_prefix("api_shield_gateway_") else {
+            continue;
+        };
+        let mut keys: Vec<&str> = s.labels.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let expected: &[&str] = match family {
+            "requests_total" => &["auth", "listener", "route", "status_class"],
+            "quota_rejections_total" | "quota_dry_run_rejections_total" => &["limit", "route"],
+            "escalations_total" => &["outcome", "rule"],
+            "escalation_latency_seconds"
+            | "escalation_latency_seconds_sum"
+            | "escalation_latency_seconds_count" => &["rule"],
+            other => panic!("unexpected gateway family {other}"),
+        };
+        assert_eq!(keys, expected, "{}", s.metric);
+        seen.insert(family);
+    }
+    // All but the dry-run rejections, which this policy (no dry-run route) never counts.
+    assert_eq!(seen.len(), 6, "{seen:?}\n{}", m.text);
 }

@@ -1,14 +1,14 @@
 //! Observability and installation: the daemon's Prometheus endpoint scraped over real HTTP in
-//! a namespace lab while traffic flows, the Grafana dashboard against a real scrape,
-//! `api-shield top --plain` (and the terminal view in tmux) showing a flood's offender, the
-//! audit log reopened on SIGHUP, the systemd unit (verified, and its capability set proven
-//! sufficient by running the daemon with exactly those), and the example config.
+//! a namespace lab while traffic flows and the gateway answers checks, the Grafana dashboard
+//! against a real scrape, `api-shield top --plain` (and the terminal view in tmux) showing a
+//! flood's offender, the audit log reopened on SIGHUP, the systemd unit (verified, and its
+//! capability set proven sufficient by running the daemon with exactly those), and the
+//! example config.
 //!
 //! The lab tests need root and the release binary, like `e2e.rs`; they use only 198.18.0.0/15
 //! and 2001:db8::/32 inside namespaces they create. The metrics listener is on 127.0.0.1 of
 //! the server's namespace, so scrapes never cross the shield.
 
-use prometheus_parse::{Sample, Scrape, Value as PromValue};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -20,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 use tests::daemon::{Daemon, binary, packets};
+use tests::metrics::{Metrics, number};
 use tests::netns::{
     BAD_V4, COMMAND_TIMEOUT, GOOD_V4, Lab, Pace, Receiver, in_netns, run, send_udp, spawn_udp,
     unique_id,
@@ -29,6 +30,8 @@ use tests::netns::{
 const PORT: u16 = 9000;
 /// Where each test daemon serves metrics, inside its own server namespace.
 const METRICS: &str = "127.0.0.1:9381";
+/// Where a test daemon with a gateway answers checks, inside its own server namespace.
+const CHECK: &str = "127.0.0.1:9382";
 /// Bytes of one test datagram as the XDP program sees it: Ethernet 14, IPv4 20, UDP 8 and the
 /// 32-byte payload of `tests::netns`.
 const FRAME_BYTES: u64 = 14 + 20 + 8 + 32;
@@ -65,121 +68,12 @@ fn flood_limits() -> String {
 
 // ---- scraping --------------------------------------------------------------------------------
 
-/// `GET /metrics` over HTTP/1.1 from inside `netns`, retried while the listener comes up.
-/// Returns the content type and the body.
 fn http_get(netns: &str, path: &'static str) -> (u16, String, String) {
-    in_netns(netns, move || {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut stream = loop {
-            match TcpStream::connect(METRICS) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => panic!("connect to the metrics listener {METRICS}: {e}"),
-            }
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-        )
-        .expect("send the request");
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).expect("read the response");
-        let text = String::from_utf8(raw).expect("a UTF-8 response");
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no end of headers in: {text}"));
-        let mut lines = head.lines();
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in: {head}"));
-        let mut content_type = String::new();
-        let mut length = None;
-        for line in lines {
-            let (name, value) = line.split_once(':').expect("a header line");
-            match name.to_ascii_lowercase().as_str() {
-                "content-type" => content_type = value.trim().to_owned(),
-                "content-length" => length = value.trim().parse::<usize>().ok(),
-                "transfer-encoding" => panic!("unexpected transfer-encoding: {value}"),
-                _ => {}
-            }
-        }
-        assert_eq!(length, Some(body.len()), "content-length of: {head}");
-        (status, content_type, body.to_owned())
-    })
-    .join()
-    .expect("scraper thread")
-}
-
-/// A parsed scrape of the daemon in `daemon`'s namespace.
-struct Metrics {
-    text: String,
-    scrape: Scrape,
+    tests::metrics::http_get(netns, METRICS, path)
 }
 
 fn scrape(daemon: &Daemon) -> Metrics {
-    let (status, content_type, body) = http_get(&daemon.netns, "/metrics");
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "content type {content_type}"
-    );
-    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("parse the scrape");
-    assert!(!scrape.samples.is_empty(), "an empty scrape: {body}");
-    Metrics { text: body, scrape }
-}
-
-fn number(sample: &Sample) -> f64 {
-    match sample.value {
-        PromValue::Counter(v) | PromValue::Gauge(v) | PromValue::Untyped(v) => v,
-        ref other => panic!("{} is not a plain number: {other:?}", sample.metric),
-    }
-}
-
-impl Metrics {
-    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<&Sample> {
-        self.scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-    }
-
-    /// The value of the one sample `name{labels}`, panicking if there is none.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.find(name, labels)
-            .map(number)
-            .unwrap_or_else(|| panic!("no sample {name}{labels:?} in the scrape:\n{}", self.text))
-    }
-
-    /// The value as a whole count.
-    fn count(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        let v = self.get(name, labels);
-        assert!(v >= 0.0 && v.fract() == 0.0, "{name}{labels:?} = {v}");
-        v as u64
-    }
-
-    fn names(&self) -> BTreeSet<&str> {
-        self.scrape
-            .samples
-            .iter()
-            .map(|s| s.metric.as_str())
-            .collect()
-    }
-
-    /// `TYPE` of the family a sample name belongs to, read from the text.
-    fn kind(&self, name: &str) -> Option<&str> {
-        let prefix = format!("# TYPE {name} ");
-        self.text
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-    }
+    tests::metrics::scrape(&daemon.netns, METRICS)
 }
 
 // ---- the metrics endpoint --------------------------------------------------------------------
@@ -209,14 +103,19 @@ impl Drop for FeedFile {
 #[test]
 fn metrics_count_the_traffic_sent() {
     let feed = FeedFile::new("# test feed\n198.18.200.0/24\n2001:db8:c8::/48\n");
+    let policy = feed.dir.join("policy.toml");
+    fs::write(&policy, GATEWAY_POLICY).expect("write the policy");
     let lab = Lab::new();
     let daemon = Daemon::start(
         &lab,
         &lists_only(
             "",
             &format!(
-                "[[feeds]]\nname = \"obsfeed\"\npath = \"{}\"\ninterval = \"1s\"\n",
-                feed.path.display()
+                "[[feeds]]\nname = \"obsfeed\"\npath = \"{}\"\ninterval = \"1s\"\n\
+                 [gateway]\ncheck_listen = \"{CHECK}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+                 policy_file = \"{}\"\n",
+                feed.path.display(),
+                policy.display()
             ),
         ),
     );
@@ -410,11 +309,70 @@ fn metrics_count_the_traffic_sent() {
     );
     assert_eq!(after.count("api_shield_monitor_mode", &[]), 0);
 
+    // The gateway: two requests pass, the third is over the per-IP limit; on the dry-run
+    // route the second is over it and passes.
+    let client = GOOD_V4.to_string();
+    let statuses: Vec<u16> = ["/v1/items", "/v1/items", "/v1/items", "/trial", "/trial"]
+        .into_iter()
+        .map(|path| check(&daemon, &client, path))
+        .collect();
+    assert_eq!(statuses, [200, 200, 429, 200, 200]);
+    let full = scrape(&daemon);
+    let requests = |route: &str, class: &str| {
+        full.count(
+            "api_shield_gateway_requests_total",
+            &[
+                ("listener", "check"),
+                ("route", route),
+                ("status_class", class),
+                ("auth", "anonymous"),
+            ],
+        )
+    };
+    assert_eq!(
+        [
+            requests("public", "2xx"),
+            requests("public", "4xx"),
+            requests("trial", "2xx")
+        ],
+        [2, 1, 2],
+        "{}",
+        full.text
+    );
+    assert_eq!(full.sum("api_shield_gateway_requests_total", &[]), 5);
+    let per_ip = |route| [("route", route), ("limit", "per-ip")];
+    assert_eq!(
+        full.count(
+            "api_shield_gateway_quota_rejections_total",
+            &per_ip("public")
+        ),
+        1
+    );
+    assert_eq!(
+        full.count(
+            "api_shield_gateway_quota_dry_run_rejections_total",
+            &per_ip("trial")
+        ),
+        1
+    );
+    assert_eq!(
+        full.sum("api_shield_gateway_quota_rejections_total", &[]),
+        1
+    );
+    assert_eq!(full.sum("api_shield_gateway_escalations_total", &[]), 0);
+    assert_eq!(
+        full.histogram_count(
+            "api_shield_gateway_escalation_latency_seconds",
+            &[("rule", "auth_failures")]
+        ),
+        0
+    );
+
     // Conventions: counters end in _total, gauges do not; every sample is api_shield_*.
-    for name in after.names() {
+    for name in full.names() {
         assert!(name.starts_with("api_shield_"), "{name}");
-        let kind = after
-            .kind(name)
+        let kind = full
+            .kind(&name)
             .unwrap_or_else(|| panic!("{name} has no TYPE"));
         assert_eq!(
             name.ends_with("_total"),
@@ -423,18 +381,60 @@ fn metrics_count_the_traffic_sent() {
         );
     }
 
-    // Every metric the dashboard queries is one this scrape has.
+    // Every metric the dashboard queries is one this scrape (kernel, lists, feeds and
+    // gateway) has.
     let dashboard = dashboard();
-    let exported = after.names();
+    let exported = full.names();
     let queried = queried_metrics(&dashboard);
-    assert!(queried.len() >= 15, "{queried:?}");
+    assert!(queried.len() >= 20, "{queried:?}");
     for name in &queried {
         assert!(
-            exported.contains(name.as_str()),
+            exported.contains(name),
             "the dashboard queries {name}, which the daemon does not export:\n{}",
-            after.text
+            full.text
         );
     }
+}
+
+/// Public routes, one of them in dry-run, limited per client address and hour.
+const GATEWAY_POLICY: &str = r#"
+unmatched = "deny"
+
+[[routes]]
+name = "public"
+path_prefix = "/"
+rate = [{ name = "per-ip", rate = 1, per = "1h", burst = 2, key = ["ip"] }]
+
+[[routes]]
+name = "trial"
+path_prefix = "/trial"
+dry_run = true
+rate = [{ name = "per-ip", rate = 1, per = "1h", burst = 1, key = ["ip"] }]
+"#;
+
+/// A Traefik `ForwardAuth` check of `GET path` from `client`, asked from the daemon's
+/// namespace (a trusted proxy); the status answered.
+fn check(daemon: &Daemon, client: &str, path: &str) -> u16 {
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Method: GET\r\n\
+         X-Forwarded-Uri: {path}\r\nX-Forwarded-Host: api.test\r\nX-Real-IP: {client}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    in_netns(&daemon.netns, move || {
+        let mut stream = TcpStream::connect(CHECK).expect("connect to the check endpoint");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read the answer");
+        text.split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in: {text}"))
+    })
+    .join()
+    .expect("check thread")
 }
 
 // ---- the dashboard ---------------------------------------------------------------------------
@@ -944,7 +944,16 @@ fn systemd_unit_is_accepted() {
     let caps = unit_capabilities();
     for cap in &caps {
         assert!(
-            ["bpf", "perfmon", "net_admin", "chown"].contains(&cap.as_str()),
+            [
+                "bpf",
+                "perfmon",
+                "net_admin",
+                "chown",
+                "setuid",
+                "setgid",
+                "net_bind_service"
+            ]
+            .contains(&cap.as_str()),
             "unexpected capability {cap}"
         );
     }

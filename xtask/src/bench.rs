@@ -1,4 +1,5 @@
-//! `cargo xtask bench ...`: benchmarks, each an ignored test of the `tests` crate.
+//! `cargo xtask bench ...`: benchmarks, each an ignored test of the `tests` crate, but the
+//! gateway benchmark, which xtask runs itself (`gateway_bench`).
 
 use crate::{build_cmd, test, util};
 use anyhow::Result;
@@ -13,6 +14,9 @@ pub enum Bench {
     /// Floods (UDP, TCP SYN) on veth dropped by api-shield, nftables, iptables + ipset and no
     /// filter, alternately; goodput of a legitimate HTTP client; a 1,000,000-source spoofed flood
     Flood,
+    /// HTTPS through the api-shield gateway (API key + quota, and pass-through) and through
+    /// nginx (API key + limit_req) to one upstream, alternately, with wrk
+    Gateway(crate::gateway_bench::Args),
 }
 
 pub fn bench(which: Bench) -> Result<()> {
@@ -27,6 +31,12 @@ pub fn bench(which: Bench) -> Result<()> {
         Bench::Flood => {
             crate::setup::ensure_packages(&["nftables", "ipset", "iptables"])?;
             "flood_bench"
+        }
+        Bench::Gateway(args) => {
+            crate::setup::ensure_packages(&["wrk", "nginx", "openssl"])?;
+            // Run by xtask itself, not as a test of the `tests` crate: it drives external
+            // programs (wrk, nginx, the daemon) in xtask's lab, which cleans them up by pid.
+            return crate::gateway_bench::gateway(&bin, args);
         }
     };
     util::run(

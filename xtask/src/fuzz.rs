@@ -22,6 +22,10 @@ const TARGETS: &[&str] = &[
     "push_batch",
     "crowdsec_stream",
     "go_duration",
+    "http_basic",
+    "jwt",
+    "jwk",
+    "api_key_hash",
 ];
 const CARGO_FUZZ_VERSION_HINT: &str = "cargo install cargo-fuzz --locked";
 /// Longest a single input may run before libFuzzer calls it a hang, in seconds.
@@ -34,8 +38,13 @@ pub struct Args {
     /// Seconds each cargo-fuzz target runs
     #[arg(long, default_value_t = 30)]
     seconds: u64,
-    /// Run only these targets (repeatable); all of them by default
-    #[arg(long = "target", value_name = "NAME")]
+    /// Run only these targets (repeatable, or comma-separated); all of them by default
+    #[arg(
+        long = "target",
+        alias = "targets",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     targets: Vec<String>,
     /// Skip the packet fuzz through BPF_PROG_TEST_RUN
     #[arg(long)]

@@ -5,6 +5,7 @@ mod build_cmd;
 mod demo;
 mod flood;
 mod fuzz;
+mod gateway_bench;
 mod lab;
 mod setup;
 mod test;

@@ -82,6 +82,9 @@ pub struct Config {
     /// The gateway's check endpoint (auth_request / ForwardAuth / ext_authz); off unless the
     /// section is present.
     pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// The unprivileged user the daemon continues as once the kernel side is set up (see
+    /// `privilege`). Required with gateway listeners: internet-facing code never runs as root.
+    pub run_as: Option<String>,
 }
 
 /// Per-source rate limits.
@@ -168,6 +171,7 @@ impl Default for Config {
             crowdsec: None,
             metrics: None,
             gateway: None,
+            run_as: None,
         }
     }
 }

@@ -107,6 +107,7 @@ fn every_key_config() -> Config {
             listen: "[::1]:9100".parse().unwrap(),
         }),
         gateway: None,
+        run_as: None,
     }
 }
 

@@ -268,6 +268,27 @@ fn feed_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
             });
         }
     }
+    if let Some(gateway) = &config.gateway {
+        let span = key_span(doc, &["gateway".to_owned()]);
+        problems.extend(gateway.problems().into_iter().map(|message| Problem {
+            span: span.clone(),
+            message,
+        }));
+        if !gateway.listeners.is_empty() && config.run_as.is_none() {
+            problems.push(Problem {
+                span,
+                message: "gateway.listeners need `run_as` (an unprivileged user): the \
+                          internet-facing gateway never runs as root"
+                    .into(),
+            });
+        }
+    }
+    if config.run_as.as_deref() == Some("") || config.run_as.as_deref() == Some("root") {
+        problems.push(Problem {
+            span: key_span(doc, &["run_as".to_owned()]),
+            message: "run_as must name an unprivileged user".into(),
+        });
+    }
     if let Some(push) = &config.push {
         let span = key_span(doc, &["push".to_owned()]);
         problems.extend(push.problems().into_iter().map(|message| Problem {

@@ -3,6 +3,7 @@
 //! attached and enforcing.
 
 pub mod events;
+pub mod gateway;
 pub mod handler;
 pub mod ops;
 pub mod sink;
@@ -260,23 +261,23 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         .config
         .gateway
         .clone();
-    let gateway_task = match gateway_config {
-        Some(cfg) => {
-            // A bad policy refuses the start, naming every problem.
-            let engine =
-                Arc::new(crate::gateway::load_engine(&cfg).map_err(|e| anyhow::anyhow!(e))?);
-            let listener = crate::gateway::bind(&cfg).await?;
-            tracing::info!(addr = %listener.local_addr()?, "gateway check endpoint listening");
-            let escalator = Arc::new(crate::gateway::escalate::StateEscalator {
-                state: state.clone(),
-                audit: audit.clone(),
-            });
-            Some(tokio::spawn(listener.serve(
-                engine,
-                escalator,
-                stopped(stop_rx.clone()),
-            )))
-        }
+    // One set shared by the gateway listeners (which count) and the metrics listener (which
+    // reads it at each scrape, when a gateway runs).
+    let gateway_metrics = Arc::new(crate::gateway::GatewayMetrics::new());
+    let scraped_gateway = gateway_config
+        .is_some()
+        .then(|| Arc::clone(&gateway_metrics));
+    let gateway = match gateway_config {
+        Some(cfg) => Some(
+            gateway::Gateway::start(
+                cfg,
+                state.clone(),
+                audit.clone(),
+                Arc::clone(&gateway_metrics),
+                &stop_rx,
+            )
+            .await?,
+        ),
         None => None,
     };
 
@@ -290,14 +291,32 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         Some(cfg) => {
             let listener = crate::metrics::bind(&cfg).await?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
-            Some(tokio::spawn(
-                listener.serve(state.clone(), stopped(stop_rx.clone())),
-            ))
+            Some(tokio::spawn(listener.serve(
+                state.clone(),
+                scraped_gateway,
+                stopped(stop_rx.clone()),
+            )))
         }
         None => None,
     };
 
     let mut hup = signal(SignalKind::hangup())?;
+    let run_as = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .run_as
+        .clone();
+    if let Some(name) = run_as {
+        give_up_root(&name, &state, &opts.socket)?;
+        audit_self(
+            &audit,
+            "drop_privileges",
+            json!({"run_as": name}),
+            true,
+            json!(null),
+        );
+    }
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
@@ -307,7 +326,7 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
             () = &mut shutdown => break,
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&state, &audit, opts.config_path.as_ref()),
+            _ = hup.recv() => reload(&state, &audit, opts.config_path.as_ref(), gateway.as_ref()),
             _ = sweep.tick() => {
                 let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
                 match expired {
@@ -336,13 +355,17 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    if let Some(t) = gateway_task {
-        let _ = t.await;
+    if let Some(g) = gateway {
+        for t in g.tasks {
+            let _ = t.await;
+        }
     }
     if let Some(t) = events_task {
         let _ = t.await;
     }
-    let _ = std::fs::remove_file(&opts.socket);
+    if let Err(e) = std::fs::remove_file(&opts.socket) {
+        tracing::debug!(error = %e, socket = %opts.socket.display(), "control socket left behind");
+    }
     audit_self(
         &audit,
         "stop",
@@ -357,7 +380,33 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     Ok(())
 }
 
-fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
+/// Hands the snapshot and audit log to `name`, then switches the whole process to it: every
+/// map is already open and every socket bound.
+fn give_up_root(name: &str, state: &Arc<Mutex<State>>, socket: &std::path::Path) -> Result<()> {
+    let user = crate::privilege::ServiceUser::resolve(name)?;
+    {
+        let s = state.lock().unwrap_or_else(PoisonError::into_inner);
+        user.hand_over(&s.config.state_dir)?;
+        user.hand_over(&s.config.audit_log)?;
+    }
+    // Only to remove it at stop; its mode and group keep deciding who may connect.
+    let _ = std::os::unix::fs::chown(socket, Some(user.uid.as_raw()), None);
+    user.become_user()
+        .with_context(|| format!("giving up root for run_as = \"{name}\""))?;
+    tracing::info!(
+        user = name,
+        uid = user.uid.as_raw(),
+        "running unprivileged from here on"
+    );
+    Ok(())
+}
+
+fn reload(
+    state: &Arc<Mutex<State>>,
+    audit: &AuditLog,
+    path: Option<&PathBuf>,
+    gateway: Option<&gateway::Gateway>,
+) {
     if let Err(e) = audit.reopen() {
         tracing::error!(error = %e, "reopening the audit log failed");
     }
@@ -379,8 +428,16 @@ fn reload(state: &Arc<Mutex<State>>, audit: &AuditLog, path: Option<&PathBuf>) {
     {
         tracing::warn!("feed changes take effect when the daemon restarts");
     }
-    if config.gateway != s.config.gateway {
-        tracing::warn!("gateway changes take effect when the daemon restarts");
+    match (gateway, &config.gateway) {
+        (Some(g), Some(cfg)) => match g.reload(cfg.clone()) {
+            Ok(()) => tracing::info!("gateway reloaded (policy, routes, certificates)"),
+            Err(e) => {
+                tracing::error!(error = %e, "gateway reload refused; keeping the running gateway");
+                audit_self(audit, "reload_gateway", json!({}), false, json!(e));
+            }
+        },
+        (None, None) => {}
+        _ => tracing::warn!("adding or removing [gateway] takes effect when the daemon restarts"),
     }
     if config.metrics != s.config.metrics {
         tracing::warn!("metrics listener changes take effect when the daemon restarts");

@@ -23,7 +23,10 @@
 //! detector through this endpoint. Escalations come from `check` itself (authentication
 //! failures, 429s, requests far over quota); each becomes a kernel block through the
 //! [`Escalator`], off the request path, and the time from the offending request's arrival to
-//! the kernel entry is logged as `latency_us`.
+//! the kernel entry is logged as `latency_us` and observed by the escalation latency metric.
+//!
+//! Every answer is counted in [`GatewayMetrics`] as listener `check`, with the engine's
+//! status: nginx gets a 403 for a 429 but turns it back into the 429 its client sees.
 
 use std::future::Future;
 use std::io;
@@ -45,8 +48,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::Escalator;
-use super::config::{GatewayConfig, canonical};
-use crate::policy::{Decision, Engine, Headers, Now, RequestMeta};
+use super::client_ip::client_ip;
+use super::config::GatewayConfig;
+use super::escalate::dispatch_escalations;
+use super::live::SharedLive;
+use super::metrics::GatewayMetrics;
+use crate::policy::{Decision, Headers, Now, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
@@ -57,6 +64,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The engine's status, on every answer.
 pub const STATUS_HEADER: &str = "x-shield-status";
+/// The `listener` label of the check endpoint's metrics.
+pub const LISTENER: &str = "check";
 
 /// Headers that describe the check request itself, never the original request.
 const DIALECT_HEADERS: &[&str] = &[
@@ -75,7 +84,6 @@ const DIALECT_HEADERS: &[&str] = &[
 #[derive(Debug)]
 pub struct AuthzListener {
     listener: TcpListener,
-    cfg: GatewayConfig,
 }
 
 /// Checks `cfg` and binds the check listener. Must be called within a Tokio runtime.
@@ -96,16 +104,13 @@ pub async fn bind(cfg: &GatewayConfig) -> io::Result<AuthzListener> {
     if !cfg.check_listen.ip().is_loopback() {
         tracing::warn!(listen = %cfg.check_listen, "the check endpoint listens beyond loopback: anyone reaching it can probe credentials");
     }
-    Ok(AuthzListener {
-        listener,
-        cfg: cfg.clone(),
-    })
+    Ok(AuthzListener { listener })
 }
 
 struct Shared {
-    cfg: GatewayConfig,
-    engine: Arc<Engine>,
+    live: SharedLive,
     escalator: Arc<dyn Escalator>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl AuthzListener {
@@ -116,14 +121,15 @@ impl AuthzListener {
     /// Serves until `shutdown` completes, then lets checks in flight finish for a moment.
     pub async fn serve(
         self,
-        engine: Arc<Engine>,
+        live: SharedLive,
         escalator: Arc<dyn Escalator>,
+        metrics: Arc<GatewayMetrics>,
         shutdown: impl Future<Output = ()>,
     ) {
         let shared = Arc::new(Shared {
-            cfg: self.cfg,
-            engine,
+            live,
             escalator,
+            metrics,
         });
         let (stop, stopping) = watch::channel(false);
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -284,42 +290,12 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some(rest)
 }
 
-/// The TCP peer, or what a trusted proxy says the client is.
-fn client_ip(cfg: &GatewayConfig, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let peer = canonical(peer);
-    if !cfg.trusts(peer) {
-        return peer;
-    }
-    let parse = |s: &str| s.trim().parse::<IpAddr>().ok().map(canonical);
-    if let Some(ip) = headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse)
-    {
-        return ip;
-    }
-    // Right to left: each trusted hop appended the address it saw; the first untrusted one
-    // is the client as far as can be known.
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(parse)
-        .collect();
-    for ip in hops.iter().rev() {
-        if !cfg.trusts(*ip) {
-            return *ip;
-        }
-    }
-    hops.first().copied().unwrap_or(peer)
-}
-
 fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let arrived = Instant::now();
+    let live = shared.live.load();
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (dialect, meta) = match original_request(
-        &shared.cfg,
+        &live.cfg,
         peer.ip(),
         req.method().as_str(),
         target,
@@ -328,28 +304,25 @@ fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Respons
         Ok(x) => x,
         Err(why) => {
             tracing::debug!(%peer, why, "check endpoint: bad request");
+            shared
+                .metrics
+                .record_without_decision(LISTENER, StatusCode::BAD_REQUEST.as_u16());
             return plain(StatusCode::BAD_REQUEST, why);
         }
     };
-    let decision = shared.engine.check(&meta, Now::system());
-    if !decision.escalations.is_empty() {
-        let escalator = Arc::clone(&shared.escalator);
-        let escalations = decision.escalations.clone();
-        tokio::task::spawn_blocking(move || {
-            for e in &escalations {
-                escalator.escalate(e);
-                tracing::warn!(
-                    ip = %e.ip,
-                    rule = e.rule.as_str(),
-                    latency_us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX),
-                    "escalation: offending request to kernel entry"
-                );
-            }
-        });
-    }
+    let mut decision = live.engine.check(&meta, Now::system());
+    dispatch_escalations(
+        Arc::clone(&shared.escalator),
+        std::mem::take(&mut decision.escalations),
+        arrived,
+        Arc::clone(&shared.metrics),
+    );
     if let Some(reason) = &decision.reason {
         tracing::debug!(client = %meta.client_ip, status = decision.status(), ?reason, route = ?decision.route, "check denied");
     }
+    shared
+        .metrics
+        .record(LISTENER, &decision, decision.status());
     respond(dialect, &decision)
 }
 
@@ -394,6 +367,7 @@ pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Engine;
 
     fn cfg() -> GatewayConfig {
         GatewayConfig {

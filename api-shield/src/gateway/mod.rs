@@ -1,47 +1,48 @@
-//! The gateway side of the policy engine.
+//! The gateway side of the policy engine, in two forms sharing one engine:
+//! - the TLS-terminating gateway ([`proxy`]): listeners that decide every request and forward
+//!   what passes to the route's upstream;
+//! - the check endpoint ([`authz`]) that nginx `auth_request`, Traefik `ForwardAuth` and
+//!   Envoy's HTTP `ext_authz` ask when they terminate TLS themselves.
 //!
-//! Done: the check endpoint ([`authz`]) that nginx `auth_request`, Traefik `ForwardAuth` and
-//! Envoy's HTTP `ext_authz` ask before forwarding a request, with escalation of abusive clients
-//! into the kernel blocklist through the daemon's decision path ([`escalate`]).
-//!
-//! Not done yet: the TLS-terminating gateway itself (routes, upstream pool). Until it exists,
-//! TLS is terminated by the proxy in front, which asks the check endpoint.
+//! Abusive clients are escalated into the kernel blocklist through the daemon's decision path
+//! ([`escalate`]). A SIGHUP swaps settings, policy, routes and certificates at once
+//! ([`live`]) without closing a connection. The process runs as `run_as`, not root
+//! ([`crate::privilege`]).
 
 pub mod authz;
+pub mod client_ip;
 pub mod config;
 pub mod escalate;
+pub mod jwks_http;
+pub mod live;
+pub mod metrics;
+pub mod proxy;
 
 pub use authz::{AuthzListener, bind};
 pub use config::GatewayConfig;
+pub use escalate::{EscalationOutcome, dispatch_escalations};
+pub use metrics::GatewayMetrics;
 
-use crate::policy::{Engine, Escalation, NoFetcher, PolicyConfig};
-use std::sync::Arc;
+use crate::policy::Escalation;
 
 /// Whoever turns an [`Escalation`] into a kernel block (the daemon; tests use a recorder).
 /// Called off the async runtime (from a blocking task): it may take the daemon's lock and
 /// write the snapshot and the kernel maps.
 pub trait Escalator: Send + Sync {
-    /// Blocks `e.ip` for `e.ttl` (or only logs it when `e.dry_run`).
-    fn escalate(&self, e: &Escalation);
-}
-
-/// Reads, parses and validates the policy file of `cfg` and builds the engine. Every problem
-/// is named in the error.
-///
-/// JWKS URLs are not fetched by the check endpoint yet ([`NoFetcher`]): issuers need static
-/// keys (`[[jwt_issuers.keys]]`) for now.
-pub fn load_engine(cfg: &GatewayConfig) -> Result<Engine, String> {
-    let text = std::fs::read_to_string(&cfg.policy_file)
-        .map_err(|e| format!("gateway.policy_file {}: {e}", cfg.policy_file.display()))?;
-    let policy = PolicyConfig::from_toml_str(&text)
-        .map_err(|e| format!("gateway.policy_file {}: {e}", cfg.policy_file.display()))?;
-    Engine::new(policy, Arc::new(NoFetcher))
-        .map_err(|e| format!("gateway.policy_file {}: {e}", cfg.policy_file.display()))
+    /// Blocks `e.ip` for `e.ttl` (or only logs it when `e.dry_run`), and says what came of it
+    /// (for the escalation metric).
+    fn escalate(&self, e: &Escalation) -> EscalationOutcome;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::NoFetcher;
+    use std::sync::Arc;
+
+    fn load_engine(cfg: &GatewayConfig) -> Result<(), String> {
+        live::Live::load(cfg.clone(), None, Arc::new(NoFetcher)).map(|_| ())
+    }
 
     #[test]
     fn a_bad_policy_file_names_every_problem() {

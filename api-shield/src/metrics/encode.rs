@@ -1,5 +1,6 @@
 //! A snapshot in the Prometheus text exposition format (0.0.4), written by `prometheus-client`
-//! from a collector that reports the snapshot's values as they are.
+//! from a collector that reports the snapshot's values as they are, followed by the gateway's
+//! live families when a gateway runs.
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::snapshot::Snapshot;
+use crate::gateway::GatewayMetrics;
 use crate::model::Action;
 
 /// The `Content-Type` of what `render` writes.
@@ -27,10 +29,13 @@ const PACKET_DETAILS: [u32; 5] = [
     verdict::FRAGMENTS,
 ];
 
-/// The snapshot as exposition text.
-pub fn render(snapshot: Snapshot) -> Result<String, fmt::Error> {
+/// The snapshot, and the gateway's metrics if there is a gateway, as exposition text.
+pub fn render(snapshot: Snapshot, gateway: Option<&GatewayMetrics>) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(snapshot)));
+    if let Some(gateway) = gateway {
+        gateway.register(&mut registry);
+    }
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
     Ok(out)
@@ -289,7 +294,9 @@ impl Collector for SnapshotCollector {
 mod tests {
     use super::*;
     use crate::feeds::FeedHealth;
+    use crate::gateway::EscalationOutcome;
     use crate::metrics::snapshot::MapFill;
+    use crate::policy::Rule;
     use std::time::Duration;
 
     fn sample() -> Snapshot {
@@ -346,7 +353,7 @@ mod tests {
 
     #[test]
     fn exposition_names_types_and_values() {
-        let text = render(sample()).unwrap();
+        let text = render(sample(), None).unwrap();
         for line in [
             "# TYPE api_shield_verdict_packets_total counter",
             "api_shield_verdict_packets_total{verdict=\"pass\"} 10",
@@ -383,18 +390,59 @@ mod tests {
         assert!(!text.contains("detail=\"auto_block_added\""), "{text}");
     }
 
+    fn gateway() -> GatewayMetrics {
+        let gateway = GatewayMetrics::new();
+        gateway.record_without_decision("check", 400);
+        gateway.record_escalation(
+            Rule::AuthFailures,
+            EscalationOutcome::Blocked,
+            Duration::from_millis(2),
+        );
+        gateway
+    }
+
+    #[test]
+    fn gateway_families_follow_the_snapshot_when_there_is_a_gateway() {
+        let text = render(sample(), Some(&gateway())).unwrap();
+        for line in [
+            "api_shield_verdict_packets_total{verdict=\"pass\"} 10",
+            "# TYPE api_shield_gateway_requests_total counter",
+            "api_shield_gateway_requests_total{listener=\"check\",route=\"none\",status_class=\"4xx\",auth=\"not_applicable\"} 1",
+            "api_shield_gateway_escalations_total{rule=\"auth_failures\",outcome=\"blocked\"} 1",
+            "api_shield_gateway_escalations_total{rule=\"over_quota\",outcome=\"failed\"} 0",
+            "# TYPE api_shield_gateway_escalation_latency_seconds histogram",
+            "api_shield_gateway_escalation_latency_seconds_count{rule=\"auth_failures\"} 1",
+            "api_shield_gateway_escalation_latency_seconds_bucket{rule=\"auth_failures\",le=\"0.002\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        // A family with no series yet (no quota rejection) is left out, HELP and TYPE too.
+        assert!(!text.contains("quota_rejections"), "{text}");
+        let without = render(sample(), None).unwrap();
+        assert!(!without.contains("gateway"), "{without}");
+    }
+
     #[test]
     fn every_sample_belongs_to_a_typed_family() {
-        let text = render(sample()).unwrap();
-        let typed: Vec<&str> = text
+        let text = render(sample(), Some(&gateway())).unwrap();
+        let typed: Vec<(&str, &str)> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|l| l.split(' ').next())
+            .filter_map(|l| l.split_once(' '))
             .collect();
+        let kind = |name: &str| typed.iter().find(|(n, _)| *n == name).map(|(_, k)| *k);
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(name.starts_with("api_shield_"), "{line}");
-            assert!(typed.contains(&name), "`{name}` has no TYPE line");
+            // A histogram's samples are its family's name with a suffix.
+            let histogram = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|suffix| name.strip_suffix(suffix))
+                .any(|family| kind(family) == Some("histogram"));
+            assert!(
+                kind(name).is_some() || histogram,
+                "`{name}` has no TYPE line"
+            );
         }
         // Counters, and only counters, end in `_total`.
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

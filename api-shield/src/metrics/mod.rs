@@ -19,9 +19,18 @@
 //! | `map_used`, `map_capacity` | gauge | `map` (6) |
 //! | `feed_syncs_total`, `feed_errors_total` | counter | `feed` |
 //! | `feed_last_success_timestamp_seconds`, `feed_degraded` | gauge | `feed` |
+//! | `gateway_requests_total` | counter | `listener`, `route`, `status_class`, `auth` |
+//! | `gateway_quota_rejections_total`, `gateway_quota_dry_run_rejections_total` | counter | `route`, `limit` |
+//! | `gateway_escalations_total` | counter | `rule`, `outcome` |
+//! | `gateway_escalation_latency_seconds` | histogram | `rule` |
 //!
-//! Label values come from fixed sets or from list names, and the kernel counts drops for at
-//! most `MAX_ORIGINS` (256) origins, so cardinality stays bounded. Addresses are never labels.
+//! The `gateway_` families are there only with a `[gateway]` section; unlike the others they
+//! are live counters kept by the gateway ([`crate::gateway::metrics`] describes their labels),
+//! registered beside the snapshot at each scrape.
+//!
+//! Label values come from fixed sets, from list names or from the policy's route and limit
+//! names, and the kernel counts drops for at most `MAX_ORIGINS` (256) origins, so cardinality
+//! stays bounded. Addresses and identities are never labels.
 
 mod config;
 mod encode;

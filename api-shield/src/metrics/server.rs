@@ -25,6 +25,7 @@ use super::config::MetricsConfig;
 use super::encode::{CONTENT_TYPE as EXPOSITION, render};
 use super::snapshot::Snapshot;
 use crate::daemon::ops::State;
+use crate::gateway::GatewayMetrics;
 
 /// A scraper must send its request headers within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,9 +66,15 @@ impl MetricsListener {
         self.listener.local_addr()
     }
 
-    /// Serves scrapes of `state` until `shutdown` completes; connections still open then are
-    /// dropped (a scrape is short, and the scraper retries).
-    pub async fn serve(self, state: Arc<Mutex<State>>, shutdown: impl Future<Output = ()>) {
+    /// Serves scrapes of `state`, and of `gateway` when a gateway runs, until `shutdown`
+    /// completes; connections still open then are dropped (a scrape is short, and the scraper
+    /// retries).
+    pub async fn serve(
+        self,
+        state: Arc<Mutex<State>>,
+        gateway: Option<Arc<GatewayMetrics>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = JoinSet::new();
         let mut shutdown = pin!(shutdown);
@@ -82,8 +89,9 @@ impl MetricsListener {
                             continue;
                         };
                         let state = Arc::clone(&state);
+                        let gateway = gateway.clone();
                         connections.spawn(async move {
-                            connection(stream, peer, state).await;
+                            connection(stream, peer, state, gateway).await;
                             drop(slot);
                         });
                     }
@@ -99,8 +107,13 @@ impl MetricsListener {
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, state: Arc<Mutex<State>>) {
-    let service = service_fn(move |req| handle(Arc::clone(&state), req));
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<Mutex<State>>,
+    gateway: Option<Arc<GatewayMetrics>>,
+) {
+    let service = service_fn(move |req| handle(Arc::clone(&state), gateway.clone(), req));
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -124,6 +137,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 async fn handle(
     state: Arc<Mutex<State>>,
+    gateway: Option<Arc<GatewayMetrics>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
@@ -156,7 +170,7 @@ async fn handle(
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r);
-    let rendered = gathered.and_then(|s| render(s).map_err(|e| e.to_string()));
+    let rendered = gathered.and_then(|s| render(s, gateway.as_deref()).map_err(|e| e.to_string()));
     Ok(match rendered {
         Ok(text) => reply(StatusCode::OK, EXPOSITION, text),
         Err(e) => {

@@ -39,6 +39,12 @@ pub fn parse_hash(text: &str) -> Result<[u8; 32], String> {
             hex.len()
         ));
     }
+    // ASCII hex digits only, checked first: the pairs sliced below then fall on character
+    // boundaries (a multi-byte character panicked the slicing), and `from_str_radix` never sees
+    // the leading `+` it would read as a sign (`+a` as 0x0a).
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("not hexadecimal".to_owned());
+    }
     let mut out = [0u8; 32];
     for (i, byte) in out.iter_mut().enumerate() {
         *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
@@ -128,6 +134,14 @@ mod tests {
         assert!(parse_hash("abc").is_err());
         assert!(parse_hash("sha256:zz").is_err());
         assert!(parse_hash(&format!("sha256:{}", "g".repeat(64))).is_err());
+        // Found by the `api_key_hash` fuzz target: 64 bytes holding a two-byte character
+        // panicked, and a `+` was read as a sign.
+        assert!(parse_hash(&format!("sha256:a\u{e9}{}", "0".repeat(61))).is_err());
+        assert!(parse_hash(&format!("sha256:+a{}", "0".repeat(62))).is_err());
+        let upper = hash_api_key("abc")
+            .to_ascii_uppercase()
+            .replacen("SHA256", "sha256", 1);
+        assert_eq!(parse_hash(&upper), parse_hash(&hash_api_key("abc")));
     }
 
     #[test]

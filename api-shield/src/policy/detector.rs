@@ -46,6 +46,14 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// Every rule, for metrics that report each one from the start.
+    pub const ALL: [Rule; 4] = [
+        Self::AuthFailures,
+        Self::TooManyRequests,
+        Self::NotFoundPaths,
+        Self::OverQuota,
+    ];
+
     /// Config spelling, also the audit reason's prefix.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -50,6 +50,57 @@ impl JwksFetcher for NoFetcher {
     }
 }
 
+/// The keys of a JWKS document, as [`parse_jwks`] reads them.
+#[derive(Debug, Default)]
+pub struct ParsedJwks {
+    /// Keys with a `kid` (a later key replaces an earlier one of the same `kid`).
+    pub by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Keys without a `kid`.
+    pub unnamed: Vec<Arc<VerifyKey>>,
+    /// Why each unusable key was skipped, in document order.
+    pub skipped: Vec<String>,
+}
+
+impl ParsedJwks {
+    /// Keys kept.
+    pub fn usable(&self) -> usize {
+        self.by_kid.len() + self.unnamed.len()
+    }
+}
+
+/// Reads a JWKS document: the first [`MAX_JWKS_KEYS`] entries of its `keys` array, each
+/// through [`key_from_jwk`] with symmetric keys refused. Keys that cannot be used (encryption
+/// keys, symmetric keys, unsupported types or curves, weak RSA, algorithms outside `algorithms`)
+/// are skipped, not errors: an exotic key must not make the whole set unreadable. The document
+/// itself is an error when it is too large, not JSON, or has no `keys` array; one without a
+/// usable key is not (the cache refuses it).
+pub fn parse_jwks(body: &str, algorithms: &[Algorithm]) -> Result<ParsedJwks, String> {
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!("document over {MAX_JWKS_BYTES} bytes"));
+    }
+    let doc: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let entries = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or("no \"keys\" array")?;
+    let mut parsed = ParsedJwks::default();
+    for entry in entries.iter().take(MAX_JWKS_KEYS) {
+        let key = serde_json::from_value::<Jwk>(entry.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|jwk| key_from_jwk(&jwk, None, algorithms, false));
+        match key {
+            Ok(key) => match key.kid.clone() {
+                Some(kid) => {
+                    parsed.by_kid.insert(kid, Arc::new(key));
+                }
+                None => parsed.unnamed.push(Arc::new(key)),
+            },
+            Err(e) => parsed.skipped.push(e),
+        }
+    }
+    Ok(parsed)
+}
+
 #[derive(Default)]
 struct KeySet {
     by_kid: HashMap<String, Arc<VerifyKey>>,
@@ -218,46 +269,22 @@ impl JwksCache {
         }
     }
 
-    /// Parses a JWKS document and replaces the keys. Keys that cannot be used (encryption keys,
-    /// symmetric keys, unsupported types or curves, weak RSA, algorithms the issuer does not
-    /// accept) are skipped; a document with no usable key is an error and changes nothing.
+    /// Parses a JWKS document (see [`parse_jwks`]) and replaces the keys. A document with no
+    /// usable key is an error and changes nothing.
     pub fn install(&self, body: &str, now: Instant) -> Result<usize, String> {
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(format!("document over {MAX_JWKS_BYTES} bytes"));
+        let parsed = parse_jwks(body, &self.algorithms)?;
+        for e in &parsed.skipped {
+            tracing::debug!(url = %self.url, error = %e, "JWKS key skipped");
         }
-        let doc: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
-        let entries = doc
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or("no \"keys\" array")?;
-        let mut set = KeySet {
-            fetched_at: Some(now),
-            ..KeySet::default()
-        };
-        let mut skipped = 0usize;
-        for entry in entries.iter().take(MAX_JWKS_KEYS) {
-            // One key at a time: an exotic key must not make the whole set unreadable.
-            let key = serde_json::from_value::<Jwk>(entry.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|jwk| key_from_jwk(&jwk, None, &self.algorithms, false));
-            match key {
-                Ok(key) => match key.kid.clone() {
-                    Some(kid) => {
-                        set.by_kid.insert(kid, Arc::new(key));
-                    }
-                    None => set.unnamed.push(Arc::new(key)),
-                },
-                Err(e) => {
-                    skipped += 1;
-                    tracing::debug!(url = %self.url, error = %e, "JWKS key skipped");
-                }
-            }
-        }
-        let usable = set.by_kid.len() + set.unnamed.len();
+        let usable = parsed.usable();
         if usable == 0 {
-            return Err(format!("no usable key ({skipped} skipped)"));
+            return Err(format!("no usable key ({} skipped)", parsed.skipped.len()));
         }
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = set;
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = KeySet {
+            by_kid: parsed.by_kid,
+            unnamed: parsed.unnamed,
+            fetched_at: Some(now),
+        };
         Ok(usable)
     }
 }

@@ -17,7 +17,7 @@ mod model;
 mod reply;
 mod routes;
 mod server;
-mod tls;
+pub(crate) mod tls;
 
 #[cfg(test)]
 mod tests;

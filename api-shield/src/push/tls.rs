@@ -54,7 +54,7 @@ fn pem_error(path: &Path, what: &'static str, reason: String) -> PushError {
     }
 }
 
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, PushError> {
+pub(crate) fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, PushError> {
     const WHAT: &str = "certificate";
     let bytes = read(path, WHAT)?;
     let chain = CertificateDer::pem_slice_iter(&bytes)
@@ -70,7 +70,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, PushError> {
     Ok(chain)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PushError> {
+pub(crate) fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, PushError> {
     const WHAT: &str = "key";
     let bytes = read(path, WHAT)?;
     if let Ok(meta) = fs::metadata(path)

@@ -1,0 +1,131 @@
+//! The daemon's gateway: the check endpoint and the TLS-terminating listeners, one policy
+//! engine behind both, JWKS refreshed in the background, everything swapped on SIGHUP.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::ops::State;
+use crate::audit::AuditLog;
+use crate::gateway::config::GatewayConfig;
+use crate::gateway::escalate::StateEscalator;
+use crate::gateway::jwks_http::HttpJwksFetcher;
+use crate::gateway::live::{Live, SharedLive};
+use crate::gateway::proxy::{self, Serving};
+use crate::gateway::{Escalator, GatewayMetrics};
+use crate::policy::JwksFetcher;
+
+/// How often stale JWKS caches are refreshed (each respects its own cooldown).
+const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Gateway {
+    pub live: SharedLive,
+    fetcher: Arc<dyn JwksFetcher>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Gateway {
+    /// Loads the policy, routes and certificates (a problem refuses the start, naming it),
+    /// binds every listener and starts serving.
+    pub async fn start(
+        cfg: GatewayConfig,
+        state: Arc<Mutex<State>>,
+        audit: Arc<AuditLog>,
+        metrics: Arc<GatewayMetrics>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Self> {
+        let fetcher: Arc<dyn JwksFetcher> = Arc::new(HttpJwksFetcher::default());
+        let live =
+            Live::load(cfg.clone(), None, Arc::clone(&fetcher)).map_err(anyhow::Error::msg)?;
+        let live: SharedLive = Arc::new(ArcSwap::from_pointee(live));
+        let escalator: Arc<dyn Escalator> = Arc::new(StateEscalator { state, audit });
+        let mut tasks = Vec::new();
+
+        let check = crate::gateway::bind(&cfg).await?;
+        tracing::info!(addr = %check.local_addr()?, "gateway check endpoint listening");
+        tasks.push(tokio::spawn(check.serve(
+            Arc::clone(&live),
+            Arc::clone(&escalator),
+            Arc::clone(&metrics),
+            stopped(stop.clone()),
+        )));
+
+        let threads = cfg.serving_threads();
+        let listeners = proxy::bind(&cfg.listeners, threads)?;
+        for l in &listeners {
+            let addr = l.local_addr().context("gateway listener address")?;
+            tracing::info!(%addr, tls = l.is_tls(), threads, "gateway listening");
+        }
+        if !listeners.is_empty() {
+            let serving = Serving {
+                live: Arc::clone(&live),
+                escalator,
+                metrics,
+            };
+            let handles = proxy::spawn_threads(listeners, &serving, stop)
+                .context("starting the gateway threads")?;
+            tasks.push(tokio::task::spawn_blocking(move || {
+                for h in handles {
+                    if h.join().is_err() {
+                        tracing::error!("a gateway thread panicked");
+                    }
+                }
+            }));
+        }
+
+        let refresher = Arc::clone(&live);
+        let rx = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(JWKS_REFRESH_EVERY);
+            let mut stop = std::pin::pin!(stopped(rx));
+            loop {
+                tokio::select! {
+                    () = &mut stop => break,
+                    _ = tick.tick() => {
+                        let engine = Arc::clone(&refresher.load().engine);
+                        let refreshed = tokio::task::spawn_blocking(move || engine.refresh_jwks(Instant::now())).await;
+                        if let Ok(n) = refreshed && n > 0 {
+                            tracing::info!(key_sets = n, "JWKS refreshed");
+                        }
+                    }
+                }
+            }
+        }));
+        Ok(Self {
+            live,
+            fetcher,
+            tasks,
+        })
+    }
+
+    /// Re-reads `cfg` and its policy file and swaps them in whole, or keeps the running ones
+    /// and says why. Listener addresses are bound once: changing them needs a restart.
+    pub fn reload(&self, cfg: GatewayConfig) -> Result<(), String> {
+        let current = self.live.load_full();
+        let addresses = |c: &GatewayConfig| {
+            (
+                c.check_listen,
+                c.listeners
+                    .iter()
+                    .map(|l| (l.listen, l.proxy_protocol, l.tls_cert.is_some()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        if addresses(&cfg) != addresses(&current.cfg) {
+            tracing::warn!(
+                "gateway listener addresses, TLS on/off and PROXY settings change at restart; the rest is reloaded"
+            );
+        }
+        let next = Live::load(cfg, Some(&current), Arc::clone(&self.fetcher))?;
+        self.live.store(Arc::new(next));
+        Ok(())
+    }
+}

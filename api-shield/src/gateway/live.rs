@@ -1,0 +1,61 @@
+//! What a SIGHUP replaces: the gateway settings, the policy engine, the routing table and the
+//! TLS acceptors, swapped as one value. Connections read it per request (the engine, the
+//! routes) or per accept (TLS, timeouts), so a reload drops nothing in flight.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_rustls::TlsAcceptor;
+
+use super::config::GatewayConfig;
+use super::proxy::{tls, upstream::Routing};
+use crate::policy::{Engine, JwksFetcher, PolicyConfig};
+
+pub struct Live {
+    pub cfg: GatewayConfig,
+    pub engine: Arc<Engine>,
+    pub routing: Routing,
+    /// Per listener address; `None` for plain HTTP.
+    pub acceptors: HashMap<SocketAddr, Option<TlsAcceptor>>,
+}
+
+/// Shared by every task of the gateway.
+pub type SharedLive = Arc<ArcSwap<Live>>;
+
+impl Live {
+    /// Reads and checks everything `cfg` names. With `previous`, the engine is reloaded from
+    /// it (limits continue, nothing refills). Every problem is named; nothing is half-applied.
+    pub fn load(
+        cfg: GatewayConfig,
+        previous: Option<&Live>,
+        fetcher: Arc<dyn JwksFetcher>,
+    ) -> Result<Self, String> {
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let at = |e: &dyn std::fmt::Display| {
+            format!("gateway.policy_file {}: {e}", cfg.policy_file.display())
+        };
+        let text = std::fs::read_to_string(&cfg.policy_file).map_err(|e| at(&e))?;
+        let policy = PolicyConfig::from_toml_str(&text).map_err(|e| at(&e))?;
+        let routing = Routing::new(&cfg, &policy).map_err(|p| p.join("; "))?;
+        let mut acceptors = HashMap::new();
+        for l in &cfg.listeners {
+            acceptors.insert(l.listen, tls::acceptor(l)?);
+        }
+        let engine = match previous {
+            Some(p) => p.engine.reload(policy),
+            None => Engine::new(policy, fetcher),
+        }
+        .map_err(|e| at(&e))?;
+        Ok(Self {
+            cfg,
+            engine: Arc::new(engine),
+            routing,
+            acceptors,
+        })
+    }
+}

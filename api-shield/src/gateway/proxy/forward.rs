@@ -1,0 +1,344 @@
+//! One request through the gateway: decide it with the policy engine, answer denials
+//! directly, forward the rest to the route's upstream and relay its answer, feeding the
+//! upstream's status back to the detector.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Version};
+use tokio::time::timeout;
+
+use super::body::{self, BodyStop, Guarded, ProxyBody, StopFlag};
+use super::{ConnInfo, ProxyShared};
+use crate::gateway::client_ip::client_ip;
+use crate::gateway::dispatch_escalations;
+use crate::gateway::live::Live;
+use crate::policy::{Decision, Headers, Now, RequestMeta};
+
+/// Listener label of the gateway's requests in the metrics.
+pub const METRICS_LISTENER: &str = "proxy";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): they describe one connection, never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Set by the gateway for the upstream; a client's own copies are never passed on.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+pub async fn handle(
+    req: Request<Incoming>,
+    info: ConnInfo,
+    shared: Arc<ProxyShared>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let arrived = Instant::now();
+    let live = shared.live.load_full();
+    let client = info
+        .proxied_client
+        .unwrap_or_else(|| client_ip(&live.cfg, info.peer.ip(), req.headers()));
+    let host = request_host(&req);
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let mut meta = RequestMeta::new(client, req.method().as_str(), host.clone(), path.clone());
+    meta.query = query.clone();
+    meta.headers = policy_headers(req.headers());
+    let decision = live.engine.check(&meta, Now::system());
+    if !decision.escalations.is_empty() {
+        dispatch_escalations(
+            Arc::clone(&shared.escalator),
+            decision.escalations.clone(),
+            arrived,
+            Arc::clone(&shared.metrics),
+        );
+    }
+    let response = if decision.is_allowed() {
+        forward(
+            req,
+            &decision,
+            &live,
+            &shared,
+            client,
+            info,
+            &host,
+            query.as_deref(),
+        )
+        .await
+    } else {
+        tracing::debug!(%client, status = decision.status(), reason = ?decision.reason, route = ?decision.route, "gateway denied");
+        denial(&decision)
+    };
+    let status = response.status().as_u16();
+    shared.metrics.record(METRICS_LISTENER, &decision, status);
+    if decision.is_allowed()
+        && let Some(e) =
+            live.engine
+                .observe_response(client, &path, status, std::time::Instant::now())
+    {
+        dispatch_escalations(
+            Arc::clone(&shared.escalator),
+            vec![e],
+            arrived,
+            Arc::clone(&shared.metrics),
+        );
+    }
+    Ok(response)
+}
+
+/// `:authority` (HTTP/2, absolute-form) or `Host`.
+fn request_host<B>(req: &Request<B>) -> String {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+fn policy_headers(headers: &HeaderMap) -> Headers {
+    let mut h = Headers::new();
+    for (name, value) in headers {
+        if let Ok(v) = value.to_str() {
+            h.append(name.as_str(), v);
+        }
+    }
+    h
+}
+
+fn text(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(body::full(msg));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn append_pairs(h: &mut HeaderMap, pairs: &[(String, String)]) {
+    for (name, value) in pairs {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.append(n, v);
+        }
+    }
+}
+
+/// The engine's denial: 401 with `WWW-Authenticate`, 403, or 429 with `Retry-After` and the
+/// `RateLimit` headers. The body says no more than the status (no oracle for guessing).
+fn denial(decision: &Decision) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::FORBIDDEN);
+    let mut r = text(status, status.canonical_reason().unwrap_or("denied"));
+    append_pairs(r.headers_mut(), &decision.response_headers);
+    r
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(&named) {
+        h.remove(name);
+    }
+    h.remove(header::UPGRADE);
+}
+
+/// The query without the parameters the decision removes (an API key given in the query).
+fn strip_query(query: Option<&str>, remove: &[String]) -> Option<String> {
+    let q = query?;
+    if remove.is_empty() {
+        return Some(q.to_owned());
+    }
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            let key = crate::policy::request::percent_decode(key).unwrap_or_default();
+            !remove.contains(&key)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+#[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed")]
+async fn forward(
+    req: Request<Incoming>,
+    decision: &Decision,
+    live: &Live,
+    shared: &ProxyShared,
+    client: IpAddr,
+    info: ConnInfo,
+    host: &str,
+    query: Option<&str>,
+) -> Response<ProxyBody> {
+    let limits = &live.cfg.limits;
+    let timeouts = &live.cfg.timeouts;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    let Some(upstream) = live.routing.upstream(decision.route.as_deref()) else {
+        return text(StatusCode::BAD_GATEWAY, "no upstream for this route");
+    };
+    let query = strip_query(query, &decision.strip_query_params);
+    let Ok(uri) = upstream.uri(req.uri().path(), query.as_deref()) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "request target cannot be forwarded",
+        );
+    };
+    let (parts, incoming) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    for name in &decision.strip_headers {
+        headers.remove(name.as_str());
+    }
+    let trusted_peer = live.cfg.trusts(info.peer.ip());
+    let mut forwarded_for = if trusted_peer && info.proxied_client.is_none() {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    if !forwarded_for.is_empty() {
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&if info.proxied_client.is_some() {
+        client.to_string()
+    } else {
+        canonical_peer(info)
+    });
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REAL_IP,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::FORWARDED);
+    let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(&mut headers, X_FORWARDED_FOR, &forwarded_for);
+    set(&mut headers, X_REAL_IP, &client.to_string());
+    set(
+        &mut headers,
+        X_FORWARDED_PROTO,
+        if info.tls { "https" } else { "http" },
+    );
+    if !host.is_empty() {
+        set(&mut headers, X_FORWARDED_HOST, host);
+        // HTTP/2 carries the host in `:authority`; HTTP/1.1 upstreams need `Host`.
+        set(&mut headers, header::HOST, host);
+    }
+    append_pairs(&mut headers, &decision.upstream_headers);
+
+    let flag = StopFlag::default();
+    let guarded = Guarded::new(incoming, limits.max_body_bytes, timeouts.body, flag.clone());
+    let mut up = Request::new(body::boxed(guarded));
+    *up.method_mut() = parts.method;
+    *up.uri_mut() = uri;
+    *up.version_mut() = Version::HTTP_11;
+    *up.headers_mut() = headers;
+
+    let answer = match timeout(timeouts.upstream_response, shared.client.request(up)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            return match flag.get() {
+                Some(BodyStop::TooLarge) => {
+                    text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                }
+                Some(BodyStop::TimedOut) => text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request body not received in time",
+                ),
+                None => {
+                    tracing::warn!(upstream = %upstream.authority, error = %e, "gateway: upstream request failed");
+                    text(StatusCode::BAD_GATEWAY, "upstream unavailable")
+                }
+            };
+        }
+        Err(_) => {
+            tracing::warn!(upstream = %upstream.authority, "gateway: upstream response timed out");
+            return text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
+        }
+    };
+    let (mut parts, upstream_body) = answer.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    append_pairs(&mut parts.headers, &decision.response_headers);
+    Response::from_parts(parts, body::boxed(upstream_body))
+}
+
+fn canonical_peer(info: ConnInfo) -> String {
+    crate::gateway::config::canonical(info.peer.ip()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_keys_are_removed_by_decoded_name() {
+        let remove = vec!["api_key".to_owned()];
+        assert_eq!(
+            strip_query(Some("a=1&api_key=s3cret&b=2"), &remove).as_deref(),
+            Some("a=1&b=2")
+        );
+        assert_eq!(strip_query(Some("api%5Fkey=s3cret"), &remove), None);
+        assert_eq!(strip_query(Some("a=1"), &[]).as_deref(), Some("a=1"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

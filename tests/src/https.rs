@@ -1,0 +1,197 @@
+//! A real HTTPS client for the gateway tests: rustls (TLS 1.2/1.3, ALPN), hyper's HTTP/1.1 or
+//! HTTP/2 client connection, optional client certificate, run from inside a lab namespace.
+//! One connection can carry several requests, so a test can hold it across a reload.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the gateway.
+#[derive(Clone)]
+pub struct Tls {
+    /// PEM of the CA that signed the server certificate.
+    pub ca_pem: String,
+    pub server_name: String,
+    /// PEM certificate and key of the client (mTLS).
+    pub client: Option<(String, String)>,
+    pub http2: bool,
+}
+
+/// One answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub version: Version,
+    pub headers: hyper::HeaderMap,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A request: method, path, headers, body.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: &'static str,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn get(path: &str) -> Req {
+        Req {
+            method: "GET",
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+fn config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut cfg = match &tls.client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    cfg.alpn_protocols = if tls.http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(cfg)
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// Opens one TLS connection to `addr` (from the current thread's namespace) and sends every
+/// request of `batch` on it in order, calling `between(i)` before request `i` (e.g. to reload
+/// the daemon mid-connection). Stops at the first failure.
+pub fn session(
+    addr: SocketAddr,
+    tls: &Tls,
+    batch: &[Req],
+    mut between: impl FnMut(usize),
+) -> Result<Vec<Answer>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let connector = TlsConnector::from(Arc::new(config(tls)?));
+        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::try_from(tls.server_name.clone()).map_err(|e| e.to_string())?;
+        let stream = tokio::time::timeout(TIMEOUT, connector.connect(name, tcp))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_owned())?
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let io = TokioIo::new(stream);
+        let mut sender = if tls.http2 {
+            let (s, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+            tokio::spawn(conn);
+            Sender::H2(s)
+        } else {
+            let (s, conn) = http1::handshake(io)
+                .await
+                .map_err(|e| format!("h1 handshake: {e}"))?;
+            tokio::spawn(conn);
+            Sender::H1(s)
+        };
+        let mut answers = Vec::new();
+        for (i, r) in batch.iter().enumerate() {
+            between(i);
+            let uri = if tls.http2 {
+                format!("https://{}{}", tls.server_name, r.path)
+            } else {
+                r.path.clone()
+            };
+            let mut req = Request::builder().method(r.method).uri(uri);
+            if !tls.http2 {
+                req = req.header("host", &tls.server_name);
+            }
+            for (n, v) in &r.headers {
+                req = req.header(n, v);
+            }
+            let req = req
+                .body(Full::new(Bytes::from(r.body.clone())))
+                .map_err(|e| e.to_string())?;
+            let resp = match &mut sender {
+                Sender::H1(s) => {
+                    s.ready().await.map_err(|e| format!("h1 not ready: {e}"))?;
+                    tokio::time::timeout(TIMEOUT, s.send_request(req)).await
+                }
+                Sender::H2(s) => {
+                    s.ready().await.map_err(|e| format!("h2 not ready: {e}"))?;
+                    tokio::time::timeout(TIMEOUT, s.send_request(req)).await
+                }
+            }
+            .map_err(|_| "response timed out".to_owned())?
+            .map_err(|e| format!("request: {e}"))?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            answers.push(Answer {
+                status: parts.status.as_u16(),
+                version: parts.version,
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(answers)
+    })
+}
+
+/// One request on its own connection.
+pub fn once(addr: SocketAddr, tls: &Tls, req: Req) -> Result<Answer, String> {
+    session(addr, tls, &[req], |_| {}).map(|mut a| a.remove(0))
+}
