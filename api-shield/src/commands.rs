@@ -57,7 +57,15 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Command::CheckConfig(args) => match load_config(&args.file) {
-            Ok(_) => {
+            Ok(config) => {
+                // What the gateway reads at start: the policy, its routes' upstreams, every
+                // certificate and key; JWKS URLs are not fetched here.
+                if let Some(gateway) = config.gateway {
+                    let fetcher = std::sync::Arc::new(crate::policy::NoFetcher);
+                    if let Err(e) = crate::gateway::live::Live::load(gateway, None, fetcher) {
+                        return fail(EXIT_REFUSED, &format!("{}: {e}", args.file.display()));
+                    }
+                }
                 println!("{}: valid", args.file.display());
                 ExitCode::SUCCESS
             }

@@ -700,3 +700,54 @@ fn tls_gateway_serves_limits_and_escalates_into_the_kernel() {
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check-config` reads what the gateway would: the policy and its routes' upstreams, the
+/// certificates; each problem named, exit 2.
+#[test]
+fn check_config_reads_the_policy_and_certificates() {
+    let dir = std::env::temp_dir().join(format!("api-shield-gwcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[routes]]\nname = \"orders\"\npath_prefix = \"/orders\"\n",
+    )
+    .unwrap();
+    let cfg = dir.join("cfg.toml");
+    let write_cfg = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "run_as = \"{RUN_AS}\"\n[gateway]\npolicy_file = \"{}\"\n{extra}\
+                 [[gateway.listeners]]\nlisten = \"127.0.0.1:8443\"\n\
+                 tls_cert = \"{d}/missing.pem\"\ntls_key = \"{d}/missing.key\"\n",
+                policy.display(),
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || {
+        let out = Command::new(tests::daemon::binary())
+            .arg("check-config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    write_cfg("");
+    let (code, err) = check();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("policy route `orders` has no upstream"),
+        "{err}"
+    );
+    write_cfg("default_upstream = \"http://127.0.0.1:8081\"\n");
+    let (code, err) = check();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("missing.pem"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
