@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
 
 use super::Escalator;
 use super::config::{ListenerConfig, canonical};
@@ -141,7 +142,17 @@ pub fn spawn_threads(
     let mut per_thread: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
     let max = serving.live.load().cfg.limits.max_connections;
     for l in listeners {
-        let cfg = Arc::new(l.cfg);
+        let tls_at_start = serving
+            .live
+            .load()
+            .acceptors
+            .get(&l.cfg.listen)
+            .cloned()
+            .flatten();
+        let cfg = Arc::new(Bound {
+            cfg: l.cfg,
+            tls_at_start,
+        });
         // One connection budget per listener, whichever thread accepts.
         let slots = Arc::new(Semaphore::new(max));
         for (i, socket) in l.sockets.into_iter().enumerate() {
@@ -194,10 +205,17 @@ pub fn spawn_threads(
     Ok(handles)
 }
 
+/// A listener as bound at start: its address, TLS on or off and PROXY setting stay as they
+/// were (a reload changes certificates, not whether a port speaks TLS).
+struct Bound {
+    cfg: ListenerConfig,
+    tls_at_start: Option<TlsAcceptor>,
+}
+
 /// Serves one socket until `shutdown`, then lets requests in flight finish for a while.
 async fn serve(
     listener: TcpListener,
-    cfg: Arc<ListenerConfig>,
+    bound: Arc<Bound>,
     slots: Arc<Semaphore>,
     shared: Arc<ProxyShared>,
     shutdown: impl Future<Output = ()>,
@@ -212,11 +230,11 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        tracing::warn!(%peer, listen = %cfg.listen, "gateway: too many connections; closing a new one");
+                        tracing::warn!(%peer, listen = %bound.cfg.listen, "gateway: too many connections; closing a new one");
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(stream, peer, Arc::clone(&cfg), Arc::clone(&shared), stopping.clone(), slot));
+                    connections.spawn(connection(stream, peer, Arc::clone(&bound), Arc::clone(&shared), stopping.clone(), slot));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "gateway: accept failed");
@@ -257,11 +275,12 @@ enum Versions {
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    cfg: Arc<ListenerConfig>,
+    bound: Arc<Bound>,
     shared: Arc<ProxyShared>,
     stopping: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
+    let cfg = &bound.cfg;
     let live = shared.live.load_full();
     let header_timeout = live.cfg.timeouts.header;
     let mut proxied_client = None;
@@ -276,7 +295,17 @@ async fn connection(
             Err(_) => return,
         }
     }
-    let acceptor = live.acceptors.get(&cfg.listen).cloned().flatten();
+    // The reloaded certificate when there is one for this address, else the one it started
+    // with; a plain listener never starts speaking TLS, nor a TLS one plain text.
+    let acceptor = if bound.tls_at_start.is_some() {
+        live.acceptors
+            .get(&cfg.listen)
+            .cloned()
+            .flatten()
+            .or_else(|| bound.tls_at_start.clone())
+    } else {
+        None
+    };
     let info = ConnInfo {
         peer,
         proxied_client,
