@@ -3,6 +3,7 @@
 /// The XDP object, built by `build.rs` and embedded so the binary is self-contained.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("API_SHIELD_BPF_OBJ"));
 
+pub mod accept;
 pub mod audit;
 pub mod cli;
 pub mod commands;

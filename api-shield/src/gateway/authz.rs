@@ -44,8 +44,7 @@ use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 
 use super::Escalator;
 use super::client_ip::client_ip;
@@ -53,13 +52,13 @@ use super::config::GatewayConfig;
 use super::escalate::dispatch_escalations;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use crate::accept::Accept;
 use crate::policy::{Decision, Headers, Now, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
 const MAX_CONNECTIONS: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Largest request head accepted (nginx passes every original header).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The engine's status, on every answer.
@@ -131,48 +130,12 @@ impl AuthzListener {
             escalator,
             metrics,
         });
-        let (stop, stopping) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut connections = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                            tracing::warn!(%peer, "check endpoint: too many connections; closing a new one");
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        connections.spawn(connection(stream, peer, Arc::clone(&shared), stopping.clone(), slot));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "check endpoint: accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                },
-                Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                    if let Err(e) = joined {
-                        tracing::error!(error = %e, "check endpoint connection task failed");
-                    }
-                }
-            }
-        }
-        drop(self.listener);
-        let _ = stop.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "check endpoint: dropping busy connections at shutdown"
-            );
-        }
-        connections.shutdown().await;
+        Accept::new("check endpoint", MAX_CONNECTIONS, SHUTDOWN_GRACE)
+            .serve(self.listener, shutdown, |stream, peer, stopping| {
+                let _ = stream.set_nodelay(true);
+                connection(stream, peer, Arc::clone(&shared), stopping)
+            })
+            .await;
     }
 }
 
@@ -181,7 +144,6 @@ async fn connection(
     peer: SocketAddr,
     shared: Arc<Shared>,
     mut stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
 ) {
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);

@@ -1,11 +1,11 @@
 //! The metrics listener: plain HTTP/1.1, `GET /metrics`, served by hyper. Every scrape reads
 //! the live state, so nothing is cached and nothing is counted twice.
 
+use crate::accept::Accept;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,8 +18,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use super::config::MetricsConfig;
 use super::encode::{CONTENT_TYPE as EXPOSITION, render};
@@ -31,8 +29,6 @@ use crate::gateway::GatewayMetrics;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; a scraper needs one.
 const MAX_CONNECTIONS: usize = 16;
-/// Pause after a failed `accept` (such as running out of descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 type Body = Full<Bytes>;
 
@@ -75,35 +71,13 @@ impl MetricsListener {
         gateway: Option<Arc<GatewayMetrics>>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut connections = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                            tracing::warn!(%peer, "metrics: too many connections; closing a new one");
-                            continue;
-                        };
-                        let state = Arc::clone(&state);
-                        let gateway = gateway.clone();
-                        connections.spawn(async move {
-                            connection(stream, peer, state, gateway).await;
-                            drop(slot);
-                        });
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "metrics: accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-        connections.shutdown().await;
+        // A scrape is short and the scraper retries: nothing to wait for at shutdown.
+        let accept = Accept::new("metrics", MAX_CONNECTIONS, Duration::ZERO);
+        accept
+            .serve(self.listener, shutdown, |stream, peer, _stopping| {
+                connection(stream, peer, Arc::clone(&state), gateway.clone())
+            })
+            .await;
     }
 }
 

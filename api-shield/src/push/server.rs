@@ -1,5 +1,6 @@
 //! The listener: TCP (and TLS) connections served by hyper's HTTP/1.1 server.
 
+use crate::accept::Accept;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -12,8 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::auth::Token;
@@ -30,8 +30,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 256;
 /// Time requests in flight get to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Pause after a failed `accept` (such as running out of descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// A bound push API listener, not yet serving.
 pub struct PushListener {
@@ -115,56 +113,12 @@ impl PushListener {
             max_batch: self.max_batch,
             body_limit: self.body_limit,
         });
-        let (stop, stopping) = watch::channel(false);
-        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let mut connections = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                            tracing::warn!(%peer, "push API: too many connections; closing a new one");
-                            continue;
-                        };
-                        connections.spawn(connection(
-                            stream,
-                            peer,
-                            self.tls.clone(),
-                            Arc::clone(&state),
-                            stopping.clone(),
-                            slot,
-                        ));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "push API: accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                },
-                Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                    if let Err(e) = joined {
-                        tracing::error!(error = %e, "push API connection task failed");
-                    }
-                }
-            }
-        }
-        drop(self.listener);
-        // Every connection holds a receiver, so sending cannot fail while any is alive, and
-        // with none there is nobody to tell.
-        let _ = stop.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = connections.len(),
-                "push API: dropping connections still busy at shutdown"
-            );
-        }
-        connections.shutdown().await;
+        let tls = self.tls;
+        Accept::new("push API", MAX_CONNECTIONS, SHUTDOWN_GRACE)
+            .serve(self.listener, shutdown, |stream, peer, stopping| {
+                connection(stream, peer, tls.clone(), Arc::clone(&state), stopping)
+            })
+            .await;
         Ok(())
     }
 }
@@ -175,7 +129,6 @@ async fn connection(
     tls: Option<TlsAcceptor>,
     state: Arc<State>,
     stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
 ) {
     let Some(acceptor) = tls else {
         return http(stream, peer, state, stopping).await;

@@ -29,7 +29,7 @@ use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
@@ -38,11 +38,11 @@ use super::Escalator;
 use super::config::{ListenerConfig, canonical};
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use crate::accept::Accept;
 use idle::{Activity, IdleIo};
 use upstream::UpstreamClient;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything a request handler needs.
 pub struct ProxyShared {
@@ -220,47 +220,23 @@ async fn serve(
     shared: Arc<ProxyShared>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (stop, stopping) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut shutdown = pin!(shutdown);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                        tracing::warn!(%peer, listen = %bound.cfg.listen, "gateway: too many connections; closing a new one");
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(connection(stream, peer, Arc::clone(&bound), Arc::clone(&shared), stopping.clone(), slot));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "gateway: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-            Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                if let Err(e) = joined {
-                    tracing::error!(error = %e, "gateway connection task failed");
-                }
-            }
-        }
-    }
-    drop(listener);
-    let _ = stop.send(true);
-    let drained = timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = connections.len(),
-            "gateway: dropping busy connections at shutdown"
-        );
-    }
-    connections.shutdown().await;
+    let accept = Accept {
+        what: "gateway",
+        slots,
+        grace: SHUTDOWN_GRACE,
+    };
+    accept
+        .serve(listener, shutdown, |stream, peer, stopping| {
+            let _ = stream.set_nodelay(true);
+            connection(
+                stream,
+                peer,
+                Arc::clone(&bound),
+                Arc::clone(&shared),
+                stopping,
+            )
+        })
+        .await;
 }
 
 /// Which HTTP versions a connection may speak.
@@ -278,7 +254,6 @@ async fn connection(
     bound: Arc<Bound>,
     shared: Arc<ProxyShared>,
     stopping: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
 ) {
     let cfg = &bound.cfg;
     let live = shared.live.load_full();
