@@ -43,6 +43,16 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// Config that turns the kernel's own rate limits and auto-blocks off, for tests whose
+/// traffic must reach userspace whatever its rate (the gateway's).
+pub const KERNEL_QUIET: &str = "\
+[limits]
+packets_per_second = 0
+syn_per_second = 0
+[autoblock]
+strikes = 0
+";
+
 /// A daemon attached to a lab's server interface; killed and cleaned up when dropped.
 pub struct Daemon {
     pub bin: PathBuf,

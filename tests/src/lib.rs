@@ -7,3 +7,4 @@ pub mod https;
 pub mod kernel;
 pub mod metrics;
 pub mod netns;
+pub mod proc;

@@ -9,11 +9,12 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tests::daemon::Daemon;
+use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::metrics::{Metrics, scrape};
 use tests::netns::{Host, Lab, in_netns};
+use tests::proc::Proc;
 
 const NGINX_PORT: u16 = 8080;
 const UPSTREAM_PORT: u16 = 8081;
@@ -21,29 +22,6 @@ const CHECK_PORT: u16 = 9382;
 /// The daemon's metrics listener, in the server's namespace.
 const METRICS: &str = "127.0.0.1:9381";
 const GOOD_KEY: &str = "ak_e2e_good_client_0123456789abcdef";
-
-const KERNEL_QUIET: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
-
-/// A child process killed (by its own pid) and reaped on drop.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("gateway test: killing {}: {e}", self.name);
-        }
-        let _ = self.child.wait();
-    }
-}
 
 fn in_server_ns(netns: &str, program: &str) -> Command {
     let mut cmd = Command::new("nsenter");

@@ -18,10 +18,11 @@ use rcgen::{
     KeyPair,
 };
 use serde_json::{Value, json};
-use tests::daemon::Daemon;
+use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::https::{self, Answer, Req, Tls};
 use tests::metrics::scrape;
 use tests::netns::{Host, Lab, in_netns};
+use tests::proc::Proc;
 
 const TLS_PORT: u16 = 8443;
 const MTLS_PORT: u16 = 8444;
@@ -44,29 +45,6 @@ const PROXIED_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 7);
 const MIN_HEADER_BYTES: usize = 8192;
 /// Idle timeout of client connections in this test (the default is a minute).
 const IDLE_SECS: u64 = 2;
-
-const KERNEL_QUIET: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
-
-/// A child process killed (by its own pid) and reaped on drop.
-struct Proc {
-    name: &'static str,
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("gateway proxy test: killing {}: {e}", self.name);
-        }
-        let _ = self.child.wait();
-    }
-}
 
 fn python_in(netns: &str, script: &Path, args: &[String]) -> Child {
     Command::new("nsenter")
