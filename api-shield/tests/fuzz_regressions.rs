@@ -112,6 +112,11 @@ fn jwk() {
 }
 
 #[test]
+fn route_path() {
+    replay("route_path");
+}
+
+#[test]
 fn api_key_hash() {
     replay("api_key_hash");
 }
@@ -131,7 +136,8 @@ fn every_target_is_replayed() {
             "http_basic",
             "jwt",
             "jwk",
-            "api_key_hash"
+            "api_key_hash",
+            "route_path"
         ],
         "a target was added: give it a #[test] here"
     );

@@ -16,8 +16,10 @@
 //! the public parts: the body types and the `parse_net` / `Token::new` checks they feed.
 
 mod auth;
+mod route;
 
 pub use auth::{api_key_hash, http_basic, jwk, jwt};
+pub use route::route_path;
 
 use api_shield::config::parse_config;
 use api_shield::control::Request;
@@ -49,6 +51,7 @@ pub const TARGETS: &[Target] = &[
     ("jwt", jwt),
     ("jwk", jwk),
     ("api_key_hash", api_key_hash),
+    ("route_path", route_path),
 ];
 
 /// Inputs longer than this are cut: the parsers are linear, and libFuzzer finds nothing more

@@ -26,6 +26,7 @@ const TARGETS: &[&str] = &[
     "jwt",
     "jwk",
     "api_key_hash",
+    "route_path",
 ];
 const CARGO_FUZZ_VERSION_HINT: &str = "cargo install cargo-fuzz --locked";
 /// Longest a single input may run before libFuzzer calls it a hang, in seconds.

@@ -297,8 +297,9 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 /// The answer to the proxy for `decision`.
 pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
     let engine_status = decision.status();
-    // nginx treats anything but 2xx/401/403 from the subrequest as an error (500).
-    let status = if dialect == Dialect::Nginx && engine_status == 429 {
+    // nginx treats anything but 2xx/401/403 from the subrequest as an error (500); the engine's
+    // status stays in the status header for `auth_request_set`.
+    let status = if dialect == Dialect::Nginx && matches!(engine_status, 400 | 429) {
         403
     } else {
         engine_status

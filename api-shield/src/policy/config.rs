@@ -370,9 +370,13 @@ pub struct RouteConfig {
     /// Exact host, or `*.example.com` for any subdomain; absent matches any host.
     #[serde(default)]
     pub host: Option<String>,
-    /// Path prefix, matched on segment boundaries (`/v1` matches `/v1` and `/v1/x`, not `/v10`).
+    /// Path prefix, matched on segment boundaries (`/v1` matches `/v1` and `/v1/x`, not `/v10`)
+    /// against the normalised request path.
     #[serde(default = "default_prefix")]
     pub path_prefix: String,
+    /// Match `path_prefix` ignoring ASCII case (for upstreams that serve `/Admin` as `/admin`).
+    #[serde(default)]
+    pub case_insensitive: bool,
     /// Methods this route covers (empty: all).
     #[serde(default)]
     pub methods: Vec<String>,
@@ -417,7 +421,7 @@ fn default_prefix() -> String {
 fn default_api_key_header() -> String {
     "x-api-key".to_owned()
 }
-fn default_identity_header() -> String {
+pub(crate) fn default_identity_header() -> String {
     "x-auth-identity".to_owned()
 }
 
@@ -769,8 +773,13 @@ impl PolicyConfig {
                     format_args!("duplicate route {:?}", r.name),
                 );
             }
-            if !r.path_prefix.starts_with('/') {
-                p.add(format!("{at}.path_prefix"), "must start with '/'");
+            match super::path::normalize_path(&r.path_prefix) {
+                Err(e) => p.add(format!("{at}.path_prefix"), e),
+                Ok(n) if n.trim_end_matches('/') != r.path_prefix.trim_end_matches('/') => p.add(
+                    format!("{at}.path_prefix"),
+                    format_args!("not in normal form: write {n:?}"),
+                ),
+                Ok(_) => {}
             }
             if let Some(host) = &r.host
                 && (host.is_empty() || host.contains(['/', ' ']))

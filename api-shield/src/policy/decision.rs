@@ -17,7 +17,7 @@ pub enum Verdict {
     Allow,
     /// Answer the client directly.
     Deny {
-        /// 401, 403 or 429.
+        /// 400, 401, 403 or 429.
         status: u16,
         /// The `WWW-Authenticate` value on 401 (and on 403 for insufficient token scope).
         www_authenticate: Option<String>,
@@ -30,6 +30,11 @@ pub enum Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum DenyReason {
+    /// The request path cannot be normalised safely (400).
+    BadPath {
+        /// What is wrong with it (names a character and an offset, never the path).
+        detail: String,
+    },
     /// No route matches and `unmatched = "deny"`.
     NoRoute,
     /// The route needs credentials and none were presented.
@@ -60,6 +65,9 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Why it was (or would have been) denied.
     pub reason: Option<DenyReason>,
+    /// The normalised request path: what the route was matched on and what a transport
+    /// forwards upstream. Empty when the path was refused.
+    pub path: String,
     /// The matched route's name.
     pub route: Option<String>,
     /// Who the request is, when authenticated.

@@ -17,7 +17,7 @@ use super::apikey::ApiKeyStore;
 use super::basic::{self, BasicStore};
 use super::config::{
     AuthMethod, ConfigErrors, HeaderConfig, KeyPart, PolicyConfig, Problems, QuotaScope,
-    RouteConfig, Unmatched,
+    RouteConfig, Unmatched, default_identity_header,
 };
 use super::decision::{Decision, DenyReason, Verdict};
 use super::detector::{Detector, Escalation};
@@ -25,6 +25,7 @@ use super::headers;
 use super::identity::{Grant, Identity};
 use super::jwks::{JwksCache, JwksFetcher};
 use super::jwt::{JwtError, JwtVerifier};
+use super::path::{normalize_path, prefix_matches};
 use super::quota::{LimitSpec, LimitStatus, Limiter, ip_key};
 use super::request::RequestMeta;
 use super::time::Now;
@@ -98,6 +99,8 @@ pub struct Engine {
     detector: Arc<Detector>,
     fetcher: Arc<dyn JwksFetcher>,
     counters: Arc<Counters>,
+    /// Every route's identity and plan header, lower-cased and deduplicated.
+    identity_headers: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -232,12 +235,25 @@ impl Engine {
                         None => HostMatch::Exact(h),
                     },
                 },
-                prefix: r.path_prefix.trim_end_matches('/').to_owned(),
+                prefix: normalize_path(&r.path_prefix)
+                    .unwrap_or_else(|_| r.path_prefix.clone())
+                    .trim_end_matches('/')
+                    .to_owned(),
                 limits: compile_rates(&format!("route/{}", r.name), &r.rate),
                 cfg: r.clone(),
             })
             .collect();
+        let mut identity_headers: Vec<String> = config
+            .routes
+            .iter()
+            .flat_map(|r| std::iter::once(&r.identity_header).chain(r.plan_header.as_ref()))
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        identity_headers.push(default_identity_header());
+        identity_headers.sort();
+        identity_headers.dedup();
         Ok(Self {
+            identity_headers,
             config,
             api_keys,
             basic,
@@ -304,10 +320,7 @@ impl Engine {
                         .iter()
                         .any(|m| m.eq_ignore_ascii_case(&req.method))
             })
-            .filter(|r| {
-                path.strip_prefix(r.prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+            .filter(|r| prefix_matches(path, &r.prefix, r.cfg.case_insensitive))
             .filter_map(|r| {
                 let rank = r.host.rank(&host)?;
                 // Host match, then longest prefix, then a route naming the method.
@@ -323,8 +336,9 @@ impl Engine {
 
     /// Decides one request at `now`.
     pub fn check(&self, req: &RequestMeta, now: Now) -> Decision {
-        let path = normalize_path(&req.path);
+        let normalized = normalize_path(&req.path);
         let mut d = Decision {
+            path: normalized.clone().unwrap_or_default(),
             verdict: Verdict::Allow,
             reason: None,
             route: None,
@@ -337,6 +351,21 @@ impl Engine {
             strip_query_params: Vec::new(),
             dry_run_would_deny: None,
             escalations: Vec::new(),
+        };
+        // Client-sent copies of every configured identity and plan header go, whatever the
+        // route (also with no route and `unmatched = "allow"`).
+        d.strip_headers
+            .extend(self.identity_headers.iter().cloned());
+        let path = match normalized {
+            Ok(p) => p,
+            Err(e) => {
+                d.verdict = deny(400, None, None);
+                d.reason = Some(DenyReason::BadPath {
+                    detail: e.to_string(),
+                });
+                self.count(&d);
+                return d;
+            }
         };
         let Some(route) = self.route_for(req, &path) else {
             if self.config.unmatched == Unmatched::Deny {
@@ -403,10 +432,6 @@ impl Engine {
 
     fn upstream_plumbing(&self, route: &Route, d: &mut Decision) {
         let cfg = &route.cfg;
-        d.strip_headers.push(cfg.identity_header.clone());
-        if let Some(h) = &cfg.plan_header {
-            d.strip_headers.push(h.clone());
-        }
         if cfg.strip_credentials {
             if cfg
                 .auth
@@ -664,9 +689,11 @@ impl Engine {
         now: Instant,
     ) -> Option<Escalation> {
         let e = match status {
-            404 => self
-                .detector
-                .record_not_found(client_ip, &normalize_path(path), now),
+            404 => self.detector.record_not_found(
+                client_ip,
+                &normalize_path(path).unwrap_or_else(|_| path.to_owned()),
+                now,
+            ),
             401 => self.detector.record_auth_failure(client_ip, now),
             429 => self.detector.record_too_many(client_ip, now),
             _ => None,
@@ -713,46 +740,5 @@ fn jwt_detail(e: JwtError) -> &'static str {
         JwtError::MissingExp => "token has no exp",
         JwtError::WrongAudience => "wrong audience",
         JwtError::BadIdentity => "bad identity claim",
-    }
-}
-
-/// Resolves `.` and `..` segments (also `%2e` forms) and repeated slashes, so that a route's
-/// prefix cannot be side-stepped with `/public/../admin` when the upstream normalises paths.
-pub fn normalize_path(path: &str) -> String {
-    let mut segments: Vec<&str> = Vec::new();
-    for seg in path.split('/') {
-        let lowered = seg.to_ascii_lowercase();
-        let dots = lowered.replace("%2e", ".");
-        match dots.as_str() {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            _ => segments.push(seg),
-        }
-    }
-    let mut out = String::with_capacity(path.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
-    if out.is_empty() || (path.ends_with('/') && !segments.is_empty()) {
-        out.push('/');
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_path;
-
-    #[test]
-    fn paths_are_normalised_before_matching() {
-        assert_eq!(normalize_path("/public/../admin"), "/admin");
-        assert_eq!(normalize_path("/public/%2E%2e/admin"), "/admin");
-        assert_eq!(normalize_path("//a/./b/"), "/a/b/");
-        assert_eq!(normalize_path("/../.."), "/");
-        assert_eq!(normalize_path(""), "/");
-        assert_eq!(normalize_path("/v1/items"), "/v1/items");
     }
 }

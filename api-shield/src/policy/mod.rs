@@ -23,6 +23,7 @@ pub mod headers;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod path;
 pub mod quota;
 pub mod request;
 pub mod time;

@@ -51,9 +51,13 @@ pub async fn handle(
         .proxied_client
         .unwrap_or_else(|| client_ip(&live.cfg, info.peer.ip(), req.headers()));
     let host = request_host(&req);
-    let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    let mut meta = RequestMeta::new(client, req.method().as_str(), host.clone(), path.clone());
+    let mut meta = RequestMeta::new(
+        client,
+        req.method().as_str(),
+        host.clone(),
+        req.uri().path(),
+    );
     meta.query = query.clone();
     meta.headers = policy_headers(req.headers());
     let decision = live.engine.check(&meta, Now::system());
@@ -86,7 +90,7 @@ pub async fn handle(
     if decision.is_allowed()
         && let Some(e) =
             live.engine
-                .observe_response(client, &path, status, std::time::Instant::now())
+                .observe_response(client, &decision.path, status, std::time::Instant::now())
     {
         dispatch_escalations(
             Arc::clone(&shared.escalator),
@@ -209,7 +213,8 @@ async fn forward(
         return text(StatusCode::BAD_GATEWAY, "no upstream for this route");
     };
     let query = strip_query(query, &decision.strip_query_params);
-    let Ok(uri) = upstream.uri(req.uri().path(), query.as_deref()) else {
+    // The path the route was matched on, never the raw one: they differ by encoding only.
+    let Ok(uri) = upstream.uri(&decision.path, query.as_deref()) else {
         return text(
             StatusCode::BAD_REQUEST,
             "request target cannot be forwarded",
