@@ -274,6 +274,17 @@ fn print_lists(body: &Value) {
     }
 }
 
+/// RFC 3339 for a time a formatter can print (up to year 9999), else the raw milliseconds: an
+/// entry from an older daemon or a tampered snapshot must not crash `list`.
+fn format_expiry(ms: u64) -> String {
+    const LAST_PRINTABLE_MS: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+    if ms > LAST_PRINTABLE_MS {
+        return format!("{ms}ms-after-epoch");
+    }
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
 fn print_list(body: &Value) {
     let Some(items) = body.as_array() else {
         return;
@@ -285,12 +296,7 @@ fn print_list(body: &Value) {
         let expires = d
             .get("expires_at_ms")
             .and_then(Value::as_u64)
-            .map(|ms| {
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-                )
-                .to_string()
-            })
+            .map(format_expiry)
             .unwrap_or_else(|| "never".into());
         println!(
             "{:<6} {:<40} origin={:<10} expires={} reason={}",

@@ -32,6 +32,23 @@ pub enum InputError {
     ZeroDuration(String),
 }
 
+/// Longest TTL an entry may have unless the config's `max_ttl` says otherwise: ten years. An
+/// entry meant to stay has no TTL; a longer one is a unit mistake (milliseconds for seconds)
+/// or an attempt at a date no formatter can print.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
+
+/// A TTL of `secs` seconds, refused when it is zero or longer than `max`.
+pub fn check_ttl(secs: u64, max: Duration) -> Result<Duration, String> {
+    match secs {
+        0 => Err("ttl must be positive; give no ttl for an entry that stays".to_owned()),
+        s if s > max.as_secs() => Err(format!(
+            "ttl of {s} s is longer than max_ttl ({}); give no ttl for an entry that stays",
+            humantime::format_duration(max)
+        )),
+        s => Ok(Duration::from_secs(s)),
+    }
+}
+
 /// An address (taken as a /32 or /128) or a CIDR prefix whose host bits are zero.
 ///
 /// Host bits are refused rather than masked: `198.18.0.7/24` is more likely a typo for
@@ -109,6 +126,37 @@ pub fn host_net(addr: IpAddr) -> IpNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ttls_are_positive_and_bounded_for_every_value() {
+        let max = DEFAULT_MAX_TTL;
+        assert!(check_ttl(0, max).is_err());
+        assert_eq!(check_ttl(1, max), Ok(Duration::from_secs(1)));
+        assert_eq!(check_ttl(max.as_secs(), max), Ok(max));
+        let err = check_ttl(max.as_secs() + 1, max).unwrap_err();
+        assert!(err.contains("max_ttl"), "{err}");
+        // Every magnitude up to u64::MAX: no overflow, no panic, and the expiry a daemon
+        // computes from an accepted ttl is representable.
+        let now_ms = 1_800_000_000_000_u64;
+        let mut secs = 1_u64;
+        loop {
+            for s in [secs - 1, secs, secs.saturating_add(1)] {
+                if let Ok(t) = check_ttl(s, max) {
+                    let expiry = now_ms.checked_add(t.as_secs() * 1000).expect("fits");
+                    assert!(expiry > now_ms);
+                }
+            }
+            let Some(next) = secs.checked_mul(3) else {
+                break;
+            };
+            secs = next;
+        }
+        for ttl in ["20000y", "11y", "292277026596y", "18446744073709551615s"] {
+            if let Ok(d) = parse_duration(ttl) {
+                assert!(check_ttl(d.as_secs(), max).is_err(), "{ttl}");
+            }
+        }
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -227,11 +227,11 @@ pub fn config(data: &[u8]) {
 
 // ---- control protocol ----------------------------------------------------------------------------
 
-/// `serde_json::from_str::<control::Request>` as the server reads a request line, then every
+/// `control::parse_request` as the server reads a request line, then every
 /// string field through the daemon's checks; a request round-trips through its wire form.
 pub fn control_request(data: &[u8]) {
     let Some(text) = text(data) else { return };
-    let Ok(request) = serde_json::from_str::<Request>(text) else {
+    let Ok(request) = api_shield::control::parse_request(text.as_bytes()) else {
         return;
     };
     let wire = serde_json::to_string(&request).expect("a request serializes");
@@ -239,7 +239,7 @@ pub fn control_request(data: &[u8]) {
         !wire.contains('\n'),
         "a request line holds a newline: {wire}"
     );
-    let again: Request = serde_json::from_str(&wire)
+    let again: Request = api_shield::control::parse_request(wire.as_bytes())
         .unwrap_or_else(|e| panic!("its own wire form is refused: {e}: {wire}"));
     assert_eq!(again, request, "{wire}");
     assert_eq!(

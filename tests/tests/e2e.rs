@@ -271,6 +271,9 @@ fn bad_cli_input_changes_nothing() {
         (&["block", "198.18.5.7/24"], "198.18.5.7/24"),
         (&["block", "--ttl", "10x", "198.18.5.7"], "10x"),
         (&["block", "198.18.5.7", "nonsense"], "nonsense"),
+        // Past year 9999 no formatter can print it; `list` once panicked on such an entry.
+        (&["block", "--ttl", "20000y", "198.18.5.7"], "max_ttl"),
+        (&["block", "--ttl", "11y", "198.18.5.7"], "max_ttl"),
     ] {
         let out = d.cli(args);
         assert_eq!(out.code, Some(2), "`{}`: {out:?}", args.join(" "));
@@ -315,6 +318,31 @@ fn bad_cli_input_changes_nothing() {
         listed,
         "a refused raw request changed the lists"
     );
+    // A field the daemon does not know is refused by name, not ignored: `ttl` for `ttl_secs`
+    // once made a permanent block.
+    let mut stream = UnixStream::connect(&d.socket).expect("connect to the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream
+        .write_all(b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\"],\"ttl\":60}\n")
+        .expect("send");
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .expect("answer");
+    let answer: Value = serde_json::from_str(&line).expect("JSON answer");
+    assert_eq!(answer["code"], "invalid_input", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `ttl`"),
+        "{answer}"
+    );
+    assert_eq!(d.list(None), listed, "an unknown field changed the lists");
+    let out = d.ok(&["list"]);
+    assert!(out.stdout.contains("198.18.5.8/32"), "{out:?}");
 
     let cfg = d.dir.join("unknown-key.toml");
     std::fs::write(&cfg, "mode = \"enforce\"\n\nno_such_key = 1\n").expect("write the config");

@@ -85,6 +85,9 @@ pub struct Config {
     /// The unprivileged user the daemon continues as once the kernel side is set up (see
     /// `privilege`). Required with gateway listeners: internet-facing code never runs as root.
     pub run_as: Option<String>,
+    /// Longest TTL a block may have, from any path (CLI, push API, feeds, CrowdSec, snapshot).
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: std::time::Duration,
 }
 
 /// Per-source rate limits.
@@ -172,6 +175,7 @@ impl Default for Config {
             metrics: None,
             gateway: None,
             run_as: None,
+            max_ttl: crate::parse::DEFAULT_MAX_TTL,
         }
     }
 }

@@ -6,5 +6,5 @@ pub mod protocol;
 pub mod server;
 
 pub use client::{ClientError, request};
-pub use protocol::{ErrorCode, Request, Response};
+pub use protocol::{ErrorCode, Request, Response, parse_request};
 pub use server::{Handler, PeerCred, PeerPolicy, bind, resolve_group, serve};

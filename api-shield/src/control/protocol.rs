@@ -22,7 +22,9 @@ pub const EXIT_REFUSED: u8 = 2;
 pub const EXIT_PERMISSION: u8 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+// A field the daemon does not know is refused, naming it: `ttl` for `ttl_secs` would otherwise
+// make a permanent block.
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     Status,
     Stats,
@@ -74,6 +76,25 @@ pub enum Request {
     Unallow {
         nets: Vec<String>,
     },
+}
+
+/// Operations without fields: serde ignores extra keys on unit variants even with
+/// `deny_unknown_fields`, so [`parse_request`] checks these itself.
+const FIELDLESS_OPS: [&str; 3] = ["status", "stats", "lists"];
+
+/// One request line, refusing any field the operation does not take (with its name).
+pub fn parse_request(line: &[u8]) -> Result<Request, serde_json::Error> {
+    let value: serde_json::Value = serde_json::from_slice(line)?;
+    if let Some(map) = value.as_object()
+        && let Some(op) = map.get("op").and_then(serde_json::Value::as_str)
+        && FIELDLESS_OPS.contains(&op)
+        && let Some(extra) = map.keys().find(|k| *k != "op")
+    {
+        return Err(serde::de::Error::custom(format_args!(
+            "unknown field `{extra}`: `{op}` takes no fields"
+        )));
+    }
+    serde_json::from_value(value)
 }
 
 fn default_format() -> crate::lists::formats::Format {
@@ -215,6 +236,33 @@ mod tests {
             serde_json::to_value(Response::error(ErrorCode::PermissionDenied, "no")).unwrap(),
             json!({"result": "error", "code": "permission_denied", "message": "no"})
         );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_and_named() {
+        for (line, field) in [
+            (r#"{"op":"block","nets":["198.18.0.1"],"ttl":60}"#, "ttl"),
+            (
+                r#"{"op":"unblock","nets":["198.18.0.1"],"origin":"x"}"#,
+                "origin",
+            ),
+            (r#"{"op":"status","verbose":true}"#, "verbose"),
+            (r#"{"op":"flush","list":"a","all":true}"#, "all"),
+        ] {
+            let err = parse_request(line.as_bytes()).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{line}: {err}"
+            );
+        }
+        let ok = parse_request(br#"{"op":"block","nets":["198.18.0.1"],"ttl_secs":60}"#).unwrap();
+        assert!(matches!(
+            ok,
+            Request::Block {
+                ttl_secs: Some(60),
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use super::protocol::{ErrorCode, MAX_REQUEST_BYTES, Request, Response};
+use super::protocol::{self, ErrorCode, MAX_REQUEST_BYTES, Request, Response};
 
 /// Owner read/write, group read/write: root and the control group, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -315,7 +315,7 @@ async fn connection(stream: UnixStream, policy: PeerPolicy, handler: Arc<dyn Han
                 return;
             }
         };
-        let response = match serde_json::from_slice::<Request>(&line) {
+        let response = match protocol::parse_request(&line) {
             Ok(request) => handler.handle(&peer, request),
             Err(e) => Response::error(ErrorCode::InvalidInput, format!("malformed request: {e}")),
         };

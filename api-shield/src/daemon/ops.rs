@@ -159,8 +159,8 @@ impl State {
     ) -> Result<Value, OpError> {
         let origin = origin_of(list)?;
         let nets = parse_all(tokens)?;
-        if ttl_secs == Some(0) {
-            return Err(OpError::Invalid("ttl must be positive".into()));
+        if let Some(t) = ttl_secs {
+            crate::parse::check_ttl(t, self.config.max_ttl).map_err(OpError::Invalid)?;
         }
         let reason = check_reason(reason)?;
         if !force {
