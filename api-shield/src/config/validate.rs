@@ -312,8 +312,17 @@ fn feed_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
         }
         if feed.interval.is_zero() {
             problems.push(Problem {
-                span,
+                span: span.clone(),
                 message: format!("feeds.interval of `{}` must be positive", feed.name),
+            });
+        }
+        if feed.max_shrink_percent > 100 || feed.max_bytes == 0 {
+            problems.push(Problem {
+                span,
+                message: format!(
+                    "feeds of `{}`: max_shrink_percent is 0-100 and max_bytes positive",
+                    feed.name
+                ),
             });
         }
     }

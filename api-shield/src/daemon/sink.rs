@@ -16,6 +16,21 @@ pub struct StateSink {
 }
 
 impl FeedSink for StateSink {
+    fn current_len(&self, origin: &str) -> Option<usize> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(state.store.origin(origin).map_or(0, |l| l.entries.len()))
+    }
+
+    fn refused(&self, origin: &str, source: &str, why: &str) {
+        audit_self(
+            &self.audit,
+            "feed_refused",
+            json!({"list": origin, "source": source}),
+            false,
+            json!(why),
+        );
+    }
+
     fn replace(&self, origin: &str, source: &str, entries: Vec<ListEntry>) -> Result<(), String> {
         let count = entries.len();
         let result = self

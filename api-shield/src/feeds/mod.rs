@@ -20,6 +20,12 @@ pub trait FeedSink: Send + Sync + 'static {
         add: Vec<ListEntry>,
         remove: Vec<IpNet>,
     ) -> Result<(), String>;
+    /// Entries `origin` holds now (`None`: unknown), to tell a shrinking feed.
+    fn current_len(&self, _origin: &str) -> Option<usize> {
+        None
+    }
+    /// Records a change a feed refused to make (audit), with why.
+    fn refused(&self, _origin: &str, _source: &str, _why: &str) {}
 }
 
 /// What a feed reports about itself, for `api-shield lists` and metrics.
