@@ -55,7 +55,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
     // same pins and overwrite the first one's lists.
     let lock = iface_dir
         .lock_exclusive(LOCK_FILE)
-        .with_context(|| format!("another daemon is running on {iface}"))?;
+        .with_context(|| format!("taking {iface} for this daemon"))?;
     // Before anything is changed: a start that cannot become `run_as`, or whose first reload
     // would fail as that user, is refused now.
     let service_user = match &config.run_as {
