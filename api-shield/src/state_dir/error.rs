@@ -25,7 +25,7 @@ pub enum StateDirError {
         found: &'static str,
     },
     #[error(
-        "{} has {links} hard links; refusing to change its owner (a state file has one name)",
+        "{} has {links} hard links; refusing to use it (a state file has one name)",
         path.display()
     )]
     HardLinked { path: PathBuf, links: u64 },

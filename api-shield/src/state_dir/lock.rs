@@ -52,6 +52,13 @@ impl StateDir {
         let stat = fstat(fd.as_fd())
             .map_err(|e| StateDirError::io(&path, "inspecting the lock file", e.into()))?;
         expect_type(&stat, SFlag::S_IFREG, &path)?;
+        // The file is truncated below: a second name could be another file's.
+        if stat.st_nlink > 1 {
+            return Err(StateDirError::HardLinked {
+                path,
+                links: stat.st_nlink,
+            });
+        }
         let locked = match Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock) {
             Ok(locked) => locked,
             Err((mut file, Errno::EWOULDBLOCK)) => {

@@ -207,11 +207,17 @@ fn the_lock_is_exclusive_names_its_holder_and_is_released_on_drop() {
 }
 
 #[test]
-fn a_link_at_the_lock_name_is_refused() {
+fn a_link_or_a_hard_link_at_the_lock_name_is_refused() {
     let f = Fixture::new();
     f.plant_link("daemon.lock");
     let err = f.dir.lock_exclusive("daemon.lock").unwrap_err();
     assert!(matches!(err, StateDirError::Symlink { .. }), "{err}");
+    f.assert_canary_untouched();
+    fs::remove_file(f.at("daemon.lock")).unwrap();
+    // Root may hard-link anything: the lock would truncate the canary through its second name.
+    fs::hard_link(&f.canary, f.at("daemon.lock")).unwrap();
+    let err = f.dir.lock_exclusive("daemon.lock").unwrap_err();
+    assert!(matches!(err, StateDirError::HardLinked { .. }), "{err}");
     f.assert_canary_untouched();
 }
 
