@@ -24,6 +24,15 @@ const DIR_MODE: u32 = 0o750;
 pub enum AuditError {
     #[error("cannot open the audit log {}: {source}", path.display())]
     Open { path: PathBuf, source: io::Error },
+    #[error(
+        "the audit log {} is a symbolic link; refusing to follow it: remove it",
+        path.display()
+    )]
+    Symlink { path: PathBuf },
+    #[error("the audit log {} is not a regular file; refusing to use it", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("handing the audit log {} to the service user: {source}", path.display())]
+    HandOver { path: PathBuf, source: io::Error },
     #[error("cannot write to the audit log {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot encode an audit record: {0}")]
@@ -90,6 +99,17 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Makes `uid:gid` the owner of the open file (not of whatever the path names now), so
+    /// the daemon can reopen it after giving up root.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), AuditError> {
+        std::os::unix::fs::fchown(&*self.lock(), Some(uid), Some(gid)).map_err(|source| {
+            AuditError::HandOver {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
     /// Appends one record. The line goes out in one `write` on an `O_APPEND` file, so
     /// concurrent writers (even other processes) never interleave within a line.
     pub fn record(&self, event: &AuditEvent<'_>) -> Result<(), AuditError> {
@@ -133,12 +153,29 @@ fn open_file(path: &Path) -> Result<File, AuditError> {
             .create(dir)
             .map_err(open_error)?;
     }
-    OpenOptions::new()
+    // O_NOFOLLOW: root opens this file at start, and a link planted in its place must not
+    // make it append to (or hand over) another file. O_NONBLOCK: a FIFO cannot hang the start.
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .map_err(open_error)
+        .map_err(|source| {
+            if source.raw_os_error() == Some(libc::ELOOP) {
+                AuditError::Symlink {
+                    path: path.to_owned(),
+                }
+            } else {
+                open_error(source)
+            }
+        })?;
+    if !file.metadata().map_err(open_error)?.is_file() {
+        return Err(AuditError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(file)
 }
 
 fn user_name(uid: u32) -> Option<String> {
@@ -309,5 +346,22 @@ mod tests {
             err.to_string().contains(&path.display().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_link_in_place_of_the_log_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let canary = dir.path().join("canary");
+        std::fs::write(&canary, "precious").unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::os::unix::fs::symlink(&canary, &path).unwrap();
+        let err = AuditLog::open(&path).unwrap_err();
+        assert!(matches!(err, AuditError::Symlink { .. }), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "precious");
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No reader: a blocking open would wait forever; refused at once instead.
+        assert!(AuditLog::open(&path).is_err());
     }
 }

@@ -53,7 +53,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Empty a named list.
     Flush(FlushArgs),
-    /// Validate a config file, reporting every problem with its line.
+    /// Validate a config file, reporting every problem with its line; with `run_as`, check that
+    /// the user exists and can read every file the daemon reads again after giving up root.
     CheckConfig(CheckConfigArgs),
     /// Live view: packets per second by verdict, drops per list, offenders, latest decisions.
     Top(TopArgs),

@@ -56,21 +56,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 Err(e) => fail(1, &e.to_string()),
             }
         }
-        Command::CheckConfig(args) => match load_config(&args.file) {
-            Ok(config) => {
-                // What the gateway reads at start: the policy, its routes' upstreams, every
-                // certificate and key; JWKS URLs are not fetched here.
-                if let Some(gateway) = config.gateway {
-                    let fetcher = std::sync::Arc::new(crate::policy::NoFetcher);
-                    if let Err(e) = crate::gateway::live::Live::load(gateway, None, fetcher) {
-                        return fail(EXIT_REFUSED, &format!("{}: {e}", args.file.display()));
-                    }
-                }
-                println!("{}: valid", args.file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(EXIT_REFUSED, &e.to_string()),
-        },
+        Command::CheckConfig(args) => check_config(&args.file),
         Command::Status(o) => ask(&socket, &Request::Status, o.json, print_status),
         Command::Stats(o) => ask(&socket, &Request::Stats, o.json, print_stats),
         Command::List(l) => ask(
@@ -149,6 +135,34 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Allow(a) => change(&socket, a.addrs, |nets| Request::Allow { nets }),
         Command::Unallow(a) => change(&socket, a.addrs, |nets| Request::Unallow { nets }),
     }
+}
+
+/// What `run` would refuse at start, found without touching anything: the config, `run_as`
+/// and what it must be able to read, the gateway's policy, upstreams, certificates and keys
+/// (JWKS URLs are not fetched).
+fn check_config(file: &std::path::Path) -> ExitCode {
+    let config = match load_config(file) {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_REFUSED, &e.to_string()),
+    };
+    if let Some(name) = &config.run_as {
+        let files = config.files_read_after_start(Some(file));
+        match crate::privilege::check_run_as(name, &files) {
+            Ok(_) => {}
+            Err(e @ crate::privilege::PrivilegeError::CannotProbe(_)) => {
+                eprintln!("api-shield: warning: {e}");
+            }
+            Err(e) => return fail(EXIT_REFUSED, &format!("{}: {e}", file.display())),
+        }
+    }
+    if let Some(gateway) = config.gateway {
+        let fetcher = std::sync::Arc::new(crate::policy::NoFetcher);
+        if let Err(e) = crate::gateway::live::Live::load(gateway, None, fetcher) {
+            return fail(EXIT_REFUSED, &format!("{}: {e}", file.display()));
+        }
+    }
+    println!("{}: valid", file.display());
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(format: LogFormat) {

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 /// How long a daemon may take to answer `status` after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a daemon that must refuse to start may take to exit.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Each daemon's `pin_root` is `<PIN_PREFIX><pid>-<n>`.
 const PIN_PREFIX: &str = "/sys/fs/bpf/api-shield-test-";
 /// Each daemon's temp directory is `<temp>/<TEMP_PREFIX><pid>-<n>`.
@@ -71,11 +73,19 @@ impl Daemon {
     /// Writes a config (this daemon's paths, then `extra` TOML such as `[limits]` tables),
     /// starts the daemon on the lab's server interface and waits until it answers.
     pub fn start(lab: &Lab, extra: &str) -> Daemon {
+        let mut daemon = Daemon::prepare(lab, extra);
+        daemon.spawn();
+        daemon
+    }
+
+    /// Creates the daemon's directory and config like `start`, without starting it: for
+    /// tests that put something in place first (`spawn` starts it).
+    pub fn prepare(lab: &Lab, extra: &str) -> Daemon {
         let bin = binary();
         SWEEP.call_once(sweep_dead_runs);
         let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}", lab.id));
         let pin_root = PathBuf::from(format!("{PIN_PREFIX}{}", lab.id));
-        let mut daemon = Daemon {
+        let daemon = Daemon {
             bin,
             netns: lab.server.netns.clone(),
             iface: lab.server.iface.to_owned(),
@@ -97,7 +107,6 @@ impl Daemon {
         );
         fs::write(&daemon.config, config)
             .unwrap_or_else(|e| panic!("write {}: {e}", daemon.config.display()));
-        daemon.spawn();
         daemon
     }
 
@@ -141,6 +150,40 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("cannot start nsenter {}: {e}", self.bin.display()));
         self.child = Some(child);
         self.wait_ready();
+    }
+
+    /// Runs `run` once more with this daemon's interface and config but the control socket
+    /// `socket`, and expects it to refuse: exit non-zero within `REFUSAL_TIMEOUT`. Returns what
+    /// it printed.
+    pub fn run_expecting_refusal(&self, socket: &Path) -> Outcome {
+        let mut cmd = self.nsenter();
+        cmd.arg("--socket")
+            .arg(socket)
+            .args(["run", "--iface", &self.iface, "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        let outcome = try_run(&mut cmd, REFUSAL_TIMEOUT).unwrap_or_else(|e| {
+            panic!("the daemon did not refuse to start (it was killed after the timeout): {e}")
+        });
+        assert!(
+            !outcome.success() && outcome.code.is_some(),
+            "the daemon exited with {:?} instead of refusing: {}{}",
+            outcome.code,
+            outcome.stdout,
+            outcome.stderr
+        );
+        outcome
+    }
+
+    /// The records of the audit log, oldest first.
+    pub fn audit_records(&self) -> Vec<Value> {
+        let path = self.dir.join("audit.jsonl");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
+            .collect()
     }
 
     /// `nsenter --net=/run/netns/<server> <bin>`: the server's network, the host's mounts.

@@ -22,20 +22,16 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 use tests::daemon::{Daemon, packets};
-use tests::netns::{
-    BAD_V4, BAD_V6, GOOD_V4, Host, Lab, Outcome, Pace, Receiver, ip, spawn_udp, try_run,
-};
+use tests::netns::{BAD_V4, BAD_V6, GOOD_V4, Host, Lab, Outcome, Pace, Receiver, ip, spawn_udp};
 
 /// UDP port of the counting receiver on the server.
 const PORT: u16 = 9000;
 /// Datagrams per probe.
 const N: u64 = 100;
 /// Longest a daemon that should refuse to start may take to do so.
-const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest to wait for something the daemon does on its own (a sweep, a reload).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -184,31 +180,6 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
         );
         thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Starts the daemon binary on the lab's server interface with its config and expects it to
-/// refuse: exit non-zero within `REFUSAL_TIMEOUT`. Returns what it printed.
-fn start_expecting_refusal(d: &Daemon) -> Outcome {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{}", d.netns))
-        .arg(&d.bin)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(["run", "--iface", &d.iface, "--config"])
-        .arg(&d.config)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let outcome = try_run(&mut cmd, REFUSAL_TIMEOUT).unwrap_or_else(|e| {
-        panic!("the daemon did not refuse to start (it was killed after the timeout): {e}")
-    });
-    assert!(
-        !outcome.success() && outcome.code.is_some(),
-        "the daemon exited with {:?} instead of refusing: {}{}",
-        outcome.code,
-        outcome.stdout,
-        outcome.stderr
-    );
-    outcome
 }
 
 /// Puts a file's text back when dropped (also on panic), so the daemon guard's `detach`
@@ -505,7 +476,7 @@ fn a_damaged_snapshot_or_config_is_refused_and_the_kernel_keeps_enforcing() {
         let original = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let bad = damaged(&original, damage);
         std::fs::write(&path, &bad).expect("damage the snapshot");
-        let out = start_expecting_refusal(&env.daemon);
+        let out = env.daemon.run_expecting_refusal(&env.daemon.socket);
         let shown = path.display().to_string();
         assert!(
             out.stderr.contains(&shown),
@@ -535,7 +506,7 @@ fn a_damaged_snapshot_or_config_is_refused_and_the_kernel_keeps_enforcing() {
             .replace("packets_per_second = 0", "packets_per_second = \"many\""),
     )
     .expect("damage the config");
-    let out = start_expecting_refusal(&env.daemon);
+    let out = env.daemon.run_expecting_refusal(&env.daemon.socket);
     let line = config
         .text
         .lines()
@@ -829,7 +800,7 @@ fn a_start_that_cannot_apply_its_config_leaves_the_kernel_as_it_was() {
     env.daemon.kill9();
     let config = RestoreOnDrop::new(&env.daemon.config);
     std::fs::write(&config.path, unappliable(&config.text)).expect("write the new config");
-    let out = start_expecting_refusal(&env.daemon);
+    let out = env.daemon.run_expecting_refusal(&env.daemon.socket);
     assert!(
         out.stderr.contains("v4_nodes"),
         "the refusal must name the setting: {}",

@@ -5,6 +5,7 @@
 
 mod error;
 mod fields;
+mod reread;
 mod validate;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, ConfigErrors};
+pub use reread::RereadFile;
 
 const SECS_PER_MINUTE: u64 = 60;
 

@@ -3,23 +3,30 @@
 //!
 //! One file per origin under `origins/`, plus `index.json` naming the origins and their kernel
 //! counter ids. A change rewrites only the origins it touched: a CLI block does not rewrite a
-//! million-entry list. Every file is replaced atomically (temporary file, fsync, rename), the
-//! origin files before the index, so a crash leaves the old state or the new one.
+//! million-entry list. Every file is replaced atomically through `StateDir` (temporary file,
+//! fsync, rename, never through a link), the origin files before the index, so a crash leaves
+//! the old state or the new one. The directory belongs to the service user once the daemon has
+//! given up root, so what is read back is checked like any input: names in the index must be
+//! valid list names before one becomes a file name.
 
 use super::store::{Entry, OriginList, OriginMeta, Store};
+use crate::lists::valid_list_name;
 use crate::model::Action;
+use crate::state_dir::{StateDir, StateDirError};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::{
-    collections::BTreeMap,
-    fs::{self, File},
-    io::BufWriter,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, path::PathBuf};
 
 pub const FORMAT_VERSION: u32 = 2;
 const INDEX: &str = "index.json";
 const ORIGINS: &str = "origins";
+/// What an origin's file name adds to its name.
+const ORIGIN_SUFFIX: &str = ".json";
+/// The index names a few hundred origins at most.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+/// About ten million entries of a hundred bytes: far beyond any kernel capacity, and a bound
+/// on what a planted file can make the daemon allocate.
+const MAX_ORIGIN_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,12 +62,8 @@ struct FileEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("reading snapshot {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("snapshot: {0}")]
+    State(#[from] StateDirError),
     #[error(
         "snapshot {path} is damaged ({source}); it was left untouched: move it away to start without it"
     )]
@@ -73,94 +76,78 @@ pub enum SnapshotError {
     Version { path: PathBuf, found: u32 },
     #[error("snapshot {path} names origin `{origin}` whose file is missing")]
     Missing { path: PathBuf, origin: String },
+    #[error(
+        "snapshot {path} is damaged: {reason}; it was left untouched: move it away to start without it"
+    )]
+    BadName { path: PathBuf, reason: String },
     #[error("the snapshot writer panicked")]
     Panicked,
-    #[error("writing snapshot {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
-/// A snapshot directory (`state_dir/<iface>`).
+/// A snapshot directory (`state_dir/<iface>`) and its `origins/`.
 #[derive(Clone, Debug)]
 pub struct SnapshotDir {
-    pub dir: PathBuf,
+    dir: StateDir,
+    origins: StateDir,
 }
 
-fn read(path: &Path) -> Result<Option<String>, SnapshotError> {
-    match fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(SnapshotError::Read {
-            path: path.into(),
-            source,
-        }),
-    }
+fn parse<T: for<'de> Deserialize<'de>>(path: PathBuf, bytes: &[u8]) -> Result<T, SnapshotError> {
+    serde_json::from_slice(bytes).map_err(|source| SnapshotError::Corrupt { path, source })
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, SnapshotError> {
-    serde_json::from_str(text).map_err(|source| SnapshotError::Corrupt {
-        path: path.into(),
-        source,
-    })
+/// Writes durably and atomically; see `StateDir::write_atomic_with`.
+fn write_json(dir: &StateDir, name: &str, value: &impl Serialize) -> Result<(), SnapshotError> {
+    dir.write_atomic_with(name, |out| {
+        serde_json::to_writer(out, value).map_err(std::io::Error::from)
+    })?;
+    Ok(())
 }
 
-/// Writes durably: a temporary file, fsync, rename over the old one, fsync the folder.
-fn write_atomic(path: &Path, value: &impl Serialize) -> Result<(), SnapshotError> {
-    let err = |source| SnapshotError::Write {
-        path: path.into(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(err)?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let mut f = BufWriter::new(File::create(&tmp).map_err(err)?);
-        serde_json::to_writer(&mut f, value).map_err(|e| err(e.into()))?;
-        let f = f.into_inner().map_err(|e| err(e.into_error()))?;
-        f.sync_all().map_err(err)?;
-    }
-    fs::rename(&tmp, path).map_err(err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+fn origin_file(name: &str) -> String {
+    format!("{name}{ORIGIN_SUFFIX}")
 }
 
 impl SnapshotDir {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+    /// Uses `dir` (an interface's directory under `state_dir`), creating `origins/` in it.
+    pub fn open(dir: StateDir) -> Result<Self, SnapshotError> {
+        let origins = dir.subdir(ORIGINS)?;
+        Ok(Self { dir, origins })
     }
 
-    fn index_path(&self) -> PathBuf {
-        self.dir.join(INDEX)
-    }
-
-    fn origin_path(&self, name: &str) -> PathBuf {
-        // List names are checked to be plain file names (`lists::valid_list_name`).
-        self.dir.join(ORIGINS).join(format!("{name}.json"))
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Reads the snapshot; `Ok(None)` when there is none yet.
     pub fn load(&self) -> Result<Option<(Store, Index)>, SnapshotError> {
-        let path = self.index_path();
-        let Some(text) = read(&path)? else {
+        let path = self.dir.name_path(INDEX)?;
+        let Some(bytes) = self.dir.read(INDEX, MAX_INDEX_BYTES)? else {
             return Ok(None);
         };
-        let index: Index = parse(&path, &text)?;
+        let index: Index = parse(path.clone(), &bytes)?;
         if index.version != FORMAT_VERSION {
             return Err(SnapshotError::Version {
                 path,
                 found: index.version,
             });
         }
+        for name in index.lists.keys().chain(index.origin_ids.keys()) {
+            valid_list_name(name).map_err(|reason| SnapshotError::BadName {
+                path: path.clone(),
+                reason,
+            })?;
+        }
         let mut store = Store::default();
         for name in index.lists.keys() {
-            let opath = self.origin_path(name);
-            let text = read(&opath)?.ok_or_else(|| SnapshotError::Missing {
-                path: path.clone(),
-                origin: name.clone(),
-            })?;
-            let file: OriginFile = parse(&opath, &text)?;
+            let file_name = origin_file(name);
+            let bytes = self
+                .origins
+                .read(&file_name, MAX_ORIGIN_BYTES)?
+                .ok_or_else(|| SnapshotError::Missing {
+                    path: path.clone(),
+                    origin: name.clone(),
+                })?;
+            let file: OriginFile = parse(self.origins.name_path(&file_name)?, &bytes)?;
             let mut list = OriginList {
                 meta: file.meta,
                 entries: Default::default(),
@@ -207,7 +194,7 @@ impl SnapshotDir {
                         })
                         .collect(),
                 };
-                write_atomic(&self.origin_path(name), &file)?;
+                write_json(&self.origins, &origin_file(name), &file)?;
             }
         }
         let index = Index {
@@ -219,10 +206,12 @@ impl SnapshotDir {
                 .map(|(n, l)| (n.to_string(), l.meta.clone()))
                 .collect(),
         };
-        write_atomic(&self.index_path(), &index)?;
+        write_json(&self.dir, INDEX, &index)?;
         for name in changed {
             if store.origin(name).is_none() {
-                let _ = fs::remove_file(self.origin_path(name));
+                // A file left behind is named by no index: harmless, and replaced if the list
+                // comes back.
+                let _ = self.origins.remove(&origin_file(name));
             }
         }
         Ok(())
@@ -250,6 +239,11 @@ fn restore_revision(store: &mut Store, name: &str, revision: u64) {
 mod tests {
     use super::*;
     use crate::model::Decision;
+    use std::{fs, path::Path};
+
+    fn open(path: &Path) -> SnapshotDir {
+        SnapshotDir::open(StateDir::open(path).unwrap()).unwrap()
+    }
 
     fn sample() -> Store {
         Store::from_decisions([
@@ -279,7 +273,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_entries_and_revisions() {
         let dir = tempfile::tempdir().unwrap();
-        let snap = SnapshotDir::new(dir.path().join("eth0"));
+        let snap = open(&dir.path().join("eth0"));
         assert!(snap.load().unwrap().is_none());
         let store = sample();
         snap.save_all(&store, &ids(), 5).unwrap();
@@ -291,7 +285,7 @@ mod tests {
     #[test]
     fn only_changed_origins_are_rewritten_and_gone_ones_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let snap = SnapshotDir::new(dir.path().to_path_buf());
+        let snap = open(dir.path());
         let store = sample();
         snap.save_all(&store, &ids(), 5).unwrap();
         let a = dir.path().join("origins/list-a.json");
@@ -320,7 +314,7 @@ mod tests {
     #[test]
     fn truncated_snapshot_is_a_clear_error_and_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let snap = SnapshotDir::new(dir.path().to_path_buf());
+        let snap = open(dir.path());
         snap.save_all(&sample(), &ids(), 5).unwrap();
         let path = dir.path().join("origins/cli.json");
         let text = fs::read(&path).unwrap();
@@ -333,12 +327,62 @@ mod tests {
     #[test]
     fn other_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let snap = SnapshotDir::new(dir.path().to_path_buf());
+        let snap = open(dir.path());
         snap.save_all(&sample(), &ids(), 5).unwrap();
         let path = dir.path().join(INDEX);
         let mut index: Index = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         index.version = FORMAT_VERSION + 1;
         fs::write(&path, serde_json::to_string(&index).unwrap()).unwrap();
         assert!(matches!(snap.load(), Err(SnapshotError::Version { .. })));
+    }
+
+    #[test]
+    fn names_in_the_index_that_are_not_list_names_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = tmp.path().join("state");
+        let snap = open(&state.join("eth0"));
+        snap.save_all(&sample(), &ids(), 5).unwrap();
+        let outside = tmp.path().join("x.json");
+        fs::write(&outside, r#"{"meta":{},"entries":[]}"#).unwrap();
+        let path = state.join("eth0").join(INDEX);
+        let text = fs::read_to_string(&path).unwrap();
+        for evil in ["../../../x", "a/b", ".hidden"] {
+            let mut index: Index = serde_json::from_str(&text).unwrap();
+            let meta = index.lists.remove("cli").unwrap();
+            index.lists.insert(evil.into(), meta);
+            fs::write(&path, serde_json::to_string(&index).unwrap()).unwrap();
+            let err = snap.load().unwrap_err();
+            assert!(
+                matches!(err, SnapshotError::BadName { .. }),
+                "{evil}: {err}"
+            );
+            assert!(err.to_string().contains(evil), "{err}");
+        }
+        let mut index: Index = serde_json::from_str(&text).unwrap();
+        index.origin_ids.insert("../x".into(), 9);
+        fs::write(&path, serde_json::to_string(&index).unwrap()).unwrap();
+        assert!(matches!(snap.load(), Err(SnapshotError::BadName { .. })));
+    }
+
+    #[test]
+    fn a_link_in_place_of_a_snapshot_file_is_refused_on_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let snap = open(&tmp.path().join("eth0"));
+        snap.save_all(&sample(), &ids(), 5).unwrap();
+        let canary = tmp.path().join("canary");
+        fs::write(&canary, "precious").unwrap();
+        let origin = tmp.path().join("eth0/origins/cli.json");
+        fs::remove_file(&origin).unwrap();
+        std::os::unix::fs::symlink(&canary, &origin).unwrap();
+        let err = snap.load().unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::State(StateDirError::Symlink { .. })),
+            "{err}"
+        );
+        // Saving replaces the link, not the file it points at.
+        snap.save_all(&sample(), &ids(), 6).unwrap();
+        assert_eq!(fs::read_to_string(&canary).unwrap(), "precious");
+        assert!(fs::symlink_metadata(&origin).unwrap().is_file());
+        assert_eq!(snap.load().unwrap().unwrap().0, sample());
     }
 }

@@ -3,19 +3,19 @@
 //! After `run` has loaded and attached the program, opened every map, bound every socket and
 //! read every key, nothing it does needs privilege: updating a map through a file descriptor
 //! the process already holds needs no capability (Linux ≥ 6.5 checks only at map creation and
-//! program load), and the snapshot and audit log are handed to the service user first. So the
-//! whole process, and with it every request handler of the internet-facing gateway, switches
-//! to `run_as`:
+//! program load), and the state directory and audit log are handed to the service user first
+//! (`StateDir::chown_tree`, `AuditLog::hand_over`: never through a link). So the whole
+//! process, and with it every request handler of the internet-facing gateway, switches to
+//! `run_as`:
 //! - supplementary groups, then gid, then uid set to the user's (glibc applies each to every
 //!   thread); leaving uid 0 clears every capability, and it cannot be regained;
 //! - a seccomp filter on every thread (TSYNC), which also sets `no_new_privs` on all of them:
 //!   no `execve` (so no setuid binary or file capability can give anything back), no ptrace,
 //!   mounts, namespaces, module or kexec loading, reboot.
 
+mod readable;
+
 use std::collections::BTreeMap;
-use std::fs;
-use std::os::unix::fs::{MetadataExt, chown};
-use std::path::Path;
 
 use nix::unistd::{Gid, Uid, User, getresgid, getresuid, setgroups, setresgid, setresuid};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
@@ -28,11 +28,14 @@ pub enum PrivilegeError {
     Root(String),
     #[error("looking up run_as = \"{user}\": {source}")]
     Lookup { user: String, source: nix::Error },
-    #[error("handing {path} to the service user: {source}")]
-    Chown {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(
+        "run_as = \"{user}\" cannot read what the daemon reads again once it runs as that \
+         user (a SIGHUP reload would fail): {}; make each readable by the user",
+        problems.join("; ")
+    )]
+    Unreadable { user: String, problems: Vec<String> },
+    #[error("cannot check which files run_as = \"{0}\" can read without being root or that user")]
+    CannotProbe(String),
     #[error("switching to the service user ({step}): {source}")]
     Switch {
         step: &'static str,
@@ -42,6 +45,24 @@ pub enum PrivilegeError {
     Incomplete(String),
     #[error("installing the seccomp filter: {0}")]
     Seccomp(String),
+}
+
+/// Resolves `run_as` and checks it can read `files` (see `readable`): what `check-config`
+/// reports and what `run` checks before it changes anything.
+pub fn check_run_as(
+    name: &str,
+    files: &[crate::config::RereadFile],
+) -> Result<ServiceUser, PrivilegeError> {
+    let user = ServiceUser::resolve(name)?;
+    let problems = user.unreadable(files)?;
+    if problems.is_empty() {
+        Ok(user)
+    } else {
+        Err(PrivilegeError::Unreadable {
+            user: name.to_owned(),
+            problems,
+        })
+    }
 }
 
 /// The unprivileged account the daemon continues as.
@@ -68,27 +89,6 @@ impl ServiceUser {
             uid: user.uid,
             gid: user.gid,
         })
-    }
-
-    /// Gives `path` (and, for a directory, everything under it) to the user, so it can keep
-    /// writing there. Paths that do not exist are skipped.
-    pub fn hand_over(&self, path: &Path) -> Result<(), PrivilegeError> {
-        let Ok(meta) = fs::symlink_metadata(path) else {
-            return Ok(());
-        };
-        let fail = |source| PrivilegeError::Chown {
-            path: path.display().to_string(),
-            source,
-        };
-        if meta.uid() != self.uid.as_raw() || meta.gid() != self.gid.as_raw() {
-            chown(path, Some(self.uid.as_raw()), Some(self.gid.as_raw())).map_err(fail)?;
-        }
-        if meta.is_dir() {
-            for entry in fs::read_dir(path).map_err(fail)? {
-                self.hand_over(&entry.map_err(fail)?.path())?;
-            }
-        }
-        Ok(())
     }
 
     /// Switches every thread of the process to this user for good and installs the seccomp
