@@ -1,6 +1,7 @@
 //! The daemon's state and every operation the control socket offers. Plain Rust, no sockets:
 //! the handler and the tests call these directly.
 
+use super::guard::{Applied, OnLockout};
 use crate::config::Config;
 use crate::decisions::{
     snapshot::{SnapshotDir, SnapshotError},
@@ -8,7 +9,7 @@ use crate::decisions::{
 };
 use crate::kernel::{clock, maps::Capacity, shield::Shield};
 use crate::lists::{ListEntry, formats, valid_list_name};
-use crate::lockout;
+use crate::lockout::{Lockout, Protected};
 use crate::model::{Action, Decision};
 use crate::parse::parse_net;
 use api_shield_common::{state::ORIGIN_KERNEL, verdict};
@@ -35,6 +36,9 @@ pub enum OpError {
     /// Valid but refused (lockout, capacity): exit code 2, nothing applied.
     #[error("{0}")]
     Refused(String),
+    /// Would cut this host off (the lockout guard): exit code 2, nothing applied.
+    #[error("{message}")]
+    Lockout { refused: Lockout, message: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -149,6 +153,8 @@ impl State {
         self.commit_changed(self.store.clone(), &names)
     }
 
+    /// Blocks `tokens` (into `list`, or `cli`); refuses what would cut this host off unless
+    /// `force`.
     pub fn block(
         &mut self,
         tokens: &[String],
@@ -157,25 +163,44 @@ impl State {
         force: bool,
         list: Option<&str>,
     ) -> Result<Value, OpError> {
+        let protected = self.protected()?;
+        let on_lockout = if force {
+            OnLockout::Force
+        } else {
+            OnLockout::Refuse
+        };
+        self.block_guarded(tokens, ttl_secs, reason, list, &protected, on_lockout)
+    }
+
+    /// `block` against `protected` (the gateway adds its trusted proxies to what the CLI
+    /// protects). `Skip` is not meant here: a block names what it wants, all or nothing.
+    pub fn block_guarded(
+        &mut self,
+        tokens: &[String],
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        list: Option<&str>,
+        protected: &Protected,
+        on_lockout: OnLockout,
+    ) -> Result<Value, OpError> {
         let origin = origin_of(list)?;
         let nets = parse_all(tokens)?;
         if ttl_secs == Some(0) {
             return Err(OpError::Invalid("ttl must be positive".into()));
         }
         let reason = check_reason(reason)?;
-        if !force {
-            let host = lockout::host_addresses().map_err(|e| OpError::Internal(e.to_string()))?;
-            let conflicts: Vec<String> = nets
-                .iter()
-                .flat_map(|n| lockout::lockout_conflicts(n, &host, &self.config.management_allow))
-                .collect();
-            if !conflicts.is_empty() {
-                return Err(OpError::Refused(format!(
-                    "refusing to block: {}; nothing was applied (use --force to block anyway)",
-                    conflicts.join("; ")
-                )));
+        let forced = match (protected.check(&nets), on_lockout) {
+            (Ok(()), _) => Vec::new(),
+            (Err(refused), OnLockout::Force) => {
+                refused.refused.into_iter().map(|c| c.net).collect()
             }
-        }
+            (Err(refused), OnLockout::Refuse | OnLockout::Skip) => {
+                let message = format!(
+                    "refusing to block: {refused}; nothing was applied (use --force to block anyway)"
+                );
+                return Err(OpError::Lockout { refused, message });
+            }
+        };
         let now = clock::now_unix_ms();
         let expires_at_ms = ttl_secs.map(|t| now.saturating_add(t.saturating_mul(1000)));
         let mut next = self.store.clone();
@@ -189,8 +214,13 @@ impl State {
                 expires_at_ms,
             });
         }
+        for net in &forced {
+            next.mark_forced(&origin, Action::Block, net);
+        }
         self.commit(next)?;
-        Ok(json!({"blocked": nets, "list": origin, "expires_at_ms": expires_at_ms}))
+        Ok(
+            json!({"blocked": nets, "list": origin, "expires_at_ms": expires_at_ms, "forced": forced}),
+        )
     }
 
     /// Removes blocks of `tokens`: from `list` only, or from every origin (and the kernel's
@@ -381,36 +411,42 @@ fn origin_of(list: Option<&str>) -> Result<String, OpError> {
     }
 }
 
-fn entry_of(e: &ListEntry, now_ms: u64) -> Entry {
+fn entry_of(e: &ListEntry, now_ms: u64, forced: bool) -> Entry {
     Entry {
         reason: e.reason.as_deref().map(Arc::from),
         created_at_ms: now_ms,
         expires_at_ms: e
             .ttl
             .map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+        forced,
     }
 }
 
 impl State {
-    /// Replaces list `name` whole with `entries`, atomically for packets. Returns its revision.
+    /// Replaces list `name` whole with `entries`, atomically for packets, treating entries
+    /// that would cut this host off as `on_lockout` says (`Refuse`: the error names each one).
     pub fn replace_list(
         &mut self,
         name: &str,
         source: &str,
         entries: &[ListEntry],
-    ) -> Result<u64, OpError> {
+        on_lockout: OnLockout,
+    ) -> Result<Applied, OpError> {
         let origin = origin_of(Some(name))?;
+        let screened = self.screen(entries, on_lockout)?;
         let now = clock::now_unix_ms();
         let mut list = OriginList::new(source, now);
         list.entries.reserve(entries.len());
-        for e in entries {
-            list.entries
-                .insert((Action::Block, e.net), entry_of(e, now));
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(forced) = screened.keep(i) {
+                list.entries
+                    .insert((Action::Block, e.net), entry_of(e, now, forced));
+            }
         }
         let mut next = self.store.clone();
         let revision = next.replace_origin(&origin, list);
         self.commit_changed(next, &[origin])?;
-        Ok(revision)
+        Ok(screened.applied(revision))
     }
 
     /// Adds and removes entries of list `name` in one step. With `expected`, refuses the change
@@ -422,12 +458,14 @@ impl State {
         expected: Option<u64>,
         add: &[ListEntry],
         remove: &[IpNet],
-    ) -> Result<u64, UpdateError> {
+        on_lockout: OnLockout,
+    ) -> Result<Applied, UpdateError> {
         let origin = origin_of(Some(name)).map_err(UpdateError::Op)?;
         let current = self.store.revision(&origin);
         if let Some(expected) = expected.filter(|e| *e != current) {
             return Err(UpdateError::Conflict { current, expected });
         }
+        let screened = self.screen(add, on_lockout).map_err(UpdateError::Op)?;
         let now = clock::now_unix_ms();
         let mut next = self.store.clone();
         let removals: Vec<(Action, IpNet)> = remove.iter().map(|n| (Action::Block, *n)).collect();
@@ -435,13 +473,15 @@ impl State {
             &origin,
             source,
             now,
-            add.iter()
-                .map(|e| ((Action::Block, e.net), entry_of(e, now))),
+            add.iter().enumerate().filter_map(|(i, e)| {
+                let forced = screened.keep(i)?;
+                Some(((Action::Block, e.net), entry_of(e, now, forced)))
+            }),
             &removals,
         );
         self.commit_changed(next, &[origin])
             .map_err(UpdateError::Op)?;
-        Ok(revision)
+        Ok(screened.applied(revision))
     }
 
     /// The health record of feed `name`, created on first use.
@@ -459,13 +499,15 @@ impl State {
     }
 
     /// Imports a list file into list `name`, replacing its content: all of the file or, when
-    /// a line is bad, nothing (unless `skip_invalid`, which reports every skipped line).
+    /// a line is bad, nothing (unless `skip_invalid`, which reports every skipped line). A
+    /// line that would cut this host off refuses the file, naming the line, unless `force`.
     pub fn import(
         &mut self,
         path: &Path,
         name: &str,
         format: formats::Format,
         skip_invalid: bool,
+        force: bool,
     ) -> Result<Value, OpError> {
         let started = Instant::now();
         origin_of(Some(name))?;
@@ -475,7 +517,21 @@ impl State {
         let parsed = formats::parse(&text, &file, format, skip_invalid)
             .map_err(|e| OpError::Invalid(format!("{e}; nothing was applied")))?;
         let parsed_in = started.elapsed();
-        let revision = self.replace_list(name, &file, &parsed.entries)?;
+        let on_lockout = if force {
+            OnLockout::Force
+        } else {
+            OnLockout::Refuse
+        };
+        let applied = self
+            .replace_list(name, &file, &parsed.entries, on_lockout)
+            .map_err(|e| match e {
+                OpError::Lockout { refused, .. } => {
+                    let message = import_lockout_message(&text, &file, format, &refused);
+                    OpError::Lockout { refused, message }
+                }
+                other => other,
+            })?;
+        let revision = applied.revision;
         Ok(json!({
             "list": name,
             "entries": parsed.entries.len(),
@@ -483,6 +539,7 @@ impl State {
             "skipped": parsed.skipped.iter().map(|s| json!({"line": s.line, "text": s.text, "reason": s.reason})).collect::<Vec<_>>(),
             "format": parsed.format,
             "revision": revision,
+            "forced": applied.forced,
             "parse_ms": parsed_in.as_millis() as u64,
             "total_ms": started.elapsed().as_millis() as u64,
         }))
@@ -556,6 +613,28 @@ pub enum UpdateError {
     Conflict { current: u64, expected: u64 },
     #[error(transparent)]
     Op(OpError),
+}
+
+/// The refusal of an import, naming the file and line of each entry that would cut this host
+/// off.
+fn import_lockout_message(
+    text: &str,
+    file: &str,
+    format: formats::Format,
+    refused: &Lockout,
+) -> String {
+    let named: Vec<String> = refused
+        .refused
+        .iter()
+        .map(|c| match formats::line_of(text, format, &c.net) {
+            Some(line) => format!("{file}:{line}: {c}"),
+            None => format!("{file}: {c}"),
+        })
+        .collect();
+    format!(
+        "refusing to import: {}; nothing was applied (use --force to import anyway)",
+        named.join("; ")
+    )
 }
 
 fn check_reason(reason: Option<String>) -> Result<Option<String>, OpError> {
