@@ -8,3 +8,4 @@ pub mod kernel;
 pub mod metrics;
 pub mod netns;
 pub mod proc;
+pub mod relay;
