@@ -3,17 +3,16 @@
 //! prefix that covers one of the host's own addresses or overlaps a management prefix (and, for
 //! the gateway, a trusted proxy) is refused unless a person forces it.
 //!
-//! [`Protected`] is the one check every path calls; what a path does with a refusal differs:
-//! the CLI and the push API refuse the whole change naming the entry, feeds skip the entry and
-//! count it, a restore drops it unless a person forced it when it was made.
+//! [`Protected`] is the one check every path calls (through `daemon::guard`); what a path does
+//! with a refusal differs: the CLI and the push API refuse the whole change naming the entry,
+//! feeds skip the entry and count it, a restore drops it unless a person forced it when it was
+//! made.
 
 use std::io;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nix::sys::socket::SockaddrStorage;
-
-use crate::lists::ListEntry;
 
 /// Every address of every interface in this network namespace, sorted, without duplicates.
 pub fn host_addresses() -> io::Result<Vec<IpAddr>> {
@@ -106,26 +105,6 @@ impl Protected {
             Err(Lockout { refused })
         }
     }
-
-    /// Splits what a feed gave into what may be enforced and what would lock the host out.
-    pub fn partition(&self, entries: Vec<ListEntry>) -> (Vec<ListEntry>, Vec<Conflict>) {
-        let mut skipped = Vec::new();
-        let kept = entries
-            .into_iter()
-            .filter(|e| {
-                let reasons = self.conflicts(&e.net);
-                if reasons.is_empty() {
-                    return true;
-                }
-                skipped.push(Conflict {
-                    net: e.net,
-                    reasons,
-                });
-                false
-            })
-            .collect();
-        (kept, skipped)
-    }
 }
 
 /// One entry the guard refused, and why.
@@ -207,14 +186,6 @@ mod tests {
         assert!(lockout_conflicts(&net("203.0.112.0/24"), &[], &management).is_empty());
     }
 
-    fn entry(s: &str) -> ListEntry {
-        ListEntry {
-            net: net(s),
-            ttl: None,
-            reason: None,
-        }
-    }
-
     fn guard() -> Protected {
         Protected::new(
             vec![
@@ -272,20 +243,6 @@ mod tests {
         assert_eq!(refused, [net("::/0"), net("198.18.1.1/32")]);
         let text = err.to_string();
         assert!(!text.contains("198.51.100.0/24"), "{text}");
-    }
-
-    #[test]
-    fn feeds_keep_what_may_be_enforced() {
-        let (kept, skipped) = guard().partition(vec![
-            entry("198.51.100.0/24"),
-            entry("0.0.0.0/0"),
-            entry("2001:db8:9::/48"),
-            entry("2001:db8:1::/48"),
-        ]);
-        let kept: Vec<IpNet> = kept.iter().map(|e| e.net).collect();
-        assert_eq!(kept, [net("198.51.100.0/24"), net("2001:db8:9::/48")]);
-        let skipped: Vec<IpNet> = skipped.iter().map(|c| c.net).collect();
-        assert_eq!(skipped, [net("0.0.0.0/0"), net("2001:db8:1::/48")]);
     }
 
     #[test]
