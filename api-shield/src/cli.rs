@@ -136,6 +136,9 @@ pub struct ImportArgs {
     /// Skip malformed lines (each is reported) instead of refusing the whole file.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Import even lines that cover this host's own addresses or a management prefix.
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

@@ -80,6 +80,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 list: i.list,
                 format: i.format,
                 skip_invalid: i.skip_invalid,
+                force: i.force,
             };
             ask(&socket, &req, i.json, print_change)
         }

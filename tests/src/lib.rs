@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod netns;
 pub mod proc;
 pub mod raw_http;
+pub mod relay;

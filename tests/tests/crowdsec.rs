@@ -1,6 +1,7 @@
 //! The CrowdSec feed against a real local API, down to the kernel: decisions added with
 //! `cscli` reach the real XDP program's maps (frames run through BPF_PROG_TEST_RUN), deletions
-//! lift them, and an outage of the local API leaves enforcement exactly as it was.
+//! lift them, and an outage of the local API leaves enforcement exactly as it was. Through the
+//! real daemon, a decision that would cut the host off is skipped and counted, never enforced.
 //!
 //! Needs root (the XDP program is loaded) and Debian's `crowdsec` package, which the `Lapi`
 //! helper installs when it is missing.
@@ -20,8 +21,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 use tests::crowdsec::Lapi;
+use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::frames::Frame;
 use tests::kernel::{Harness, XDP_DROP, XDP_PASS, action_name};
+use tests::netns::{BAD_V4, Lab, Pace, Receiver, send_udp};
+use tests::relay::TcpRelay;
 
 /// The poll period: short, so each step takes a few seconds.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -358,4 +362,97 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     feed.stop();
     let last = health_now(&health);
     assert!(!last.degraded && last.last_success_ms.is_some(), "{last:?}");
+}
+
+/// Covers the lab server's own addresses (198.18.1.1, 2001:db8:1:1::1) and no address of the
+/// other CrowdSec test, which may share the local API's database while this one runs.
+const COVERS_SERVER_V4: &str = "198.18.1.0/24";
+const COVERS_SERVER_V6: &str = "2001:db8:1::/48";
+/// Where the daemon, in the lab's server namespace, reaches the local API (through a relay).
+const LAPI_IN_LAB: &str = "127.0.0.1:18080";
+const UDP_PORT: u16 = 9000;
+const PROBES: u64 = 50;
+
+#[test]
+fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
+    let mut lapi = Lapi::start();
+    for range in [COVERS_SERVER_V4, COVERS_SERVER_V6] {
+        lapi.delete_range(range);
+    }
+    lapi.delete_ip(&BAD_V4.to_string());
+    let key_file = lapi.dir.join("daemon-bouncer.key");
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| f.write_all(lapi.api_key.as_bytes()))
+        .expect("write the bouncer key");
+    lapi.add_range(COVERS_SERVER_V4, TTL);
+    lapi.add_range(COVERS_SERVER_V6, TTL);
+    lapi.add_ip(&BAD_V4.to_string(), TTL);
+
+    let lab = Lab::new();
+    let target = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, lapi.port));
+    let listen = LAPI_IN_LAB.parse().expect("an address");
+    let _relay = TcpRelay::start(&lab.server.netns, listen, target);
+    let daemon = Daemon::start(
+        &lab,
+        &format!(
+            "{KERNEL_QUIET}[crowdsec]\nurl = \"http://{LAPI_IN_LAB}\"\napi_key_file = \"{}\"\n\
+             interval = \"1s\"\nlist = \"{ORIGIN}\"\n",
+            key_file.display()
+        ),
+    );
+    let rx = Receiver::start(&lab.server, UDP_PORT);
+    let lists = || match daemon.json(&["lists", "--json"]) {
+        serde_json::Value::Array(items) => items,
+        other => panic!("`lists` did not print an array: {other}"),
+    };
+    let info = || lists().into_iter().find(|l| l["name"] == ORIGIN);
+    wait_for(
+        "the daemon's first CrowdSec sync",
+        || info().is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1)),
+        || format!("{:?}\n{}", info(), daemon.log()),
+    );
+    let info = info().expect("the crowdsec list");
+    // Other decisions may live in the same database: ours are the ones checked.
+    let listed = daemon
+        .json(&["list", "--origin", ORIGIN, "--json"])
+        .to_string();
+    assert!(listed.contains(&format!("\"{BAD_V4}/32\"")), "{listed}");
+    for range in [COVERS_SERVER_V4, COVERS_SERVER_V6] {
+        assert!(!listed.contains(range), "{range} is enforced: {listed}");
+    }
+    assert!(
+        info["feed"]["lockout_skipped_total"].as_u64() >= Some(2),
+        "{info}"
+    );
+    let named = info["feed"]["lockout_skipped"].to_string();
+    assert!(
+        named.contains(&format!("{COVERS_SERVER_V4} covers 198.18.1.1")),
+        "{info}"
+    );
+    assert_eq!(info["feed"]["degraded"], false, "{info}");
+
+    // In the kernel: the bad client is dropped, the good one (inside the skipped /24) passes.
+    let to = rx.target(&lab.server, false);
+    for (host, expected) in [(&lab.bad, 0), (&lab.good, PROBES)] {
+        let before = rx.count(host.addr(false));
+        assert_eq!(send_udp(host, to, Pace::steady(PROBES)), PROBES);
+        rx.settle();
+        assert_eq!(
+            rx.count(host.addr(false)) - before,
+            expected,
+            "{}",
+            host.netns
+        );
+    }
+    let audit = std::fs::read_to_string(daemon.dir.join("audit.jsonl")).unwrap_or_default();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("feed_replace") && l.contains(COVERS_SERVER_V4)),
+        "the skip must be audited: {audit}"
+    );
 }

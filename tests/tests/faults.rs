@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 use tests::daemon::{Daemon, packets};
-use tests::netns::{BAD_V4, BAD_V6, GOOD_V4, Host, Lab, Outcome, Pace, Receiver, ip, spawn_udp};
+use tests::netns::{
+    BAD_V4, BAD_V6, GOOD_V4, Host, Lab, Outcome, Pace, Receiver, SERVER_V4, ip, spawn_udp,
+};
 
 /// UDP port of the counting receiver on the server.
 const PORT: u16 = 9000;
@@ -424,6 +426,68 @@ fn a_reboot_restores_unexpired_decisions_from_the_snapshot() {
         "the block that expired while the daemon was down is enforced again"
     );
     assert_eq!(env.probe(&env.lab.good, false), N);
+}
+
+#[test]
+fn a_reboot_does_not_restore_blocks_that_would_cut_the_host_off() {
+    let mut env = Env::new(LISTS_ONLY);
+    env.daemon.ok(&["block", &BAD_V4.to_string()]);
+    // A person forced a block of the server's own address: that one is kept.
+    let own = format!("{SERVER_V4}/32");
+    env.daemon.ok(&["block", &own, "--force"]);
+    env.daemon.kill9();
+    // A snapshot from before the guard (or from before this host's addresses changed) holding
+    // blocks of everything, which nobody forced.
+    let cli_file = env.snapshot_dir().join("origins/cli.json");
+    let text = std::fs::read_to_string(&cli_file)
+        .unwrap_or_else(|e| panic!("{}: {e}", cli_file.display()));
+    let mut saved: Value = serde_json::from_str(&text).expect("cli.json");
+    let entries = saved["entries"].as_array_mut().expect("entries");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["net"] == own.as_str() && e["forced"] == true),
+        "the forced block must be saved as forced: {text}"
+    );
+    for net in ["0.0.0.0/0", "::/0"] {
+        entries.push(serde_json::json!({"net": net, "action": "block", "created_at_ms": 1}));
+    }
+    std::fs::write(&cli_file, saved.to_string()).expect("write cli.json");
+
+    let out = env.daemon.detach().expect("detach");
+    assert!(out.success(), "detach: {}", out.stderr);
+    env.daemon.spawn();
+    let blocked: Vec<String> = env
+        .daemon
+        .list(Some("blocked"))
+        .iter()
+        .map(|e| e["net"].as_str().unwrap_or("?").to_owned())
+        .collect();
+    let mut sorted = blocked.clone();
+    sorted.sort();
+    assert_eq!(sorted, [own.clone(), format!("{BAD_V4}/32")], "{blocked:?}");
+    assert_eq!(env.probe(&env.lab.good, false), N, "0.0.0.0/0 was restored");
+    assert_eq!(env.probe(&env.lab.good, true), N, "::/0 was restored");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "the bad client's block was lost"
+    );
+    let audit = std::fs::read_to_string(env.daemon.dir.join("audit.jsonl")).expect("the audit log");
+    for net in ["0.0.0.0/0", "::/0"] {
+        assert!(
+            audit
+                .lines()
+                .any(|l| l.contains("restore_lockout_skipped") && l.contains(net)),
+            "{net} left out without an audit record: {audit}"
+        );
+    }
+    // Gone from the snapshot too: the next restore does not meet them again.
+    let text = std::fs::read_to_string(&cli_file).expect("cli.json");
+    assert!(
+        !text.contains("0.0.0.0/0") && !text.contains("::/0"),
+        "{text}"
+    );
 }
 
 // ---- (c) damaged snapshot and config ---------------------------------------------------------

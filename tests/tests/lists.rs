@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tests::daemon::Daemon;
-use tests::netns::{Host, Lab, Pace, Receiver, in_netns, ip, spawn_udp};
+use tests::metrics::scrape;
+use tests::netns::{Host, Lab, Pace, Receiver, SERVER_V4, in_netns, ip, spawn_udp, unique_id};
 
 /// UDP port of the counting receiver on the server.
 const PORT: u16 = 9000;
@@ -384,20 +385,29 @@ fn http(
     .expect("http thread")
 }
 
-#[test]
-fn push_api_batches_are_all_or_nothing_and_revisioned() {
-    let dir = std::env::temp_dir().join(format!("api-shield-push-{}", std::process::id()));
+const PUSH_TOKEN: &str = "e2e-push-token-0123456789abcdef";
+
+/// A temp directory holding a push token file (mode 0600), and the `[push]` section naming it
+/// with the push API on `addr`.
+fn push_section(addr: SocketAddr) -> (PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("api-shield-push-{}", unique_id()));
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("push.token");
-    let token = "e2e-push-token-0123456789abcdef";
-    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::write(&token_file, format!("{PUSH_TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let addr: SocketAddr = "127.0.0.1:9380".parse().unwrap();
-    let config = format!(
-        "{LISTS_ONLY}[push]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
+    let section = format!(
+        "[push]\nlisten = \"{addr}\"\ntoken_file = \"{}\"\n",
         token_file.display()
     );
-    let env = Env::new(&config);
+    (dir, section)
+}
+
+#[test]
+fn push_api_batches_are_all_or_nothing_and_revisioned() {
+    let token = PUSH_TOKEN;
+    let addr: SocketAddr = "127.0.0.1:9380".parse().unwrap();
+    let (dir, push) = push_section(addr);
+    let env = Env::new(&format!("{LISTS_ONLY}{push}"));
     let ns = env.lab.server.netns.clone();
     let batch =
         |rev: u64, add: &str| format!(r#"{{"revision": {rev}, "add": [{add}], "remove": []}}"#);
@@ -481,4 +491,183 @@ fn push_api_batches_are_all_or_nothing_and_revisioned() {
         "the token must never reach the audit log"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- the lockout guard on every path that adds entries ----------------------------------------
+
+/// The lab server's own address, which no list may cover without a person forcing it.
+fn server_v4() -> String {
+    SERVER_V4.to_string()
+}
+
+#[test]
+fn push_batches_that_would_cut_the_host_off_are_refused_naming_the_entry() {
+    let addr: SocketAddr = "127.0.0.1:9380".parse().unwrap();
+    let (dir, push) = push_section(addr);
+    let env = Env::new(&format!("{LISTS_ONLY}{push}"));
+    let ns = env.lab.server.netns.clone();
+    let post = |body: &str| {
+        http(
+            &ns,
+            addr,
+            "POST",
+            "/v1/lists/pushed/batch",
+            Some(PUSH_TOKEN),
+            body,
+        )
+    };
+
+    // The whole address space, in either family.
+    for (everything, covered) in [("0.0.0.0/0", server_v4()), ("::/0", "::1".to_string())] {
+        let (status, body) = post(&format!(
+            r#"{{"revision": 0, "add": [{{"net": "{everything}"}}]}}"#
+        ));
+        assert_eq!(status, 400, "{everything}: {body}");
+        assert_eq!(body["error"], "invalid_entry", "{body}");
+        assert_eq!((&body["field"], &body["index"]), (&"add".into(), &0.into()));
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("add[0]: {everything}")) && message.contains(&covered),
+            "the error must name the entry and what it covers: {message}"
+        );
+        assert!(
+            env.list_info("pushed").is_none(),
+            "{everything} changed the list"
+        );
+    }
+
+    // Good entries around one that covers the server: nothing applies, the bad one is named.
+    let mixed = r#"{"revision": 0, "add": [
+        {"net": "198.18.1.35"}, {"net": "198.18.1.0/24"}, {"net": "2001:db8:1:3::/64"}]}"#;
+    let (status, body) = post(mixed);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["index"], 1, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("198.18.1.0/24") && message.contains(&server_v4()),
+        "{message}"
+    );
+    assert!(
+        !message.contains("198.18.1.35") && !message.contains("2001:db8:1:3::/64"),
+        "only the refused entry is named: {message}"
+    );
+    assert!(
+        env.list_info("pushed").is_none(),
+        "a refused batch changed something"
+    );
+    assert_eq!(env.probe(&env.lab.bad), N, "a refused batch is enforced");
+    let audit = std::fs::read_to_string(env.daemon.dir.join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("push_batch") && l.contains("198.18.1.0/24")),
+        "the refusal must be audited: {audit}"
+    );
+
+    // The same batch without the covering entry applies.
+    let (status, body) =
+        post(r#"{"revision": 0, "add": [{"net": "198.18.1.35"}, {"net": "2001:db8:1:3::/64"}]}"#);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(env.probe(&env.lab.bad), 0);
+    assert_eq!(env.probe(&env.lab.good), N);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn import_refuses_a_line_covering_the_host_unless_forced() {
+    let env = Env::new(LISTS_ONLY);
+    let path = env.file("everything.txt", "# scanners\n198.18.1.35\n::/0 # oops\n");
+    let out = import(&env, &path, "everything", &[]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("everything.txt:3")
+            && out.stderr.contains("::/0")
+            && out.stderr.contains("--force"),
+        "the error must name file, line and entry, and say how to force: {}",
+        out.stderr
+    );
+    assert!(
+        env.list_info("everything").is_none(),
+        "a refused import changed the list"
+    );
+    assert_eq!(env.probe(&env.lab.bad), N, "a refused import is enforced");
+
+    // A person may: `--force` imports it, and says what it forced.
+    let out = import(&env, &path, "everything", &["--force"]);
+    assert!(out.success(), "{out:?}");
+    let body: Value = serde_json::from_str(&out.stdout).expect("import JSON");
+    assert_eq!(body["entries"], 2, "{body}");
+    assert_eq!(body["forced"], serde_json::json!(["::/0"]), "{body}");
+    assert_eq!(env.probe(&env.lab.bad), 0, "the forced import is enforced");
+    let listed = env
+        .daemon
+        .json(&["list", "--origin", "everything", "--json"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["net"] == "::/0"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn a_watched_feed_entry_covering_the_host_is_skipped_and_counted() {
+    const METRICS: &str = "127.0.0.1:9381";
+    let lab_dir = std::env::temp_dir().join(format!("api-shield-feed-{}", unique_id()));
+    std::fs::create_dir_all(&lab_dir).unwrap();
+    let path = lab_dir.join("watched.netset");
+    std::fs::write(
+        &path,
+        "198.18.1.32/28 # the bad client\n0.0.0.0/0 # everything\n2001:db8:1::/48\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{LISTS_ONLY}[metrics]\nlisten = \"{METRICS}\"\n\
+         [[feeds]]\nname = \"watched\"\npath = \"{}\"\nformat = \"netset\"\ninterval = \"200ms\"\n",
+        path.display()
+    );
+    let env = Env::new(&config);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let info = loop {
+        let info = env.list_info("watched");
+        if let Some(i) = info.filter(|i| i["feed"]["syncs_total"].as_u64() >= Some(1)) {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "the feed never loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // The rest is enforced; the two covering entries are not, and say why.
+    assert_eq!(info["entries"], 1, "{info}");
+    assert_eq!(
+        env.probe(&env.lab.bad),
+        0,
+        "the rest of the feed must be enforced"
+    );
+    assert_eq!(
+        env.probe(&env.lab.good),
+        N,
+        "0.0.0.0/0 must not be enforced"
+    );
+    assert_eq!(info["feed"]["degraded"], false, "{info}");
+    assert_eq!(info["feed"]["lockout_skipped_total"], 2, "{info}");
+    let named = info["feed"]["lockout_skipped"].to_string();
+    assert!(
+        named.contains("0.0.0.0/0 covers 198.18.1.1") && named.contains("2001:db8:1::/48"),
+        "{info}"
+    );
+    let listed = env.daemon.json(&["list", "--origin", "watched", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let metrics = scrape(&env.daemon.netns, METRICS);
+    assert_eq!(
+        metrics.count(
+            "api_shield_feed_lockout_skipped_total",
+            &[("feed", "watched")]
+        ),
+        2,
+        "{}",
+        metrics.text
+    );
+    let _ = std::fs::remove_dir_all(&lab_dir);
 }

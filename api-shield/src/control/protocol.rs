@@ -45,6 +45,9 @@ pub enum Request {
         format: crate::lists::formats::Format,
         #[serde(default)]
         skip_invalid: bool,
+        /// Import even lines that would cut off this host or a management prefix.
+        #[serde(default)]
+        force: bool,
     },
     /// Empties a named list.
     Flush {

@@ -36,7 +36,8 @@ impl Handler for DaemonHandler {
                     list,
                     format,
                     skip_invalid,
-                } => state.import(&path, &list, format, skip_invalid),
+                    force,
+                } => state.import(&path, &list, format, skip_invalid, force),
                 Request::Flush { list } => state.flush(&list),
                 Request::Block {
                     nets,
@@ -69,7 +70,9 @@ impl Handler for DaemonHandler {
         match result {
             Ok(body) => Response::ok(body),
             Err(OpError::Invalid(m)) => Response::error(ErrorCode::InvalidInput, m),
-            Err(OpError::Refused(m)) => Response::error(ErrorCode::Refused, m),
+            Err(OpError::Refused(m) | OpError::Lockout { message: m, .. }) => {
+                Response::error(ErrorCode::Refused, m)
+            }
             Err(OpError::Internal(m)) => Response::error(ErrorCode::Internal, m),
         }
     }

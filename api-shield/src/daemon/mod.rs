@@ -4,7 +4,9 @@
 
 pub mod events;
 pub mod gateway;
+pub mod guard;
 pub mod handler;
+pub mod lists;
 pub mod ops;
 pub mod sink;
 pub mod start;

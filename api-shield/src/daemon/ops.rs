@@ -1,22 +1,23 @@
 //! The daemon's state and every operation the control socket offers. Plain Rust, no sockets:
 //! the handler and the tests call these directly.
 
+use super::guard::OnLockout;
 use crate::config::Config;
 use crate::decisions::{
     snapshot::{SnapshotDir, SnapshotError},
-    store::{Entry, OriginList, Store},
+    store::Store,
 };
 use crate::kernel::{clock, maps::Capacity, shield::Shield};
-use crate::lists::{ListEntry, formats, valid_list_name};
-use crate::lockout;
+use crate::lists::valid_list_name;
+use crate::lockout::{Lockout, Protected};
 use crate::model::{Action, Decision};
 use crate::parse::parse_net;
 use api_shield_common::{state::ORIGIN_KERNEL, verdict};
 use ipnet::IpNet;
 use serde_json::{Value, json};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Instant;
+
+pub use super::lists::UpdateError;
 
 /// Origin of decisions made through the CLI.
 pub const ORIGIN_CLI: &str = "cli";
@@ -35,6 +36,9 @@ pub enum OpError {
     /// Valid but refused (lockout, capacity): exit code 2, nothing applied.
     #[error("{0}")]
     Refused(String),
+    /// Would cut this host off (the lockout guard): exit code 2, nothing applied.
+    #[error("{message}")]
+    Lockout { refused: Lockout, message: String },
     #[error("{0}")]
     Internal(String),
 }
@@ -95,7 +99,11 @@ impl State {
         self.commit_changed(next, &changed)
     }
 
-    fn commit_changed(&mut self, next: Store, changed: &[String]) -> Result<(), OpError> {
+    pub(super) fn commit_changed(
+        &mut self,
+        next: Store,
+        changed: &[String],
+    ) -> Result<(), OpError> {
         let config = self.config_decisions();
         let names: Vec<String> = next
             .origins()
@@ -149,6 +157,8 @@ impl State {
         self.commit_changed(self.store.clone(), &names)
     }
 
+    /// Blocks `tokens` (into `list`, or `cli`); refuses what would cut this host off unless
+    /// `force`.
     pub fn block(
         &mut self,
         tokens: &[String],
@@ -157,25 +167,49 @@ impl State {
         force: bool,
         list: Option<&str>,
     ) -> Result<Value, OpError> {
+        let protected = self.protected()?;
+        let on_lockout = if force {
+            OnLockout::Force
+        } else {
+            OnLockout::Refuse
+        };
+        self.block_guarded(tokens, ttl_secs, reason, list, &protected, on_lockout)
+            .map_err(|e| match e {
+                OpError::Lockout { refused, message } => OpError::Lockout {
+                    refused,
+                    message: format!("{message} (use --force to block anyway)"),
+                },
+                other => other,
+            })
+    }
+
+    /// `block` against `protected` (the gateway adds its trusted proxies to what the CLI
+    /// protects). `Skip` is not meant here: a block names what it wants, all or nothing.
+    pub fn block_guarded(
+        &mut self,
+        tokens: &[String],
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        list: Option<&str>,
+        protected: &Protected,
+        on_lockout: OnLockout,
+    ) -> Result<Value, OpError> {
         let origin = origin_of(list)?;
         let nets = parse_all(tokens)?;
         if let Some(t) = ttl_secs {
             crate::parse::check_ttl(t, self.config.max_ttl).map_err(OpError::Invalid)?;
         }
         let reason = check_reason(reason)?;
-        if !force {
-            let host = lockout::host_addresses().map_err(|e| OpError::Internal(e.to_string()))?;
-            let conflicts: Vec<String> = nets
-                .iter()
-                .flat_map(|n| lockout::lockout_conflicts(n, &host, &self.config.management_allow))
-                .collect();
-            if !conflicts.is_empty() {
-                return Err(OpError::Refused(format!(
-                    "refusing to block: {}; nothing was applied (use --force to block anyway)",
-                    conflicts.join("; ")
-                )));
+        let forced = match (protected.check(&nets), on_lockout) {
+            (Ok(()), _) => Vec::new(),
+            (Err(refused), OnLockout::Force) => {
+                refused.refused.into_iter().map(|c| c.net).collect()
             }
-        }
+            (Err(refused), OnLockout::Refuse | OnLockout::Skip) => {
+                let message = format!("refusing to block: {refused}; nothing was applied");
+                return Err(OpError::Lockout { refused, message });
+            }
+        };
         let now = clock::now_unix_ms();
         let expires_at_ms = ttl_secs.map(|t| now.saturating_add(t.saturating_mul(1000)));
         let mut next = self.store.clone();
@@ -189,8 +223,13 @@ impl State {
                 expires_at_ms,
             });
         }
+        for net in &forced {
+            next.mark_forced(&origin, Action::Block, net);
+        }
         self.commit(next)?;
-        Ok(json!({"blocked": nets, "list": origin, "expires_at_ms": expires_at_ms}))
+        Ok(
+            json!({"blocked": nets, "list": origin, "expires_at_ms": expires_at_ms, "forced": forced}),
+        )
     }
 
     /// Removes blocks of `tokens`: from `list` only, or from every origin (and the kernel's
@@ -366,7 +405,7 @@ impl State {
 }
 
 /// The origin a CLI change goes to: a named list, or `cli`.
-fn origin_of(list: Option<&str>) -> Result<String, OpError> {
+pub(super) fn origin_of(list: Option<&str>) -> Result<String, OpError> {
     match list {
         Some(l) => {
             valid_list_name(l).map_err(OpError::Invalid)?;
@@ -379,183 +418,6 @@ fn origin_of(list: Option<&str>) -> Result<String, OpError> {
         }
         None => Ok(ORIGIN_CLI.to_string()),
     }
-}
-
-fn entry_of(e: &ListEntry, now_ms: u64) -> Entry {
-    Entry {
-        reason: e.reason.as_deref().map(Arc::from),
-        created_at_ms: now_ms,
-        expires_at_ms: e
-            .ttl
-            .map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
-    }
-}
-
-impl State {
-    /// Replaces list `name` whole with `entries`, atomically for packets. Returns its revision.
-    pub fn replace_list(
-        &mut self,
-        name: &str,
-        source: &str,
-        entries: &[ListEntry],
-    ) -> Result<u64, OpError> {
-        let origin = origin_of(Some(name))?;
-        let now = clock::now_unix_ms();
-        let mut list = OriginList::new(source, now);
-        list.entries.reserve(entries.len());
-        for e in entries {
-            list.entries
-                .insert((Action::Block, e.net), entry_of(e, now));
-        }
-        let mut next = self.store.clone();
-        let revision = next.replace_origin(&origin, list);
-        self.commit_changed(next, &[origin])?;
-        Ok(revision)
-    }
-
-    /// Adds and removes entries of list `name` in one step. With `expected`, refuses the change
-    /// when the list's revision moved since the writer read it.
-    pub fn update_list(
-        &mut self,
-        name: &str,
-        source: &str,
-        expected: Option<u64>,
-        add: &[ListEntry],
-        remove: &[IpNet],
-    ) -> Result<u64, UpdateError> {
-        let origin = origin_of(Some(name)).map_err(UpdateError::Op)?;
-        let current = self.store.revision(&origin);
-        if let Some(expected) = expected.filter(|e| *e != current) {
-            return Err(UpdateError::Conflict { current, expected });
-        }
-        let now = clock::now_unix_ms();
-        let mut next = self.store.clone();
-        let removals: Vec<(Action, IpNet)> = remove.iter().map(|n| (Action::Block, *n)).collect();
-        let revision = next.update_origin(
-            &origin,
-            source,
-            now,
-            add.iter()
-                .map(|e| ((Action::Block, e.net), entry_of(e, now))),
-            &removals,
-        );
-        self.commit_changed(next, &[origin])
-            .map_err(UpdateError::Op)?;
-        Ok(revision)
-    }
-
-    /// The health record of feed `name`, created on first use.
-    pub fn feed_health(&mut self, name: &str) -> crate::feeds::SharedHealth {
-        self.feeds.entry(name.to_string()).or_default().clone()
-    }
-
-    /// Empties list `name`.
-    pub fn flush(&mut self, name: &str) -> Result<Value, OpError> {
-        let origin = origin_of(Some(name))?;
-        let mut next = self.store.clone();
-        let removed = next.drop_origin(&origin);
-        self.commit_changed(next, std::slice::from_ref(&origin))?;
-        Ok(json!({"list": origin, "removed": removed}))
-    }
-
-    /// Imports a list file into list `name`, replacing its content: all of the file or, when
-    /// a line is bad, nothing (unless `skip_invalid`, which reports every skipped line).
-    pub fn import(
-        &mut self,
-        path: &Path,
-        name: &str,
-        format: formats::Format,
-        skip_invalid: bool,
-    ) -> Result<Value, OpError> {
-        let started = Instant::now();
-        origin_of(Some(name))?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| OpError::Invalid(format!("cannot read {}: {e}", path.display())))?;
-        let file = path.display().to_string();
-        let parsed = formats::parse(&text, &file, format, skip_invalid)
-            .map_err(|e| OpError::Invalid(format!("{e}; nothing was applied")))?;
-        let parsed_in = started.elapsed();
-        let revision = self.replace_list(name, &file, &parsed.entries)?;
-        Ok(json!({
-            "list": name,
-            "entries": parsed.entries.len(),
-            "duplicates": parsed.duplicates,
-            "skipped": parsed.skipped.iter().map(|s| json!({"line": s.line, "text": s.text, "reason": s.reason})).collect::<Vec<_>>(),
-            "format": parsed.format,
-            "revision": revision,
-            "parse_ms": parsed_in.as_millis() as u64,
-            "total_ms": started.elapsed().as_millis() as u64,
-        }))
-    }
-
-    /// Every origin with its size, source, last update, revision and kernel drops.
-    pub fn lists(&self) -> Result<Value, OpError> {
-        let drops = self
-            .shield
-            .origin_counters()
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let ids = self.shield.origins();
-        let drops_of = |name: &str| {
-            ids.get(name).and_then(|id| drops.get(*id as usize)).map_or(
-                json!({"packets": 0, "bytes": 0}),
-                |c| json!({"packets": c.packets, "bytes": c.bytes}),
-            )
-        };
-        let mut out: Vec<Value> = self
-            .store
-            .origins()
-            .map(|(name, list)| {
-                let health = self.feeds.get(name).map(|h| {
-                    serde_json::to_value(
-                        &*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-                    )
-                    .unwrap_or(Value::Null)
-                });
-                json!({
-                    "name": name,
-                    "entries": list.entries.len(),
-                    "source": list.meta.source,
-                    "updated_at_ms": list.meta.updated_at_ms,
-                    "revision": list.meta.revision,
-                    "drops": drops_of(name),
-                    "feed": health,
-                })
-            })
-            .collect();
-        for (name, health) in &self.feeds {
-            if self.store.origin(name).is_none() {
-                let h = health
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                out.push(json!({
-                    "name": name,
-                    "entries": 0,
-                    "source": "feed (nothing loaded yet)",
-                    "drops": drops_of(name),
-                    "feed": serde_json::to_value(&*h).unwrap_or(Value::Null),
-                }));
-            }
-        }
-        let auto = self.shield.kernel.maps.auto_blocks().len();
-        out.push(json!({
-            "name": ORIGIN_KERNEL_NAME,
-            "entries": auto,
-            "source": "kernel auto-block",
-            "drops": drops
-                .get(ORIGIN_KERNEL as usize)
-                .map_or(json!(null), |c| json!({"packets": c.packets, "bytes": c.bytes})),
-        }));
-        Ok(Value::Array(out))
-    }
-}
-
-/// Why a list update was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum UpdateError {
-    #[error("the list is at revision {current}, not {expected}")]
-    Conflict { current: u64, expected: u64 },
-    #[error(transparent)]
-    Op(OpError),
 }
 
 fn check_reason(reason: Option<String>) -> Result<Option<String>, OpError> {

@@ -88,6 +88,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
             snapshot.path().display()
         );
     }
+    let restored = snap.is_some();
     let store = match snap {
         Some((store, index)) => {
             shield.restore_origins(&index.origin_ids);
@@ -118,6 +119,9 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         requested_capacity: caps,
         feeds: Default::default(),
     };
+    if restored {
+        drop_restored_lockouts(&mut state, audit)?;
+    }
     // Lists first, settings second: if the lists cannot be applied the start is refused and
     // an adopted program keeps enforcing exactly what it had, settings included.
     state
@@ -334,5 +338,29 @@ fn give_up_root(
         uid = user.uid.as_raw(),
         "running unprivileged from here on"
     );
+    Ok(())
+}
+
+/// Leaves out of a restored snapshot every block that would now cut this host off (see
+/// `State::drop_restored_lockouts`), logging and auditing each one.
+fn drop_restored_lockouts(state: &mut State, audit: &AuditLog) -> Result<()> {
+    let dropped = state
+        .drop_restored_lockouts()
+        .map_err(|e| anyhow::anyhow!("restoring decisions: {e}"))?;
+    for (list, conflict) in dropped {
+        tracing::warn!(
+            list,
+            net = %conflict.net,
+            why = %conflict,
+            "not restored: the entry would cut this host off (block it again with --force to keep it)"
+        );
+        audit_self(
+            audit,
+            "restore_lockout_skipped",
+            json!({"list": list, "net": conflict.net}),
+            true,
+            json!(conflict.to_string()),
+        );
+    }
     Ok(())
 }

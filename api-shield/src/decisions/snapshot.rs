@@ -58,6 +58,8 @@ struct FileEntry {
     created_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    forced: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +160,7 @@ impl SnapshotDir {
                     reason: e.reason,
                     created_at_ms: e.created_at_ms,
                     expires_at_ms: e.expires_at_ms,
+                    forced: e.forced,
                 };
                 list.entries.insert((e.action, e.net), entry);
             }
@@ -191,6 +194,7 @@ impl SnapshotDir {
                             reason: entry.reason.clone(),
                             created_at_ms: entry.created_at_ms,
                             expires_at_ms: entry.expires_at_ms,
+                            forced: entry.forced,
                         })
                         .collect(),
                 };
@@ -246,7 +250,7 @@ mod tests {
     }
 
     fn sample() -> Store {
-        Store::from_decisions([
+        let mut store = Store::from_decisions([
             Decision {
                 net: "2001:db8::/48".parse().unwrap(),
                 action: Action::Block,
@@ -263,7 +267,10 @@ mod tests {
                 created_at_ms: 2,
                 expires_at_ms: None,
             },
-        ])
+        ]);
+        // Forced past the lockout guard: a restore must know it.
+        store.mark_forced("cli", Action::Block, &"2001:db8::/48".parse().unwrap());
+        store
     }
 
     fn ids() -> BTreeMap<String, u32> {

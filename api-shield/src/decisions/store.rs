@@ -20,6 +20,10 @@ pub struct Entry {
     pub created_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at_ms: Option<u64>,
+    /// A person blocked this past the lockout guard (`--force`): a restore keeps it even
+    /// though it covers this host or a management prefix.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
 }
 
 /// What is known of an origin besides its entries.
@@ -86,9 +90,19 @@ impl Store {
                 reason: d.reason.map(Arc::from),
                 created_at_ms: d.created_at_ms,
                 expires_at_ms: d.expires_at_ms,
+                forced: false,
             },
         );
         old.map(|e| to_decision(&origin, d.action, d.net, &e))
+    }
+
+    /// Marks `net`'s `action` entry of `origin` as forced past the lockout guard.
+    pub fn mark_forced(&mut self, origin: &str, action: Action, net: &IpNet) {
+        if let Some(list) = self.origins.get_mut(origin)
+            && let Some(entry) = Arc::make_mut(list).entries.get_mut(&(action, *net))
+        {
+            entry.forced = true;
+        }
     }
 
     /// Replaces origin `name` whole; returns its new revision.
@@ -323,6 +337,7 @@ mod tests {
                 reason: None,
                 created_at_ms: 9,
                 expires_at_ms: None,
+                forced: false,
             },
         );
         let rev = next.replace_origin("big", replaced);

@@ -38,6 +38,32 @@ pub struct FeedHealth {
     pub syncs_total: u64,
     /// The source is unreachable right now: the last state it gave stays enforced.
     pub degraded: bool,
+    /// Entries the lockout guard left out, over every sync: each would have cut this host off
+    /// (it covers one of its addresses or a management prefix).
+    pub lockout_skipped_total: u64,
+    /// The entries the last sync that left any out left out, and why (at most
+    /// [`MAX_SKIPPED_SHOWN`]).
+    pub lockout_skipped: Vec<String>,
+}
+
+/// Most left-out entries a feed's health names; the count covers all of them.
+pub const MAX_SKIPPED_SHOWN: usize = 16;
+
+impl FeedHealth {
+    /// Records the entries the lockout guard left out of one sync.
+    pub fn record_lockout_skips(&mut self, skipped: &[crate::lockout::Conflict]) {
+        if skipped.is_empty() {
+            return;
+        }
+        self.lockout_skipped_total = self
+            .lockout_skipped_total
+            .saturating_add(u64::try_from(skipped.len()).unwrap_or(u64::MAX));
+        self.lockout_skipped = skipped
+            .iter()
+            .take(MAX_SKIPPED_SHOWN)
+            .map(ToString::to_string)
+            .collect();
+    }
 }
 
 pub type SharedHealth = Arc<Mutex<FeedHealth>>;

@@ -222,8 +222,9 @@ pub fn original_request(
     if !path.starts_with('/') {
         return Err("the original URI is not a path");
     }
-    let client_ip = client_ip(cfg, peer, headers);
-    let mut meta = RequestMeta::new(client_ip, method, host, path);
+    let client = client_ip(cfg, peer, headers);
+    let mut meta = RequestMeta::new(client.ip, method, host, path);
+    meta.client_is_proxy = client.is_proxy;
     meta.query = query.map(str::to_owned);
     let mut h = Headers::new();
     for (name, value) in headers {

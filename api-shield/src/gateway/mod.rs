@@ -29,7 +29,7 @@ use crate::policy::Escalation;
 /// Called off the async runtime (from a blocking task): it may take the daemon's lock and
 /// write the snapshot and the kernel maps.
 pub trait Escalator: Send + Sync {
-    /// Blocks `e.ip` for `e.ttl` (or only logs it when `e.dry_run`), and says what came of it
+    /// Blocks `e.net` for `e.ttl` (or only logs it when `e.dry_run`), and says what came of it
     /// (for the escalation metric).
     fn escalate(&self, e: &Escalation) -> EscalationOutcome;
 }

@@ -193,6 +193,24 @@ pub fn parse(
     })
 }
 
+/// The 1-based line of `text` holding `net` (the first, if several do), to name an entry
+/// refused after the parse, by the lockout guard. `None` if no line holds it.
+pub fn line_of(text: &str, format: Format, net: &IpNet) -> Option<usize> {
+    let format = match format {
+        Format::Auto => detect(text),
+        other => other,
+    };
+    let mut ipset = Ipset::default();
+    strip_bom(text).lines().enumerate().find_map(|(i, raw)| {
+        let line = i + 1;
+        let found = match format {
+            Format::Ipset => ipset.line(raw, line).ok().flatten().map(|e| e.net),
+            Format::Auto | Format::Plain | Format::Netset => plain_line(raw).ok().flatten(),
+        };
+        (found == Some(*net)).then_some(line)
+    })
+}
+
 fn strip_bom(text: &str) -> &str {
     text.strip_prefix('\u{feff}').unwrap_or(text)
 }
@@ -691,6 +709,23 @@ mod tests {
 
     fn ok(text: &str, format: Format) -> Parsed {
         parse(text, "test.list", format, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn line_of_names_where_an_entry_is() {
+        let plain = "\u{feff}# header\n198.18.0.0/24\r\n\n::/0 # all of IPv6\n::/0\n";
+        assert_eq!(line_of(plain, Format::Auto, &net("::/0")), Some(4));
+        assert_eq!(
+            line_of(plain, Format::Netset, &net("198.18.0.0/24")),
+            Some(2)
+        );
+        assert_eq!(line_of(plain, Format::Plain, &net("0.0.0.0/0")), None);
+        let ipset =
+            "create s hash:net family inet\nadd s 198.18.0.0/24\nadd s 0.0.0.0/0 timeout 5\n";
+        assert_eq!(line_of(ipset, Format::Auto, &net("0.0.0.0/0")), Some(3));
+        // A CRLF ipset file whose entry repeats: the first line holding it.
+        let repeated = "add s 2001:db8::/32\r\nadd s ::/0\r\nadd s ::/0 timeout 9\r\n";
+        assert_eq!(line_of(repeated, Format::Ipset, &net("::/0")), Some(2));
     }
 
     fn err(text: &str, format: Format) -> ListError {

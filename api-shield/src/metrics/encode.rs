@@ -272,6 +272,14 @@ impl Collector for SnapshotCollector {
             None,
             feeds().map(|(l, h)| (l, h.errors_total)),
         )?;
+        counters(
+            e,
+            "api_shield_feed_lockout_skipped",
+            "Entries of each feed left out because they would cut this host off (they cover \
+             one of its addresses or a management prefix), counted at every sync",
+            None,
+            feeds().map(|(l, h)| (l, h.lockout_skipped_total)),
+        )?;
         gauges(
             e,
             "api_shield_feed_last_success_timestamp",
@@ -345,6 +353,7 @@ mod tests {
                 last_success_ms: Some(1_700_000_000_250),
                 syncs_total: 4,
                 errors_total: 1,
+                lockout_skipped_total: 2,
                 ..FeedHealth::default()
             },
         );
@@ -374,6 +383,7 @@ mod tests {
             "api_shield_start_time_seconds 1700000000.5",
             "api_shield_feed_syncs_total{feed=\"firehol\"} 4",
             "api_shield_feed_errors_total{feed=\"firehol\"} 1",
+            "api_shield_feed_lockout_skipped_total{feed=\"firehol\"} 2",
             "api_shield_feed_last_success_timestamp_seconds{feed=\"firehol\"} 1700000000.25",
             "api_shield_feed_degraded{feed=\"firehol\"} 0",
         ] {

@@ -498,7 +498,8 @@ impl Default for HeaderConfig {
     }
 }
 
-/// Abuse detection per client IP; a firing rule yields an escalation (a kernel block).
+/// Abuse detection per client prefix; a firing rule yields an escalation (a kernel block of
+/// that prefix).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
@@ -508,9 +509,17 @@ pub struct DetectorConfig {
     /// Report escalations marked as dry-run (the daemon logs instead of blocking).
     #[serde(default)]
     pub dry_run: bool,
-    /// Most client IPs tracked at once.
+    /// Most client prefixes tracked at once.
     #[serde(default = "default_max_tracked_ips")]
     pub max_tracked_ips: usize,
+    /// IPv4 clients are counted, and blocked, per prefix of this length (1..=32), as the
+    /// kernel limiter's `[limits] v4_prefix`.
+    #[serde(default = "default_detector_v4_prefix")]
+    pub v4_prefix: u8,
+    /// IPv6 clients are counted, and blocked, per prefix of this length (1..=128): a host
+    /// usually owns a whole /64, as the kernel limiter's `[limits] v6_prefix`.
+    #[serde(default = "default_ipv6_prefix")]
+    pub v6_prefix: u8,
     /// Invalid credentials presented (401s, from the engine or the upstream).
     #[serde(default = "default_auth_failures")]
     pub auth_failures: CountRule,
@@ -528,6 +537,9 @@ pub struct DetectorConfig {
 fn default_max_tracked_ips() -> usize {
     65_536
 }
+fn default_detector_v4_prefix() -> u8 {
+    32
+}
 fn default_auth_failures() -> CountRule {
     CountRule::new(20, 60, 3600)
 }
@@ -544,6 +556,8 @@ impl Default for DetectorConfig {
             enabled: true,
             dry_run: false,
             max_tracked_ips: default_max_tracked_ips(),
+            v4_prefix: default_detector_v4_prefix(),
+            v6_prefix: default_ipv6_prefix(),
             auth_failures: default_auth_failures(),
             too_many_requests: default_too_many(),
             not_found_paths: default_not_found(),
@@ -868,6 +882,12 @@ impl PolicyConfig {
         let d = &self.detector;
         if d.max_tracked_ips == 0 {
             p.add("detector.max_tracked_ips", "must be positive");
+        }
+        if !(1..=32).contains(&d.v4_prefix) {
+            p.add("detector.v4_prefix", "1..=32");
+        }
+        if !(1..=128).contains(&d.v6_prefix) {
+            p.add("detector.v6_prefix", "1..=128");
         }
         for (name, rule) in [
             ("auth_failures", &d.auth_failures),

@@ -1,5 +1,10 @@
-//! Abuse detection per client IP. A firing rule yields an [`Escalation`], which the daemon turns
-//! into a kernel block with origin `gateway`.
+//! Abuse detection per client prefix. A firing rule yields an [`Escalation`], which the daemon
+//! turns into a kernel block of that prefix with origin `gateway`.
+//!
+//! Clients are counted per prefix, like the kernel's rate limiter: an IPv6 host usually owns a
+//! whole /64 and can speak from any of its addresses, so counting per /128 would let it make
+//! a fresh start with every new address. `v6_prefix` (64 by default) and `v4_prefix` (32) set
+//! the lengths, and the block covers the same prefix.
 //!
 //! Rules ("N within T" are exact sliding windows):
 //! - `auth_failures`: N invalid credentials within T;
@@ -24,6 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::config::{CountRule, DetectorConfig, OverQuotaRule};
@@ -65,11 +71,13 @@ impl Rule {
     }
 }
 
-/// A request to block `ip` in the kernel for `ttl`.
+/// A request to block `net` in the kernel for `ttl`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Escalation {
-    /// The client.
+    /// The client whose request fired the rule.
     pub ip: IpAddr,
+    /// What to block: the prefix the detector counted `ip` under.
+    pub net: IpNet,
     /// The rule that fired.
     pub rule: Rule,
     /// How long to block.
@@ -118,7 +126,7 @@ struct IpState {
 /// The detector.
 pub struct Detector {
     cfg: DetectorConfig,
-    shards: Box<[Mutex<HashMap<IpAddr, IpState>>]>,
+    shards: Box<[Mutex<HashMap<IpNet, IpState>>]>,
     next_sweep: Box<[Mutex<Option<Instant>>]>,
     cap_per_shard: usize,
     hasher: RandomState,
@@ -167,12 +175,27 @@ impl Detector {
             .max(self.cfg.not_found_paths.within)
     }
 
+    /// The prefix `ip` is counted under: IPv4-mapped IPv6 as the IPv4 address it carries (the
+    /// kernel sees those sources as IPv4), then truncated to the configured length.
+    pub fn key(&self, ip: IpAddr) -> IpNet {
+        let (ip, len) = match ip.to_canonical() {
+            v4 @ IpAddr::V4(_) => (v4, self.cfg.v4_prefix),
+            v6 @ IpAddr::V6(_) => (v6, self.cfg.v6_prefix),
+        };
+        // A length beyond the family's is refused by validation; clamp rather than panic.
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        IpNet::new(ip, len.min(max))
+            .map(|n| n.trunc())
+            .unwrap_or_else(|_| IpNet::from(ip))
+    }
+
     fn with_ip<R>(
         &self,
         ip: IpAddr,
         now: Instant,
         f: impl FnOnce(&mut IpState) -> Option<R>,
     ) -> Option<R> {
+        let ip = self.key(ip);
         let i = (self.hasher.hash_one(ip) as usize) % self.shards.len();
         let mut map = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&ip) && map.len() >= self.cap_per_shard {
@@ -183,7 +206,7 @@ impl Detector {
         f(state)
     }
 
-    fn make_room(&self, i: usize, map: &mut HashMap<IpAddr, IpState>, now: Instant) {
+    fn make_room(&self, i: usize, map: &mut HashMap<IpNet, IpState>, now: Instant) {
         let mut next = self.next_sweep[i].lock().unwrap_or_else(|e| e.into_inner());
         if next.is_none_or(|t| now >= t) {
             *next = Some(now + SWEEP_INTERVAL);
@@ -208,6 +231,7 @@ impl Detector {
     fn escalate(&self, ip: IpAddr, rule: Rule, ttl: Duration, reason: String) -> Escalation {
         Escalation {
             ip,
+            net: self.key(ip),
             rule,
             ttl,
             reason,
@@ -475,6 +499,71 @@ mod tests {
         }
         let e = (0..4).find_map(|_| d.record_too_many(ip, t)).unwrap();
         assert!(e.dry_run);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_and_blocked_per_64() {
+        let mut c = cfg();
+        c.auth_failures = CountRule::new(6, 10, 600);
+        let d = Detector::new(c);
+        let t = Instant::now();
+        // Six addresses of one /64, one failure each: one client as far as the rule goes.
+        let fired: Vec<Escalation> = (1..=6u16)
+            .filter_map(|host| {
+                let ip = IpAddr::from([0x2001, 0xdb8, 0x5, 0x6, 0xa, 0, 0, host]);
+                d.record_auth_failure(ip, t)
+            })
+            .collect();
+        assert_eq!(fired.len(), 1, "{fired:?}");
+        assert_eq!(fired[0].net, "2001:db8:5:6::/64".parse::<IpNet>().unwrap());
+        assert_eq!(d.tracked_ips(), 1);
+        // Another /64 is another client.
+        assert!(
+            d.record_auth_failure("2001:db8:5:7::1".parse().unwrap(), t)
+                .is_none()
+        );
+        assert_eq!(d.tracked_ips(), 2);
+    }
+
+    #[test]
+    fn ipv4_clients_are_counted_per_32_unless_configured() {
+        let t = Instant::now();
+        let a: IpAddr = "198.51.100.7".parse().unwrap();
+        let b: IpAddr = "198.51.100.8".parse().unwrap();
+        let d = Detector::new(cfg());
+        for ip in [a, b, a, b] {
+            assert!(d.record_auth_failure(ip, t).is_none());
+        }
+        let e = d.record_auth_failure(a, t).expect("a's third failure");
+        assert_eq!(e.net, "198.51.100.7/32".parse::<IpNet>().unwrap());
+
+        let mut c = cfg();
+        c.v4_prefix = 24;
+        c.v6_prefix = 48;
+        let d = Detector::new(c);
+        assert!(d.record_auth_failure(a, t).is_none());
+        assert!(d.record_auth_failure(b, t).is_none());
+        let e = d
+            .record_auth_failure(a, t)
+            .expect("a third failure in the /24");
+        assert_eq!(e.net, "198.51.100.0/24".parse::<IpNet>().unwrap());
+        assert_eq!(e.ip, a, "the escalation still names the client");
+        assert_eq!(
+            d.key("2001:db8:1:2:3::4".parse().unwrap()),
+            "2001:db8:1::/48".parse::<IpNet>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_are_their_ipv4_address() {
+        let d = Detector::new(cfg());
+        let t = Instant::now();
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        let plain: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(d.record_auth_failure(mapped, t).is_none());
+        assert!(d.record_auth_failure(plain, t).is_none());
+        let e = d.record_auth_failure(mapped, t).expect("third failure");
+        assert_eq!(e.net, "198.51.100.7/32".parse::<IpNet>().unwrap());
     }
 
     #[test]

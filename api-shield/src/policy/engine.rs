@@ -476,7 +476,10 @@ impl Engine {
                     d.identity = Some(identity);
                 }
                 Err(detail) => {
-                    if let Some(e) = self.detector.record_auth_failure(req.client_ip, now.mono) {
+                    if let Some(e) = req
+                        .network_ip()
+                        .and_then(|ip| self.detector.record_auth_failure(ip, now.mono))
+                    {
                         d.escalations.push(e);
                     }
                     let challenge = self.challenges(cfg, Some(method));
@@ -605,38 +608,44 @@ impl Engine {
         now: Now,
         d: &mut Decision,
     ) -> Result<(), (Verdict, DenyReason)> {
-        let ip = format!(
-            "ip:{}",
-            ip_key(req.client_ip, self.config.limiter.ipv6_prefix)
-        );
+        // No per-address key for a client known only as a trusted proxy: that limit would
+        // throttle everyone behind the proxy. Limits keyed on it are left out.
+        let ip = req
+            .network_ip()
+            .map(|ip| format!("ip:{}", ip_key(ip, self.config.limiter.ipv6_prefix)));
         let who = d
             .identity
             .as_ref()
-            .map_or_else(|| ip.clone(), Identity::limit_key);
+            .map(Identity::limit_key)
+            .or_else(|| ip.clone());
         let key_of = |parts: &[KeyPart]| {
             parts
                 .iter()
                 .map(|p| match p {
                     KeyPart::Identity => who.clone(),
                     KeyPart::Ip => ip.clone(),
-                    KeyPart::Route => format!("route:{}", route.cfg.name),
+                    KeyPart::Route => Some(format!("route:{}", route.cfg.name)),
                 })
-                .collect::<Vec<_>>()
-                .join("|")
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| parts.join("|"))
         };
         let mut checks: Vec<(&LimitSpec, String)> = route
             .limits
             .iter()
-            .map(|(spec, parts)| (spec, key_of(parts)))
+            .filter_map(|(spec, parts)| Some((spec, key_of(parts)?)))
             .collect();
         if let Some(plan) = d.plan.as_ref().and_then(|p| self.plans.get(p)) {
-            checks.extend(plan.rates.iter().map(|(spec, parts)| (spec, key_of(parts))));
+            checks.extend(
+                plan.rates
+                    .iter()
+                    .filter_map(|(spec, parts)| Some((spec, key_of(parts)?))),
+            );
             for (spec, scope) in &plan.quotas {
                 let key = match scope {
                     QuotaScope::Identity => who.clone(),
-                    QuotaScope::Plan => format!("plan:{}", d.plan.as_deref().unwrap_or("")),
+                    QuotaScope::Plan => Some(format!("plan:{}", d.plan.as_deref().unwrap_or(""))),
                 };
-                checks.push((spec, key));
+                checks.extend(key.map(|key| (spec, key)));
             }
         }
         if checks.is_empty() {
@@ -658,14 +667,16 @@ impl Engine {
             .unwrap_or(Duration::ZERO);
         let retry_after = headers::retry_after_secs(wait, hc.max_retry_after);
         let first = denied[0];
-        if !first.untracked {
-            if let Some(e) = self.detector.record_too_many(req.client_ip, now.mono) {
+        if !first.untracked
+            && let Some(client) = req.network_ip()
+        {
+            if let Some(e) = self.detector.record_too_many(client, now.mono) {
                 d.escalations.push(e);
             }
             let window = Duration::from_secs(first.window_secs);
-            if let Some(e) =
-                self.detector
-                    .record_over_quota(req.client_ip, first.quota, window, now.mono)
+            if let Some(e) = self
+                .detector
+                .record_over_quota(client, first.quota, window, now.mono)
             {
                 d.escalations.push(e);
             }

@@ -98,6 +98,10 @@ pub struct RequestMeta {
     /// The client's address, as the transport established it (TCP peer, or a trusted proxy's
     /// `Forwarded`/PROXY header).
     pub client_ip: IpAddr,
+    /// No untrusted hop named the client: `client_ip` is a trusted proxy's own address.
+    /// Nothing is decided about it (no per-address limit, no detection, no block): that would
+    /// hit everyone behind the proxy. Identities are still limited.
+    pub client_is_proxy: bool,
     /// HTTP method, e.g. `GET`.
     pub method: String,
     /// Host (`Host` or `:authority`), with or without a port.
@@ -120,6 +124,7 @@ impl RequestMeta {
     ) -> Self {
         Self {
             client_ip,
+            client_is_proxy: false,
             method: method.into(),
             host: host.into(),
             path: path.into(),
@@ -151,6 +156,12 @@ impl RequestMeta {
         })
     }
 
+    /// The client's address when decisions may be made about it: `None` when it is only a
+    /// trusted proxy's (see [`Self::client_is_proxy`]).
+    pub fn network_ip(&self) -> Option<IpAddr> {
+        (!self.client_is_proxy).then_some(self.client_ip)
+    }
+
     /// The host without port, lower-cased.
     pub fn host_name(&self) -> String {
         host_without_port(&self.host).to_ascii_lowercase()
@@ -161,6 +172,7 @@ impl fmt::Debug for RequestMeta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestMeta")
             .field("client_ip", &self.client_ip)
+            .field("client_is_proxy", &self.client_is_proxy)
             .field("method", &self.method)
             .field("host", &self.host)
             .field("path", &self.path)

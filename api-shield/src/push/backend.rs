@@ -38,9 +38,13 @@ pub enum BatchError {
     /// The writer's revision is stale: 409, with the current one so it can re-read and retry.
     #[error("the list is at revision {current}")]
     Conflict { current: u64 },
-    /// The batch is well-formed but not acceptable (say, it covers a management prefix): 400.
+    /// The batch is well-formed but not acceptable: 400.
     #[error("{0}")]
     Invalid(String),
+    /// Entry `add[index]` would cut this host off (it covers one of its addresses or a
+    /// management prefix): 400 `invalid_entry` naming it.
+    #[error("add[{index}]: {message}")]
+    Lockout { index: usize, message: String },
     /// The kernel tables cannot hold the batch: 507.
     #[error("{0}")]
     Capacity(String),

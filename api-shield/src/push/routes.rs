@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::auth::{Auth, Token};
 use super::backend::{BatchError, PushBackend};
-use super::model::{BatchRequest, BatchResponse, ErrorCode, ListResponse};
+use super::model::{BatchRequest, BatchResponse, EntryField, ErrorCode, ListResponse};
 use super::reply::{ApiError, Body, json};
 use crate::lists::valid_list_name;
 
@@ -216,6 +216,9 @@ async fn batch(
             ),
         )),
         Err(BatchError::Invalid(message)) => Err(ApiError::new(ErrorCode::InvalidBatch, message)),
+        Err(e @ BatchError::Lockout { index, .. }) => {
+            Err(ApiError::entry(EntryField::Add, index, e.to_string()))
+        }
         Err(BatchError::Capacity(message)) => {
             Err(ApiError::new(ErrorCode::CapacityExceeded, message))
         }

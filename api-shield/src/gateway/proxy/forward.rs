@@ -14,7 +14,7 @@ use tokio::time::timeout;
 
 use super::body::{self, BodyStop, Guarded, ProxyBody, StopFlag};
 use super::{ConnInfo, ProxyShared};
-use crate::gateway::client_ip::client_ip;
+use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
 use crate::gateway::live::Live;
 use crate::policy::{Decision, Headers, Now, RequestMeta};
@@ -47,9 +47,13 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let arrived = Instant::now();
     let live = shared.live.load_full();
-    let client = info
-        .proxied_client
-        .unwrap_or_else(|| client_ip(&live.cfg, info.peer.ip(), req.headers()));
+    let Client {
+        ip: client,
+        is_proxy,
+    } = match info.proxied_client {
+        Some(ip) => Client::proxied(&live.cfg, ip),
+        None => client_ip(&live.cfg, info.peer.ip(), req.headers()),
+    };
     let host = request_host(&req);
     let query = req.uri().query().map(str::to_owned);
     let mut meta = RequestMeta::new(
@@ -58,6 +62,7 @@ pub async fn handle(
         host.clone(),
         req.uri().path(),
     );
+    meta.client_is_proxy = is_proxy;
     meta.query = query.clone();
     meta.headers = policy_headers(req.headers());
     let decision = live.engine.check(&meta, Now::system());
@@ -88,6 +93,7 @@ pub async fn handle(
     let status = response.status().as_u16();
     shared.metrics.record(METRICS_LISTENER, &decision, status);
     if decision.is_allowed()
+        && let Some(client) = meta.network_ip()
         && let Some(e) =
             live.engine
                 .observe_response(client, &decision.path, status, std::time::Instant::now())

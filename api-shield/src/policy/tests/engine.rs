@@ -655,3 +655,58 @@ fn the_engine_is_shareable_across_threads() {
     // gold: burst 100 at one instant, exactly.
     assert_eq!(allowed, 100);
 }
+
+/// A request whose client is known only as a trusted proxy's address (no untrusted hop).
+fn via_proxy_only(path: &str) -> RequestMeta {
+    let mut req = get(path);
+    req.client_is_proxy = true;
+    req
+}
+
+#[test]
+fn nothing_is_decided_about_a_trusted_proxy_address() {
+    let e = engine();
+    let t = now();
+    // `public` is limited per IP to 2 a minute: a trusted proxy's address is not limited, or
+    // everyone behind the proxy would share one bucket.
+    for i in 0..5 {
+        let d = e.check(&via_proxy_only("/public/x"), t);
+        assert!(d.is_allowed(), "request {i}: {d:?}");
+    }
+    // The same address when it is the client's is limited.
+    assert!(e.check(&get("/public/x"), t).is_allowed());
+    assert!(e.check(&get("/public/x"), t).is_allowed());
+    assert_eq!(status(&e.check(&get("/public/x"), t)), 429);
+
+    // Bad credentials are answered 401 but not counted against the address.
+    let tracked = e.detector().tracked_ips();
+    let bad = via_proxy_only("/v1/orders").header("x-api-key", "ak_guess");
+    for i in 0..10 {
+        let d = e.check(&bad, t);
+        assert_eq!(status(&d), 401, "attempt {i}");
+        assert!(d.escalations.is_empty(), "attempt {i}: {:?}", d.escalations);
+    }
+    assert_eq!(e.detector().tracked_ips(), tracked);
+
+    // The identity is still limited: alice's plan allows a burst of 5.
+    let alice = via_proxy_only("/v1/orders").header("x-api-key", ALICE_KEY);
+    let allowed = (0..8).filter(|_| e.check(&alice, t).is_allowed()).count();
+    assert_eq!(allowed, 5);
+}
+
+#[test]
+fn ipv6_auth_failures_count_and_escalate_per_prefix() {
+    let e = engine();
+    let t = now();
+    // Three addresses of one /64 (the rule's count is 3) each guess once.
+    let mut escalations = Vec::new();
+    for host in 1..=3u16 {
+        let ip = IpAddr::from([0x2001, 0xdb8, 0x77, 0x1, 0, 0, 0, host]);
+        let mut bad = RequestMeta::new(ip, "GET", "api.example", "/v1/orders");
+        bad = bad.header("x-api-key", "ak_guess");
+        escalations.extend(e.check(&bad, t).escalations);
+    }
+    assert_eq!(escalations.len(), 1, "{escalations:?}");
+    assert_eq!(escalations[0].net, "2001:db8:77:1::/64".parse().unwrap());
+    assert_eq!(escalations[0].rule, Rule::AuthFailures);
+}

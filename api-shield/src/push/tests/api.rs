@@ -373,6 +373,20 @@ async fn backend_refusals_become_statuses() {
         assert_eq!(reply.status, status);
         assert_eq!(reply.json(), json!({"error": code, "message": message}));
     }
+    // An entry the lockout guard refused is named like a malformed one.
+    let refusal = BatchError::Lockout {
+        index: 0,
+        message: "0.0.0.0/0 covers 198.18.0.1, an address of this host".into(),
+    };
+    let message = refusal.to_string();
+    assert!(message.starts_with("add[0]: 0.0.0.0/0"), "{message}");
+    server.backend.refuse_next(refusal);
+    let reply = client.post(BATCH, Some(TOKEN), &batch).await;
+    assert_eq!(reply.status, BAD_REQUEST);
+    assert_eq!(
+        reply.json(),
+        json!({"error": "invalid_entry", "message": message, "field": "add", "index": 0})
+    );
     assert_eq!(client.post(BATCH, Some(TOKEN), &batch).await.status, OK);
     server.stop().await;
 }

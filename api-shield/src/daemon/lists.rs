@@ -1,0 +1,242 @@
+//! The list operations of the daemon: named lists replaced or updated as a whole (`import`,
+//! watched files, CrowdSec, the push API), flushed, and listed with their health.
+
+use super::guard::{Applied, OnLockout};
+use super::ops::{ORIGIN_KERNEL_NAME, OpError, State, origin_of};
+use crate::decisions::store::{Entry, OriginList};
+use crate::kernel::clock;
+use crate::lists::{ListEntry, formats};
+use crate::lockout::Lockout;
+use crate::model::Action;
+use api_shield_common::state::ORIGIN_KERNEL;
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn entry_of(e: &ListEntry, now_ms: u64, forced: bool) -> Entry {
+    Entry {
+        reason: e.reason.as_deref().map(Arc::from),
+        created_at_ms: now_ms,
+        expires_at_ms: e
+            .ttl
+            .map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+        forced,
+    }
+}
+
+impl State {
+    /// Replaces list `name` whole with `entries`, atomically for packets, treating entries
+    /// that would cut this host off as `on_lockout` says (`Refuse`: the error names each one).
+    pub fn replace_list(
+        &mut self,
+        name: &str,
+        source: &str,
+        entries: &[ListEntry],
+        on_lockout: OnLockout,
+    ) -> Result<Applied, OpError> {
+        let origin = origin_of(Some(name))?;
+        let screened = self.screen(entries, on_lockout)?;
+        let now = clock::now_unix_ms();
+        let mut list = OriginList::new(source, now);
+        list.entries.reserve(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(forced) = screened.keep(i) {
+                list.entries
+                    .insert((Action::Block, e.net), entry_of(e, now, forced));
+            }
+        }
+        let mut next = self.store.clone();
+        let revision = next.replace_origin(&origin, list);
+        self.commit_changed(next, &[origin])?;
+        Ok(screened.applied(revision))
+    }
+
+    /// Adds and removes entries of list `name` in one step. With `expected`, refuses the change
+    /// when the list's revision moved since the writer read it.
+    pub fn update_list(
+        &mut self,
+        name: &str,
+        source: &str,
+        expected: Option<u64>,
+        add: &[ListEntry],
+        remove: &[IpNet],
+        on_lockout: OnLockout,
+    ) -> Result<Applied, UpdateError> {
+        let origin = origin_of(Some(name)).map_err(UpdateError::Op)?;
+        let current = self.store.revision(&origin);
+        if let Some(expected) = expected.filter(|e| *e != current) {
+            return Err(UpdateError::Conflict { current, expected });
+        }
+        let screened = self.screen(add, on_lockout).map_err(UpdateError::Op)?;
+        let now = clock::now_unix_ms();
+        let mut next = self.store.clone();
+        let removals: Vec<(Action, IpNet)> = remove.iter().map(|n| (Action::Block, *n)).collect();
+        let revision = next.update_origin(
+            &origin,
+            source,
+            now,
+            add.iter().enumerate().filter_map(|(i, e)| {
+                let forced = screened.keep(i)?;
+                Some(((Action::Block, e.net), entry_of(e, now, forced)))
+            }),
+            &removals,
+        );
+        self.commit_changed(next, &[origin])
+            .map_err(UpdateError::Op)?;
+        Ok(screened.applied(revision))
+    }
+
+    /// The health record of feed `name`, created on first use.
+    pub fn feed_health(&mut self, name: &str) -> crate::feeds::SharedHealth {
+        self.feeds.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Empties list `name`.
+    pub fn flush(&mut self, name: &str) -> Result<Value, OpError> {
+        let origin = origin_of(Some(name))?;
+        let mut next = self.store.clone();
+        let removed = next.drop_origin(&origin);
+        self.commit_changed(next, std::slice::from_ref(&origin))?;
+        Ok(json!({"list": origin, "removed": removed}))
+    }
+
+    /// Imports a list file into list `name`, replacing its content: all of the file or, when
+    /// a line is bad, nothing (unless `skip_invalid`, which reports every skipped line). A
+    /// line that would cut this host off refuses the file, naming the line, unless `force`.
+    pub fn import(
+        &mut self,
+        path: &Path,
+        name: &str,
+        format: formats::Format,
+        skip_invalid: bool,
+        force: bool,
+    ) -> Result<Value, OpError> {
+        let started = Instant::now();
+        origin_of(Some(name))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| OpError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        let file = path.display().to_string();
+        let parsed = formats::parse(&text, &file, format, skip_invalid)
+            .map_err(|e| OpError::Invalid(format!("{e}; nothing was applied")))?;
+        let parsed_in = started.elapsed();
+        let on_lockout = if force {
+            OnLockout::Force
+        } else {
+            OnLockout::Refuse
+        };
+        let applied = self
+            .replace_list(name, &file, &parsed.entries, on_lockout)
+            .map_err(|e| match e {
+                OpError::Lockout { refused, .. } => {
+                    let message = import_lockout_message(&text, &file, format, &refused);
+                    OpError::Lockout { refused, message }
+                }
+                other => other,
+            })?;
+        let revision = applied.revision;
+        Ok(json!({
+            "list": name,
+            "entries": parsed.entries.len(),
+            "duplicates": parsed.duplicates,
+            "skipped": parsed.skipped.iter().map(|s| json!({"line": s.line, "text": s.text, "reason": s.reason})).collect::<Vec<_>>(),
+            "format": parsed.format,
+            "revision": revision,
+            "forced": applied.forced,
+            "parse_ms": parsed_in.as_millis() as u64,
+            "total_ms": started.elapsed().as_millis() as u64,
+        }))
+    }
+
+    /// Every origin with its size, source, last update, revision and kernel drops.
+    pub fn lists(&self) -> Result<Value, OpError> {
+        let drops = self
+            .shield
+            .origin_counters()
+            .map_err(|e| OpError::Internal(e.to_string()))?;
+        let ids = self.shield.origins();
+        let drops_of = |name: &str| {
+            ids.get(name).and_then(|id| drops.get(*id as usize)).map_or(
+                json!({"packets": 0, "bytes": 0}),
+                |c| json!({"packets": c.packets, "bytes": c.bytes}),
+            )
+        };
+        let mut out: Vec<Value> = self
+            .store
+            .origins()
+            .map(|(name, list)| {
+                let health = self.feeds.get(name).map(|h| {
+                    serde_json::to_value(
+                        &*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    )
+                    .unwrap_or(Value::Null)
+                });
+                json!({
+                    "name": name,
+                    "entries": list.entries.len(),
+                    "source": list.meta.source,
+                    "updated_at_ms": list.meta.updated_at_ms,
+                    "revision": list.meta.revision,
+                    "drops": drops_of(name),
+                    "feed": health,
+                })
+            })
+            .collect();
+        for (name, health) in &self.feeds {
+            if self.store.origin(name).is_none() {
+                let h = health
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                out.push(json!({
+                    "name": name,
+                    "entries": 0,
+                    "source": "feed (nothing loaded yet)",
+                    "drops": drops_of(name),
+                    "feed": serde_json::to_value(&*h).unwrap_or(Value::Null),
+                }));
+            }
+        }
+        let auto = self.shield.kernel.maps.auto_blocks().len();
+        out.push(json!({
+            "name": ORIGIN_KERNEL_NAME,
+            "entries": auto,
+            "source": "kernel auto-block",
+            "drops": drops
+                .get(ORIGIN_KERNEL as usize)
+                .map_or(json!(null), |c| json!({"packets": c.packets, "bytes": c.bytes})),
+        }));
+        Ok(Value::Array(out))
+    }
+}
+
+/// Why a list update was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("the list is at revision {current}, not {expected}")]
+    Conflict { current: u64, expected: u64 },
+    #[error(transparent)]
+    Op(OpError),
+}
+
+/// The refusal of an import, naming the file and line of each entry that would cut this host
+/// off.
+fn import_lockout_message(
+    text: &str,
+    file: &str,
+    format: formats::Format,
+    refused: &Lockout,
+) -> String {
+    let named: Vec<String> = refused
+        .refused
+        .iter()
+        .map(|c| match formats::line_of(text, format, &c.net) {
+            Some(line) => format!("{file}:{line}: {c}"),
+            None => format!("{file}: {c}"),
+        })
+        .collect();
+    format!(
+        "refusing to import: {}; nothing was applied (use --force to import anyway)",
+        named.join("; ")
+    )
+}
