@@ -7,10 +7,10 @@ use std::net::IpAddr;
 
 use hyper::HeaderMap;
 
-use super::config::{GatewayConfig, canonical};
+use super::config::GatewayConfig;
 
 pub fn client_ip(cfg: &GatewayConfig, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let peer = canonical(peer);
+    let peer = peer.to_canonical();
     if !cfg.trusts(peer) {
         return peer;
     }
@@ -48,7 +48,7 @@ pub fn client_ip(cfg: &GatewayConfig, peer: IpAddr, headers: &HeaderMap) -> IpAd
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.trim().parse::<IpAddr>().ok().map(canonical)
+    s.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 /// The address of one RFC 7239 element's `for=` pair: `for=192.0.2.1`, `for="[2001:db8::1]:80"`,

@@ -101,7 +101,8 @@ impl Escalator for StateEscalator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .block(
-                &[e.ip.to_string()],
+                // The control path refuses `::ffff:a.b.c.d`; the kernel matches the IPv4 form.
+                &[e.ip.to_canonical().to_string()],
                 Some(ttl),
                 Some(format!("{rule}: {}", e.reason)),
                 false,

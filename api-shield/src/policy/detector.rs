@@ -173,6 +173,8 @@ impl Detector {
         now: Instant,
         f: impl FnOnce(&mut IpState) -> Option<R>,
     ) -> Option<R> {
+        // `::ffff:a.b.c.d` (a dual-stack listener's view of an IPv4 client) is that client.
+        let ip = ip.to_canonical();
         let i = (self.hasher.hash_one(ip) as usize) % self.shards.len();
         let mut map = self.shards[i].lock().unwrap_or_else(|e| e.into_inner());
         if !map.contains_key(&ip) && map.len() >= self.cap_per_shard {
@@ -207,7 +209,8 @@ impl Detector {
 
     fn escalate(&self, ip: IpAddr, rule: Rule, ttl: Duration, reason: String) -> Escalation {
         Escalation {
-            ip,
+            // The kernel looks IPv4-mapped sources up as IPv4: the block must be the IPv4 one.
+            ip: ip.to_canonical(),
             rule,
             ttl,
             reason,
@@ -475,6 +478,30 @@ mod tests {
         }
         let e = (0..4).find_map(|_| d.record_too_many(ip, t)).unwrap();
         assert!(e.dry_run);
+    }
+
+    #[test]
+    fn ipv4_mapped_and_plain_forms_are_one_client() {
+        let d = Detector::new(cfg());
+        let t = Instant::now();
+        let plain: IpAddr = "198.18.0.5".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.18.0.5".parse().unwrap();
+        // The count carries across the two spellings of one client...
+        assert!(d.record_auth_failure(mapped, t).is_none());
+        assert!(d.record_auth_failure(plain, t).is_none());
+        let e = d
+            .record_auth_failure(mapped, t)
+            .expect("the third failure fires");
+        // ... and the block names the IPv4 address the kernel matches.
+        assert_eq!(e.ip, plain);
+        assert_eq!(d.tracked_ips(), 1);
+        // Distinct 404 paths, alternating spellings: three of them fire.
+        assert!(d.record_not_found(plain, "/a", t).is_none());
+        assert!(d.record_not_found(mapped, "/b", t).is_none());
+        let e = d
+            .record_not_found(mapped, "/c", t)
+            .expect("the third distinct path fires");
+        assert_eq!(e.ip, plain);
     }
 
     #[test]
