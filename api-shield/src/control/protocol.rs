@@ -74,6 +74,8 @@ pub enum Request {
     Unallow {
         nets: Vec<String>,
     },
+    /// Re-reads the config file (as SIGHUP does) and answers once it is applied or refused.
+    Reload,
 }
 
 fn default_format() -> crate::lists::formats::Format {
@@ -94,6 +96,7 @@ impl Request {
             Request::Unblock { .. } => "unblock",
             Request::Allow { .. } => "allow",
             Request::Unallow { .. } => "unallow",
+            Request::Reload => "reload",
         }
     }
 }
@@ -129,6 +132,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The daemon failed.
     Internal,
+    /// A reload found problems and changed nothing; the message names each, one a line.
+    ReloadRefused,
 }
 
 impl ErrorCode {
@@ -137,7 +142,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidInput | ErrorCode::Refused => EXIT_REFUSED,
             ErrorCode::PermissionDenied => EXIT_PERMISSION,
-            ErrorCode::Internal => EXIT_INTERNAL,
+            // The daemon runs on with its previous config, but what was asked did not happen.
+            ErrorCode::Internal | ErrorCode::ReloadRefused => EXIT_INTERNAL,
         }
     }
 }
@@ -198,6 +204,7 @@ mod tests {
             },
             block,
             Request::Unallow { nets: vec![] },
+            Request::Reload,
         ] {
             let text = serde_json::to_string(&req).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
@@ -223,5 +230,6 @@ mod tests {
         assert_eq!(ErrorCode::Refused.exit_code(), 2);
         assert_eq!(ErrorCode::PermissionDenied.exit_code(), 3);
         assert_eq!(ErrorCode::Internal.exit_code(), 1);
+        assert_eq!(ErrorCode::ReloadRefused.exit_code(), 1);
     }
 }

@@ -5,7 +5,10 @@
 pub mod events;
 pub mod gateway;
 pub mod handler;
+pub mod instance_lock;
+pub mod link_watch;
 pub mod ops;
+pub mod reload;
 pub mod sink;
 
 use crate::audit::AuditLog;
@@ -19,14 +22,16 @@ use crate::kernel::{
 };
 use anyhow::{Context, Result, bail};
 use handler::{DaemonHandler, audit_self};
+use link_watch::{LinkState, LinkWatch};
 use ops::{State, capacity_of};
+use reload::Reloader;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// How often expired decisions and dead auto-blocks are swept.
+/// How often expired decisions and dead auto-blocks are swept, and the attachment checked.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct RunOptions {
@@ -48,6 +53,8 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     let config = read_config(opts.config_path.as_ref())?;
     let caps = capacity_of(&config);
     let iface = opts.iface.clone();
+    // Before anything touches the kernel: one daemon per interface. Held until `run` returns.
+    let _instance = instance_lock::InstanceLock::acquire(&config.state_dir, &iface)?;
     let kernel = Kernel::open(&iface, &config.pin_root, &caps)
         .with_context(|| format!("opening the shield on {iface}"))?;
     let adopted = kernel.attachment.is_some();
@@ -140,16 +147,6 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let handler = Arc::new(DaemonHandler {
-        state: state.clone(),
-        audit: audit.clone(),
-    });
-    let server = tokio::spawn(control::serve(
-        listener,
-        policy,
-        handler,
-        stopped(stop_rx.clone()),
-    ));
 
     let events_task = ring.map(|ring| {
         let audit = audit.clone();
@@ -267,18 +264,19 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     let scraped_gateway = gateway_config
         .is_some()
         .then(|| Arc::clone(&gateway_metrics));
-    let gateway = match gateway_config {
-        Some(cfg) => Some(
-            gateway::Gateway::start(
+    let (gateway, gateway_tasks) = match gateway_config {
+        Some(cfg) => {
+            let (gateway, tasks) = gateway::Gateway::start(
                 cfg,
                 state.clone(),
                 audit.clone(),
                 Arc::clone(&gateway_metrics),
                 &stop_rx,
             )
-            .await?,
-        ),
-        None => None,
+            .await?;
+            (Some(Arc::new(gateway)), tasks)
+        }
+        None => (None, Vec::new()),
     };
 
     let metrics_config = state
@@ -300,6 +298,26 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
         None => None,
     };
 
+    // The control socket is served once everything it can reach has started: a `status` that
+    // answers means the daemon is up, and a `reload` finds the gateway it reloads.
+    let reloader = Arc::new(Reloader::new(
+        state.clone(),
+        audit.clone(),
+        opts.config_path.clone(),
+        gateway,
+    ));
+    let handler = Arc::new(DaemonHandler {
+        state: state.clone(),
+        audit: audit.clone(),
+        reloader: Arc::clone(&reloader),
+    });
+    let server = tokio::spawn(control::serve(
+        listener,
+        policy,
+        handler,
+        stopped(stop_rx.clone()),
+    ));
+
     let mut hup = signal(SignalKind::hangup())?;
     let run_as = state
         .lock()
@@ -320,14 +338,24 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    // Checked at each sweep: a detach from outside the daemon is reported within a second.
+    let mut link_watch = LinkWatch::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&state, &audit, opts.config_path.as_ref(), gateway.as_ref()),
+            _ = hup.recv() => reloader.on_signal(),
             _ = sweep.tick() => {
+                let attachment = state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .shield
+                    .kernel
+                    .attachment
+                    .clone();
+                link_watch.observe(&LinkState::read(attachment.as_ref()), &iface, &audit);
                 let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
                 match expired {
                     Ok(gone) if !gone.is_empty() => {
@@ -355,10 +383,8 @@ pub async fn run(opts: RunOptions, shutdown: impl std::future::Future<Output = (
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    if let Some(g) = gateway {
-        for t in g.tasks {
-            let _ = t.await;
-        }
+    for t in gateway_tasks {
+        let _ = t.await;
     }
     if let Some(t) = events_task {
         let _ = t.await;
@@ -399,73 +425,4 @@ fn give_up_root(name: &str, state: &Arc<Mutex<State>>, socket: &std::path::Path)
         "running unprivileged from here on"
     );
     Ok(())
-}
-
-fn reload(
-    state: &Arc<Mutex<State>>,
-    audit: &AuditLog,
-    path: Option<&PathBuf>,
-    gateway: Option<&gateway::Gateway>,
-) {
-    if let Err(e) = audit.reopen() {
-        tracing::error!(error = %e, "reopening the audit log failed");
-    }
-    let config = match read_config(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload refused; keeping the running config");
-            audit_self(audit, "reload", json!({}), false, json!(e.to_string()));
-            return;
-        }
-    };
-    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    if capacity_of(&config) != s.requested_capacity {
-        tracing::warn!("capacity changes take effect after `api-shield detach` and a new `run`");
-    }
-    if config.feeds != s.config.feeds
-        || config.crowdsec != s.config.crowdsec
-        || config.push != s.config.push
-    {
-        tracing::warn!("feed changes take effect when the daemon restarts");
-    }
-    match (gateway, &config.gateway) {
-        (Some(g), Some(cfg)) => match g.reload(cfg.clone()) {
-            Ok(()) => tracing::info!("gateway reloaded (policy, routes, certificates)"),
-            Err(e) => {
-                tracing::error!(error = %e, "gateway reload refused; keeping the running gateway");
-                audit_self(audit, "reload_gateway", json!({}), false, json!(e));
-            }
-        },
-        (None, None) => {}
-        _ => tracing::warn!("adding or removing [gateway] takes effect when the daemon restarts"),
-    }
-    if config.metrics != s.config.metrics {
-        tracing::warn!("metrics listener changes take effect when the daemon restarts");
-    }
-    let seeds = s.shield.settings().seeds;
-    let settings = config.kernel_config(seeds, 0);
-    let ports = config.port_bitmap();
-    // The lists (with the new management allowlist) first; the new settings only once they
-    // hold, so a refused reload leaves the kernel exactly as it was.
-    let old = std::mem::replace(&mut s.config, config);
-    let result = match s.reapply() {
-        Ok(()) => s
-            .shield
-            .set_settings(&settings, &ports)
-            .map_err(|e| e.to_string()),
-        Err(e) => {
-            s.config = old;
-            Err(e.to_string())
-        }
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!("config reloaded");
-            audit_self(audit, "reload", json!({}), true, json!(null));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "config reload failed");
-            audit_self(audit, "reload", json!({}), false, json!(e));
-        }
-    }
 }

@@ -1,6 +1,7 @@
 //! The daemon's state and every operation the control socket offers. Plain Rust, no sockets:
 //! the handler and the tests call these directly.
 
+use super::link_watch::LinkState;
 use crate::config::Config;
 use crate::decisions::{
     snapshot::{SnapshotDir, SnapshotError},
@@ -325,7 +326,11 @@ impl State {
         let last = self.shield.last_apply();
         let attachment = self.shield.kernel.attachment.as_ref();
         let auto_blocks = self.shield.kernel.maps.auto_blocks().len();
+        // Asked of the kernel at each call: a detach from outside shows at once.
+        let link = LinkState::read(attachment);
         json!({
+            "attached": link.attached(),
+            "attached_detail": link.detail(),
             "iface": attachment.map(|a| a.iface.clone()),
             "ifindex": attachment.map(|a| a.ifindex),
             "xdp_mode": attachment.map(|a| a.xdp_mode.clone()),
