@@ -65,6 +65,8 @@ impl LinkState {
 #[derive(Debug, Default)]
 pub struct LinkWatch {
     last: Option<bool>,
+    /// The kernel could not be asked last time (warned about once, not every second).
+    unknown: bool,
 }
 
 impl LinkWatch {
@@ -72,11 +74,15 @@ impl LinkWatch {
     /// missing attachment.
     pub fn observe(&mut self, state: &LinkState, iface: &str, audit: &AuditLog) {
         let Some(now) = state.attached() else {
-            if let LinkState::Unknown(e) = state {
+            if let LinkState::Unknown(e) = state
+                && !self.unknown
+            {
                 tracing::warn!(iface, error = e.as_str(), "cannot check the XDP attachment");
             }
+            self.unknown = true;
             return;
         };
+        self.unknown = false;
         if self.last == Some(now) {
             return;
         }
@@ -113,5 +119,50 @@ impl LinkWatch {
             false,
             json!(detail),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(path: &std::path::Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn each_change_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&path).unwrap();
+        let mut watch = LinkWatch::default();
+        let lost = LinkState::Detached("no XDP program is attached to eth0".into());
+        watch.observe(&LinkState::Attached, "eth0", &audit);
+        assert!(records(&path).is_empty(), "attached at start is not news");
+        for _ in 0..3 {
+            watch.observe(&lost, "eth0", &audit);
+            watch.observe(&LinkState::Unknown("EPERM".into()), "eth0", &audit);
+        }
+        let r = records(&path);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(r[0]["op"], "link_lost");
+        assert_eq!(r[0]["result"], "error");
+        assert_eq!(r[0]["detail"], "no XDP program is attached to eth0");
+        watch.observe(&LinkState::Attached, "eth0", &audit);
+        watch.observe(&LinkState::Attached, "eth0", &audit);
+        let r = records(&path);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[1]["op"], "link_restored");
+    }
+
+    #[test]
+    fn a_daemon_that_never_attached_is_detached() {
+        let state = LinkState::read(None);
+        assert_eq!(state.attached(), Some(false));
+        assert!(state.detail().is_some());
     }
 }
