@@ -23,6 +23,9 @@ pub const IPV6_NO_NEXT: u8 = 59;
 /// chain is treated as malformed so it cannot hide the transport header.
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 
+/// Bits 64..96 of an IPv4-mapped IPv6 address (`::ffff:0:0/96`); the first 64 are zero.
+pub const V4_MAPPED_MARKER: u32 = 0x0000_FFFF;
+
 pub const IPV4_MIN_IHL: u8 = 5;
 pub const IPV4_WORD: usize = 4;
 pub const IPV4_MF: u16 = 0x2000;

@@ -98,7 +98,7 @@ fn ipv6(c: &mut Cursor<'_>) -> Result<Packet, Parsed> {
         return Err(Parsed::Malformed);
     }
     let mut pkt = Packet {
-        src: Source::V6(ip.src),
+        src: source_v6(&ip.src),
         dst_port: None,
         syn: false,
         fragment: false,
@@ -146,6 +146,23 @@ fn ipv6(c: &mut Cursor<'_>) -> Result<Packet, Parsed> {
         transport(c, next, &mut pkt)?;
     }
     Ok(pkt)
+}
+
+/// An IPv4-mapped source (`::ffff:a.b.c.d`) is the IPv4 address it carries, for every check
+/// after parsing (lists, rate limits, auto-blocks): otherwise it would slip past every IPv4
+/// rule. Such sources are not valid on the wire (RFC 4291 2.5.5.2), but taking them as IPv4
+/// rather than dropping them keeps one rule everywhere, the daemon's `to_canonical` included.
+#[inline(always)]
+fn source_v6(src: &[u8; 16]) -> Source {
+    let high = u64::from_be_bytes([
+        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+    ]);
+    let marker = u32::from_be_bytes([src[8], src[9], src[10], src[11]]);
+    if high == 0 && marker == V4_MAPPED_MARKER {
+        Source::V4(u32::from_be_bytes([src[12], src[13], src[14], src[15]]))
+    } else {
+        Source::V6(*src)
+    }
 }
 
 #[inline(always)]

@@ -56,6 +56,9 @@ pub enum Command {
     /// Validate a config file, reporting every problem with its line; with `run_as`, check that
     /// the user exists and can read every file the daemon reads again after giving up root.
     CheckConfig(CheckConfigArgs),
+    /// Make the daemon re-read its config file (as SIGHUP does) and report the outcome: exit 0
+    /// once it took effect, 1 with every problem if it changed nothing.
+    Reload(OutputArgs),
     /// Live view: packets per second by verdict, drops per list, offenders, latest decisions.
     Top(TopArgs),
 }
@@ -84,6 +87,10 @@ pub struct DetachArgs {
     /// Config file naming where the pins are; without one the default `pin_root` is used.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Detach even while a daemon manages the interface (it keeps running, enforcing nothing,
+    /// and reports `attached: false`).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +317,15 @@ mod tests {
         assert!(top.plain);
         assert_eq!(top.interval, "2s");
         assert_eq!(top.iterations, Some(3));
+    }
+
+    #[test]
+    fn reload_takes_no_argument() {
+        assert!(matches!(
+            parse(&["reload"]).command,
+            Command::Reload(OutputArgs { json: false })
+        ));
+        assert!(Cli::try_parse_from(["api-shield", "reload", "/etc/a.toml"]).is_err());
     }
 
     #[test]

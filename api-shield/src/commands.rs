@@ -4,7 +4,7 @@
 use crate::cli::{Cli, Command, LogFormat, XdpMode};
 use crate::config::load_config;
 use crate::control::{self, Request, Response, protocol::EXIT_REFUSED};
-use crate::daemon::{self, RunOptions};
+use crate::daemon::{self, RunOptions, instance_lock};
 use crate::kernel::loader::{self, AttachMode};
 use crate::parse::{parse_duration, parse_net};
 use api_shield_common::verdict;
@@ -44,6 +44,28 @@ pub fn dispatch(cli: Cli) -> ExitCode {
                 Ok(c) => c.unwrap_or_default(),
                 Err(e) => return fail(EXIT_REFUSED, &e.to_string()),
             };
+            match instance_lock::holder(&config.state_dir, &args.iface) {
+                Ok(None) => {}
+                Ok(Some(pid)) if args.force => eprintln!(
+                    "api-shield: warning: detaching {} while its daemon{} runs: it stays up but \
+                     enforces nothing (its status shows attached=false) until it is restarted",
+                    args.iface,
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                ),
+                Ok(Some(pid)) => {
+                    return fail(
+                        EXIT_REFUSED,
+                        &format!(
+                            "refusing to detach {}: the api-shield daemon{} manages it and would \
+                             keep running while enforcing nothing; stop the daemon first, or pass \
+                             --force",
+                            args.iface,
+                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                        ),
+                    );
+                }
+                Err(e) => return fail(1, &format!("cannot tell whether a daemon runs: {e}")),
+            }
             match loader::detach(&args.iface, &config.pin_root) {
                 Ok(true) => {
                     println!("detached api-shield from {} (snapshot kept)", args.iface);
@@ -58,6 +80,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::CheckConfig(args) => check_config(&args.file),
         Command::Status(o) => ask(&socket, &Request::Status, o.json, print_status),
+        Command::Reload(o) => ask(&socket, &Request::Reload, o.json, print_reload),
         Command::Stats(o) => ask(&socket, &Request::Stats, o.json, print_stats),
         Command::List(l) => ask(
             &socket,
@@ -227,6 +250,21 @@ fn ask(socket: &std::path::Path, req: &Request, json: bool, human: fn(&Value)) -
         }
         Ok(Response::Error { code, message }) => fail(code.exit_code(), &message),
         Err(e) => fail(e.exit_code(), &e.to_string()),
+    }
+}
+
+fn print_reload(body: &Value) {
+    match body.get("config").and_then(Value::as_str) {
+        Some(path) => println!("reloaded {path}"),
+        None => println!("reloaded (no config file: every setting at its default)"),
+    }
+    for w in body
+        .get("warnings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        println!("warning: {}", w.as_str().unwrap_or_default());
     }
 }
 

@@ -250,7 +250,7 @@ pub fn control_request(data: &[u8]) {
     let mut strings: Vec<&str> = Vec::new();
     // Exhaustive on purpose: a new request fails to compile here until its strings are checked.
     match &request {
-        Request::Status | Request::Stats | Request::Lists => {}
+        Request::Status | Request::Stats | Request::Lists | Request::Reload => {}
         Request::List { origin, .. } => strings.extend(origin.as_deref()),
         Request::Import { path, list, .. } => {
             strings.push(list);

@@ -13,6 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 use tests::daemon::{Daemon, packets};
+use tests::metrics::scrape;
 use tests::netns::{
     BAD_V4, BAD_V6, GOOD_V4, Lab, Pace, Receiver, SERVER_V4, SERVER_V6, send_udp, spawn_udp,
 };
@@ -372,6 +373,7 @@ fn non_root_peer_is_refused() {
         &["block", bad.as_str()][..],
         &["status", "--json"],
         &["list"],
+        &["reload"],
     ] {
         let out = d.cli_as(NOBODY, NOBODY, args);
         assert_eq!(out.code, Some(3), "`{}` as nobody: {out:?}", args.join(" "));
@@ -380,6 +382,10 @@ fn non_root_peer_is_refused() {
     assert!(
         d.list(Some("blocked")).is_empty(),
         "a refused peer's block was applied"
+    );
+    assert!(
+        audited(d, "reload").is_empty(),
+        "a refused peer's reload ran"
     );
     assert_eq!(d.status()["adopted"], false);
     assert_eq!(env.exchange(false, 20), (20, 20));
@@ -426,4 +432,295 @@ fn lockout_is_refused_unless_forced() {
     d.ok(&["block", &own_v4, "--force"]);
     let blocked = d.list(Some("blocked"));
     assert!(has_entry(&blocked, "198.18.1.1/32", "cli"), "{blocked:?}");
+}
+
+// ---- reload over the control socket ---------------------------------------------------------
+
+/// The audit records of `op` in the daemon's audit log.
+fn audited(d: &Daemon, op: &str) -> Vec<Value> {
+    std::fs::read_to_string(d.dir.join("audit.jsonl"))
+        .expect("read the audit log")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|r| r["op"] == op)
+        .collect()
+}
+
+/// Puts the daemon's config file back when dropped (also on panic), so the guard's `detach`
+/// reads the config the daemon was started with.
+struct ConfigRestore {
+    path: std::path::PathBuf,
+    text: String,
+}
+
+impl ConfigRestore {
+    fn new(d: &Daemon) -> Self {
+        let text = std::fs::read_to_string(&d.config).expect("read the config");
+        Self {
+            path: d.config.clone(),
+            text,
+        }
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.path, text).expect("write the config");
+    }
+}
+
+impl Drop for ConfigRestore {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(&self.path, &self.text) {
+            eprintln!("e2e: cannot restore {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// `api-shield reload` waits for the daemon and reports: a good config takes effect before
+/// the command returns (exit 0, audited with the caller); SIGHUP still reloads too.
+#[test]
+fn reload_over_the_socket_applies_a_good_config() {
+    let env = Env::new(LISTS_ONLY);
+    let d = &env.daemon;
+    let config = ConfigRestore::new(d);
+    d.ok(&["block", &BAD_V4.to_string()]);
+    assert_eq!(env.exchange(false, 20), (20, 0), "the block is enforced");
+
+    // Monitor mode: the blocked source's traffic passes (counted), as soon as reload returns.
+    config.write(
+        &config
+            .text
+            .replacen("[limits]", "mode = \"monitor\"\n[limits]", 1),
+    );
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stdout
+            .contains(&format!("reloaded {}", d.config.display())),
+        "{out:?}"
+    );
+    assert_eq!(d.status()["mode"], "monitor");
+    assert_eq!(
+        env.exchange(false, 20),
+        (20, 20),
+        "monitor mode is not in force once `reload` returned"
+    );
+    let records = audited(d, "reload");
+    let last = records.last().expect("the reload is audited");
+    assert_eq!(last["result"], "ok", "{last}");
+    assert_eq!(last["uid"], 0, "{last}");
+    assert_eq!(last["args"]["trigger"], "control_socket", "{last}");
+
+    // Something bound at start comes back as a warning, and the rest still applies.
+    config.write(
+        &config
+            .text
+            .replacen("[limits]", "[capacity]\nrules = 4096\n[limits]", 1),
+    );
+    let out = d.cli(&["reload", "--json"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let body: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert!(
+        body["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().unwrap_or("").contains("capacity"))),
+        "{body}"
+    );
+    assert_eq!(d.status()["mode"], "enforce");
+    assert_eq!(env.exchange(false, 20), (20, 0), "back to enforcing");
+
+    // SIGHUP keeps working, audited as the daemon's own act.
+    config.write(
+        &config
+            .text
+            .replacen("[limits]", "mode = \"monitor\"\n[limits]", 1),
+    );
+    let pid = d.pid().expect("the daemon runs");
+    let out = tests::netns::run(
+        std::process::Command::new("kill").args(["-HUP", &pid.to_string()]),
+        tests::netns::COMMAND_TIMEOUT,
+    );
+    assert!(out.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.status()["mode"] != "monitor" {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let records = audited(d, "reload");
+    assert_eq!(
+        records.last().expect("audited")["args"]["trigger"],
+        "sighup"
+    );
+}
+
+/// A broken config: `reload` exits 1 and prints every problem with its line; the daemon keeps
+/// running with the config it had, in userspace and in the kernel.
+#[test]
+fn reload_of_a_broken_config_names_every_error_and_changes_nothing() {
+    let env = Env::new(LISTS_ONLY);
+    let d = &env.daemon;
+    let config = ConfigRestore::new(d);
+    d.ok(&["block", &BAD_V4.to_string()]);
+    let status = d.status();
+    let listed = d.list(None);
+    let pid = d.pid().expect("the daemon runs");
+
+    // Four problems on four lines; the first table holds line 5 onwards.
+    let broken = config.text.replacen(
+        "[limits]",
+        "mode = \"enforced\"\nno_such_key = 1\n[limits]\nbrust = 3",
+        1,
+    );
+    let broken = broken.replace("packets_per_second = 0", "packets_per_second = -5");
+    config.write(&broken);
+    let line_of = |needle: &str| {
+        broken
+            .lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+            .unwrap_or_else(|| panic!("no `{needle}` in the broken config"))
+    };
+    let out = d.cli(&["reload"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    for needle in [
+        "enforced",
+        "no_such_key",
+        "brust",
+        "packets_per_second = -5",
+    ] {
+        let at = format!("{}:{}", d.config.display(), line_of(needle));
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.contains(&at) && l.contains(needle.split(' ').next().unwrap_or(""))),
+            "`{needle}` is not reported at {at}:\n{}",
+            out.stderr
+        );
+    }
+    assert!(out.stderr.contains("changed nothing"), "{}", out.stderr);
+
+    assert_eq!(d.pid(), Some(pid));
+    let after = d.status();
+    assert_eq!(after["mode"], status["mode"]);
+    assert_eq!(after["limits"], status["limits"]);
+    assert_eq!(d.list(None), listed);
+    assert_eq!(
+        env.exchange(false, 20),
+        (20, 0),
+        "the block is still enforced"
+    );
+    let records = audited(d, "reload");
+    let last = records.last().expect("the failed reload is audited");
+    assert_eq!(last["result"], "error", "{last}");
+    assert_eq!(
+        last["detail"].as_array().map(Vec::len),
+        Some(4),
+        "every problem in the audit record: {last}"
+    );
+
+    // Fixed: the next reload takes it.
+    config.write(&config.text);
+    assert_eq!(d.cli(&["reload"]).code, Some(0));
+    assert_eq!(d.pid(), Some(pid));
+}
+
+// ---- detach while a daemon runs -------------------------------------------------------------
+
+/// `detach` of the interface a running daemon manages is refused (nothing changes); with
+/// `--force` it goes ahead, and the daemon notices within a second or two: an error in its
+/// log, an audit record, and `attached: false` in `status`, read from the kernel.
+#[test]
+fn detach_of_a_running_daemons_interface_needs_force_and_is_noticed() {
+    const METRICS: &str = "127.0.0.1:9381";
+    let env = Env::new(&format!("{LISTS_ONLY}[metrics]\nlisten = \"{METRICS}\"\n"));
+    let d = &env.daemon;
+    d.ok(&["block", &BAD_V4.to_string()]);
+    let status = d.status();
+    assert_eq!(status["attached"], true, "{status}");
+    assert_eq!(status["attached_detail"], Value::Null, "{status}");
+    let attached_metric = || scrape(&d.netns, METRICS).get("api_shield_attached", &[]);
+    assert_eq!(attached_metric(), 1.0);
+    let pid = d.pid().expect("the daemon runs");
+
+    let out = d.detach().expect("detach");
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("pid {pid}")) && out.stderr.contains("--force"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        d.pin_dir().join("link").exists(),
+        "a refused detach removed the pins"
+    );
+    assert_eq!(d.status()["attached"], true);
+    assert_eq!(
+        env.exchange(false, 20),
+        (20, 0),
+        "a refused detach stopped enforcement"
+    );
+
+    // A second daemon on the same interface is refused too (another socket, same config).
+    let second = tests::netns::run(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", d.netns))
+            .arg(&d.bin)
+            .arg("--socket")
+            .arg(d.dir.join("second.sock"))
+            .args(["run", "--iface", &d.iface, "--config"])
+            .arg(&d.config),
+        tests::netns::COMMAND_TIMEOUT,
+    );
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(
+        second
+            .stderr
+            .contains(&format!("held by another api-shield daemon (pid {pid})")),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(
+        d.status()["attached"],
+        true,
+        "the refused second daemon changed something"
+    );
+
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", d.netns))
+        .arg(&d.bin)
+        .args(["detach", "--iface", &d.iface, "--force", "--config"])
+        .arg(&d.config);
+    let out = tests::netns::run(&mut cmd, tests::netns::COMMAND_TIMEOUT);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("warning"), "{}", out.stderr);
+    // At once, the kernel's view: nothing attached.
+    let status = d.status();
+    assert_eq!(status["attached"], false, "{status}");
+    assert!(
+        status["attached_detail"]
+            .as_str()
+            .is_some_and(|t| t.contains(&d.iface)),
+        "{status}"
+    );
+    assert_eq!(env.exchange(false, 20), (20, 20), "the program still runs");
+    // Within the watch's period (one second) and some slack: said loudly, and audited.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !d.log().contains("THE SHIELD IS NOT ENFORCING") {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not report the lost attachment:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let lost = audited(d, "link_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["result"], "error");
+    assert_eq!(lost[0]["args"]["iface"], d.iface.as_str());
+    // Still up, still answering, and reported once, not every second.
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(d.pid(), Some(pid));
+    assert_eq!(d.status()["attached"], false);
+    assert_eq!(audited(d, "link_lost").len(), 1);
+    assert_eq!(d.log().matches("THE SHIELD IS NOT ENFORCING").count(), 1);
+    assert_eq!(attached_metric(), 0.0);
 }

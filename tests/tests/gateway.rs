@@ -190,6 +190,12 @@ fn get(host: &Host, server: SocketAddr, key: Option<&str>) -> Result<Reply, std:
         request.push_str(&format!("X-Api-Key: {k}\r\n"));
     }
     request.push_str("\r\n");
+    send(host, server, request)
+}
+
+/// Sends one HTTP/1.1 request (with `Connection: close`) from `host`'s namespace and reads the
+/// whole answer; `Err` when the connection cannot be made.
+fn send(host: &Host, server: SocketAddr, request: String) -> Result<Reply, std::io::Error> {
     in_netns(&host.netns, move || {
         let mut s = TcpStream::connect_timeout(&server, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -495,4 +501,95 @@ fn assert_gateway_labels(m: &Metrics) {
     }
     // All but the dry-run rejections, which this policy (no dry-run route) never counts.
     assert_eq!(seen.len(), 6, "{seen:?}\n{}", m.text);
+}
+
+/// The check endpoint on a dual-stack listener (`[::]`) sees an IPv4 client as
+/// `::ffff:a.b.c.d`. Its failures count as that IPv4 client's, and the escalation blocks the
+/// IPv4 address (the control path refuses the mapped form), which the kernel then drops.
+#[test]
+fn dual_stack_check_endpoint_blocks_the_ipv4_client() {
+    let lab = Lab::new();
+    let dir = std::env::temp_dir().join(format!("api-shield-gateway-{}", lab.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dir = RemoveDir(dir.clone());
+    let policy_file = dir.join("policy.toml");
+    std::fs::write(&policy_file, policy()).unwrap();
+    let daemon = Daemon::start(
+        &lab,
+        &format!(
+            "{KERNEL_QUIET}[gateway]\ncheck_listen = \"[::]:{CHECK_PORT}\"\n\
+             policy_file = \"{}\"\n",
+            policy_file.display()
+        ),
+    );
+    let check = SocketAddr::new(IpAddr::V4(lab.server.v4), CHECK_PORT);
+    // nginx's dialect, sent straight from the client: the TCP peer is the client.
+    let ask = |host: &Host, key: &str| {
+        send(
+            host,
+            check,
+            format!(
+                "GET /_check HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\
+                 X-Original-URI: /v1/items\r\nX-Original-Method: GET\r\n\
+                 X-Api-Key: {key}\r\n\r\n"
+            ),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ask(&lab.good, GOOD_KEY) {
+            Ok(r) if r.status == 200 => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "check endpoint not ready: {:?}\n{}",
+                    other.map(|r| r.head),
+                    daemon.log()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    for i in 0..5 {
+        let r = ask(&lab.bad, &format!("wrong-key-{i}")).expect("bad client connects");
+        assert_eq!(r.status, 401, "attempt {i}: {}", r.head);
+    }
+    let bad_net = format!("{}/32", lab.bad.v4);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let blocked = daemon.list(Some("blocked"));
+        if blocked
+            .iter()
+            .any(|e| e["net"] == bad_net.as_str() && e["origin"] == "gateway")
+        {
+            assert_eq!(blocked.len(), 1, "{blocked:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the IPv4 client was not blocked: {blocked:?}\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !daemon.log().contains("gateway block failed"),
+        "{}",
+        daemon.log()
+    );
+    // The kernel drops the client's next connection attempt; the good client is still served.
+    assert!(
+        ask(&lab.bad, GOOD_KEY).is_err(),
+        "the blocked client still reaches the check endpoint"
+    );
+    assert_eq!(ask(&lab.good, GOOD_KEY).expect("good client").status, 200);
+}
+
+/// Removes a test's temp directory when dropped, also on panic.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

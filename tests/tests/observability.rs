@@ -911,8 +911,14 @@ fn systemd_unit_is_accepted() {
     assert_eq!(one("RuntimeDirectory"), "api-shield");
     assert_eq!(one("StateDirectory"), "api-shield");
     assert_eq!(one("LogsDirectory"), "api-shield");
-    assert!(one("ExecReload").ends_with("kill -HUP $MAINPID"));
     let exec = one("ExecStart");
+    // The reload goes over the same socket the daemon serves, so `systemctl reload` reports.
+    let reload = one("ExecReload");
+    assert_eq!(
+        reload,
+        "/usr/local/bin/api-shield --socket /run/api-shield/api-shield.sock reload"
+    );
+    assert!(exec.contains("--socket /run/api-shield/api-shield.sock"));
     assert!(exec.starts_with("/usr/local/bin/api-shield "), "{exec}");
     assert!(exec.contains(" run --iface "), "{exec}");
     assert!(

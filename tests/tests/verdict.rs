@@ -1916,3 +1916,181 @@ fn expired_auto_block_frees_its_slot() {
         h.shield.kernel.maps.auto_blocks()
     );
 }
+
+// ---- IPv4-mapped IPv6 sources ----------------------------------------------------------------
+
+/// `::ffff:a.b.c.d` as an IPv6 source address.
+fn mapped(v4: Ipv4Addr) -> Ipv6Addr {
+    v4.to_ipv6_mapped()
+}
+
+/// An IPv6 packet whose source is IPv4-mapped is looked up as the IPv4 address it carries:
+/// IPv4 blocks (exact and CIDR) drop it, IPv4 allows pass it, IPv6 rules do not see it. Only
+/// the exact `::ffff:0:0/96` prefix counts: its look-alikes stay IPv6.
+#[test]
+fn ipv4_mapped_sources_are_looked_up_as_ipv4() {
+    let mut h = Harness::new(&base_config(&TEST_CAPACITY));
+    h.apply(&[
+        decision("198.18.1.1/32", Action::Block, "v4"),
+        decision("198.19.0.0/16", Action::Block, "v4"),
+        decision("198.18.40.0/24", Action::Block, "v4"),
+        decision("198.18.40.16/28", Action::Allow, "v4"),
+        // Covers every mapped address if the program looked them up as IPv6; its own origin
+        // tells which rule dropped a packet.
+        decision("::/8", Action::Block, "v6"),
+    ]);
+    let origin = h.origin_id("v4");
+    let v6_origin = h.origin_id("v6");
+    let allowed = [(ALLOWLISTED, 1)];
+    let blocked_v4 = ip4("198.18.1.1");
+    let cases = vec![
+        case(
+            "mapped exact block, udp",
+            udp6(mapped(blocked_v4)),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(origin, 1)]),
+        case(
+            "mapped exact block, tcp SYN",
+            v6(mapped(blocked_v4)).tcp(HTTPS, TCP_SYN).build(),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(origin, 1)]),
+        case(
+            "mapped exact block behind a vlan tag and extension headers",
+            v6(mapped(blocked_v4))
+                .vlan(VID_A)
+                .exts(&[Ext::HopByHop { units: 0 }, Ext::DestOpts { units: 1 }])
+                .udp(DNS)
+                .build(),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(origin, 1)]),
+        case(
+            "mapped exact block, later fragment",
+            v6(mapped(blocked_v4))
+                .ext(Ext::Fragment {
+                    offset: LATER_OFFSET,
+                    more: false,
+                })
+                .raw(IPPROTO_UDP, FRAGMENT_DATA)
+                .build(),
+            XDP_DROP,
+            FRAGMENT_LISTED,
+        )
+        .origins(&[(origin, 1)]),
+        case(
+            "mapped inside a blocked /16",
+            udp6(mapped(ip4("198.19.200.7"))),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(origin, 1)]),
+        case(
+            "mapped inside an allowed /28 in a blocked /24 (second level)",
+            udp6(mapped(ip4("198.18.40.20"))),
+            XDP_PASS,
+            &allowed,
+        ),
+        case(
+            "mapped in the blocked /24, outside the allowed /28",
+            udp6(mapped(ip4("198.18.40.32"))),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(origin, 1)]),
+        case(
+            "mapped clean IPv4 neighbour: IPv6 rules (::/8) do not apply",
+            udp6(mapped(ip4("198.18.1.2"))),
+            XDP_PASS,
+            PASSED,
+        ),
+        case(
+            "IPv4-compatible ::198.18.1.1 is IPv6 (inside ::/8)",
+            udp6(blocked_v4.to_ipv6_compatible()),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(v6_origin, 1)]),
+        case(
+            "::fffe:198.18.1.1 is IPv6 (inside ::/8)",
+            udp6(ip6("::fffe:198.18.1.1")),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(v6_origin, 1)]),
+        case(
+            "::1:0:0:ffff:198.18.1.1 (a non-zero bit in the first 80) is IPv6 (inside ::/8)",
+            udp6(ip6("::1:0:0:ffff:198.18.1.1")),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(v6_origin, 1)]),
+        case(
+            "NAT64 64:ff9b::198.18.1.1 is IPv6 (inside ::/8)",
+            udp6(ip6("64:ff9b::198.18.1.1")),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(v6_origin, 1)]),
+        case(
+            "an IPv6 source outside every rule passes",
+            udp6(CLEAN_V6),
+            XDP_PASS,
+            PASSED,
+        ),
+        case(
+            "the real IPv4 source still drops",
+            udp4(blocked_v4),
+            XDP_DROP,
+            LISTED,
+        )
+        .origins(&[(origin, 1)]),
+    ];
+    run_table(&h, &cases);
+}
+
+/// A mapped source shares the rate-limit bucket and the auto-block of the IPv4 address it
+/// carries, so switching families buys an attacker nothing.
+#[test]
+fn ipv4_mapped_sources_share_the_ipv4_bucket_and_auto_block() {
+    const BURST: u64 = 2;
+    const STRIKES: u32 = 2;
+    let mut h = Harness::configured(|c| {
+        c.pkt = RateParams::new(1, BURST);
+        c.autoblock_strikes = STRIKES;
+    });
+    let src = ip4("198.18.9.9");
+    let (rets, delta) = h.send_n(&udp4(src), BURST as usize);
+    assert_eq!(rets, vec![XDP_PASS; BURST as usize]);
+    delta.assert_counters(&[(PASS, BURST)], "IPv4 burst");
+    // The IPv4 bucket is empty: the mapped form of the same address is over the limit too,
+    // and its strikes auto-block the IPv4 source.
+    let (rets, delta) = h.send_n(&udp6(mapped(src)), STRIKES as usize);
+    assert_eq!(rets, vec![XDP_DROP; STRIKES as usize]);
+    delta.assert_counters(
+        &[
+            (RATE_LIMITED, u64::from(STRIKES)),
+            (AUTO_BLOCK_ADDED, 1),
+            (EVENTS_SENT, 1),
+        ],
+        "mapped strikes",
+    );
+    let blocks = h.shield.kernel.maps.auto_blocks();
+    assert_eq!(blocks.len(), 1, "{blocks:?}");
+    assert_eq!(blocks[0].0.family, FAMILY_V4);
+    assert_eq!(blocks[0].0.addr, [u32::from(src), 0, 0, 0]);
+    let event = read_event(&mut h).expect("an auto-block event");
+    assert_eq!(event.key, blocks[0].0);
+    // The block holds for both forms.
+    for (what, frame) in [("IPv4", udp4(src)), ("mapped", udp6(mapped(src)))] {
+        let out = h.send(&frame);
+        assert_eq!(out.ret, XDP_DROP, "{what}");
+        out.delta
+            .assert_counters(&[(BLOCKLISTED, 1), (BLOCK_AUTO, 1)], what);
+        out.delta.assert_origins(&[(ORIGIN_KERNEL, 1)], what);
+    }
+}

@@ -79,6 +79,8 @@ pub enum Request {
     Unallow {
         nets: Vec<String>,
     },
+    /// Re-reads the config file (as SIGHUP does) and answers once it is applied or refused.
+    Reload,
 }
 
 /// Operations without fields: serde ignores extra keys on unit variants even with
@@ -118,6 +120,7 @@ impl Request {
             Request::Unblock { .. } => "unblock",
             Request::Allow { .. } => "allow",
             Request::Unallow { .. } => "unallow",
+            Request::Reload => "reload",
         }
     }
 }
@@ -153,6 +156,8 @@ pub enum ErrorCode {
     PermissionDenied,
     /// The daemon failed.
     Internal,
+    /// A reload found problems and changed nothing; the message names each, one a line.
+    ReloadRefused,
 }
 
 impl ErrorCode {
@@ -161,7 +166,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidInput | ErrorCode::Refused => EXIT_REFUSED,
             ErrorCode::PermissionDenied => EXIT_PERMISSION,
-            ErrorCode::Internal => EXIT_INTERNAL,
+            // The daemon runs on with its previous config, but what was asked did not happen.
+            ErrorCode::Internal | ErrorCode::ReloadRefused => EXIT_INTERNAL,
         }
     }
 }
@@ -222,6 +228,7 @@ mod tests {
             },
             block,
             Request::Unallow { nets: vec![] },
+            Request::Reload,
         ] {
             let text = serde_json::to_string(&req).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
@@ -274,5 +281,6 @@ mod tests {
         assert_eq!(ErrorCode::Refused.exit_code(), 2);
         assert_eq!(ErrorCode::PermissionDenied.exit_code(), 3);
         assert_eq!(ErrorCode::Internal.exit_code(), 1);
+        assert_eq!(ErrorCode::ReloadRefused.exit_code(), 1);
     }
 }

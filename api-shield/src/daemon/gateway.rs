@@ -25,7 +25,6 @@ const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(5);
 pub struct Gateway {
     pub live: SharedLive,
     fetcher: Arc<dyn JwksFetcher>,
-    pub tasks: Vec<JoinHandle<()>>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -34,14 +33,14 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 impl Gateway {
     /// Loads the policy, routes and certificates (a problem refuses the start, naming it),
-    /// binds every listener and starts serving.
+    /// binds every listener and starts serving. Returns the serving tasks beside the gateway.
     pub async fn start(
         cfg: GatewayConfig,
         state: Arc<Mutex<State>>,
         audit: Arc<AuditLog>,
         metrics: Arc<GatewayMetrics>,
         stop: &watch::Receiver<bool>,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Vec<JoinHandle<()>>)> {
         let fetcher: Arc<dyn JwksFetcher> = Arc::new(HttpJwksFetcher::default());
         let live =
             Live::load(cfg.clone(), None, Arc::clone(&fetcher)).map_err(anyhow::Error::msg)?;
@@ -99,16 +98,13 @@ impl Gateway {
                 }
             }
         }));
-        Ok(Self {
-            live,
-            fetcher,
-            tasks,
-        })
+        Ok((Self { live, fetcher }, tasks))
     }
 
-    /// Re-reads `cfg` and its policy file and swaps them in whole, or keeps the running ones
-    /// and says why. Listener addresses are bound once: changing them needs a restart.
-    pub fn reload(&self, cfg: GatewayConfig) -> Result<(), String> {
+    /// Reads `cfg`, its policy file and certificates into the gateway's next value without
+    /// swapping it in, or names every problem. Listener addresses are bound once: a change to
+    /// them comes back as a warning (it needs a restart), the rest is reloaded.
+    pub fn prepare_reload(&self, cfg: GatewayConfig) -> Result<(Live, Option<String>), String> {
         let current = self.live.load_full();
         let addresses = |c: &GatewayConfig| {
             (
@@ -119,13 +115,17 @@ impl Gateway {
                     .collect::<Vec<_>>(),
             )
         };
-        if addresses(&cfg) != addresses(&current.cfg) {
-            tracing::warn!(
-                "gateway listener addresses, TLS on/off and PROXY settings change at restart; the rest is reloaded"
-            );
-        }
+        let warning = (addresses(&cfg) != addresses(&current.cfg)).then(|| {
+            "gateway listener addresses, TLS on/off and PROXY settings change at restart; the \
+             rest is reloaded"
+                .to_string()
+        });
         let next = Live::load(cfg, Some(&current), Arc::clone(&self.fetcher))?;
+        Ok((next, warning))
+    }
+
+    /// Swaps in a value `prepare_reload` built: the next request of every connection sees it.
+    pub fn commit_reload(&self, next: Live) {
         self.live.store(Arc::new(next));
-        Ok(())
     }
 }

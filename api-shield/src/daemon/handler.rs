@@ -2,6 +2,7 @@
 //! change with who asked.
 
 use super::ops::{OpError, State};
+use super::reload::Reloader;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::control::{ErrorCode, Handler, PeerCred, Request, Response};
 use serde_json::{Value, json};
@@ -10,10 +11,50 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct DaemonHandler {
     pub state: Arc<Mutex<State>>,
     pub audit: Arc<AuditLog>,
+    pub reloader: Arc<Reloader>,
+}
+
+impl DaemonHandler {
+    /// `reload`: audited with who asked, like every change; the answer carries the warnings of
+    /// a reload that took effect, or every problem of one that changed nothing.
+    fn reload(&self, peer: &PeerCred) -> Response {
+        let outcome = self.reloader.reload();
+        let (result, detail) = match &outcome {
+            Ok(report) => (Outcome::Ok, json!(report)),
+            Err(e) => (Outcome::Error, json!(e.errors)),
+        };
+        self.record(&AuditEvent {
+            peer,
+            op: Request::Reload.op(),
+            args: json!({"trigger": "control_socket"}),
+            result,
+            detail: detail.clone(),
+        });
+        match outcome {
+            Ok(_) => Response::ok(detail),
+            Err(e) => Response::error(
+                ErrorCode::ReloadRefused,
+                format!(
+                    "the reload changed nothing; the daemon keeps its running config:\n{}",
+                    e.errors.join("\n")
+                ),
+            ),
+        }
+    }
+
+    fn record(&self, event: &AuditEvent<'_>) {
+        if let Err(e) = self.audit.record(event) {
+            tracing::error!(error = %e, "audit log write failed");
+        }
+    }
 }
 
 impl Handler for DaemonHandler {
     fn handle(&self, peer: &PeerCred, req: Request) -> Response {
+        if matches!(req, Request::Reload) {
+            // Reads the files before taking the daemon's lock, so not under it.
+            return self.reload(peer);
+        }
         let op = req.op();
         let args = match &req {
             Request::Block { .. }
@@ -49,6 +90,7 @@ impl Handler for DaemonHandler {
                 Request::Unblock { nets, list } => state.unblock(&nets, list.as_deref()),
                 Request::Allow { nets } => state.allow(&nets),
                 Request::Unallow { nets } => state.unallow(&nets),
+                Request::Reload => unreachable!("answered above"),
             }
         };
         if let Some(args) = args {
@@ -56,16 +98,13 @@ impl Handler for DaemonHandler {
                 Ok(body) => (Outcome::Ok, body.clone()),
                 Err(e) => (Outcome::Error, json!(e.to_string())),
             };
-            let event = AuditEvent {
+            self.record(&AuditEvent {
                 peer,
                 op,
                 args,
                 result: outcome,
                 detail,
-            };
-            if let Err(e) = self.audit.record(&event) {
-                tracing::error!(error = %e, "audit log write failed");
-            }
+            });
         }
         match result {
             Ok(body) => Response::ok(body),

@@ -6,8 +6,11 @@ pub mod events;
 pub mod gateway;
 pub mod guard;
 pub mod handler;
+pub mod instance_lock;
+pub mod link_watch;
 pub mod lists;
 pub mod ops;
+pub mod reload;
 pub mod sink;
 pub mod start;
 
@@ -16,14 +19,14 @@ use crate::config::{Config, load_config};
 use crate::kernel::loader::AttachMode;
 use anyhow::Result;
 use handler::audit_self;
-use ops::{State, capacity_of};
+use link_watch::{LinkState, LinkWatch};
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
-/// How often expired decisions and dead auto-blocks are swept.
+/// How often expired decisions and dead auto-blocks are swept, and the attachment checked.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct RunOptions {
@@ -71,7 +74,8 @@ async fn serve(
 ) {
     let start::Running {
         state,
-        gateway,
+        reloader,
+        gateway_tasks,
         stop_tx,
         mut hup,
         server,
@@ -93,14 +97,24 @@ async fn serve(
         }
     };
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    // Checked at each sweep: a detach from outside the daemon is reported within a second.
+    let mut link_watch = LinkWatch::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&state, audit, opts.config_path.as_ref(), gateway.as_ref()),
+            _ = hup.recv() => reloader.on_signal(),
             _ = sweep.tick() => {
+                let attachment = state
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .shield
+                    .kernel
+                    .attachment
+                    .clone();
+                link_watch.observe(&LinkState::read(attachment.as_ref()), iface, audit);
                 let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
                 match expired {
                     Ok(gone) if !gone.is_empty() => {
@@ -128,10 +142,8 @@ async fn serve(
     if let Some(t) = metrics_task {
         let _ = t.await;
     }
-    if let Some(g) = gateway {
-        for t in g.tasks {
-            let _ = t.await;
-        }
+    for t in gateway_tasks {
+        let _ = t.await;
     }
     if let Some(t) = events_task {
         let _ = t.await;
@@ -150,73 +162,4 @@ async fn serve(
         iface,
         "daemon stopped; the XDP program stays attached and enforcing"
     );
-}
-
-fn reload(
-    state: &Arc<Mutex<State>>,
-    audit: &AuditLog,
-    path: Option<&PathBuf>,
-    gateway: Option<&gateway::Gateway>,
-) {
-    if let Err(e) = audit.reopen() {
-        tracing::error!(error = %e, "reopening the audit log failed");
-    }
-    let config = match read_config(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload refused; keeping the running config");
-            audit_self(audit, "reload", json!({}), false, json!(e.to_string()));
-            return;
-        }
-    };
-    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
-    if capacity_of(&config) != s.requested_capacity {
-        tracing::warn!("capacity changes take effect after `api-shield detach` and a new `run`");
-    }
-    if config.feeds != s.config.feeds
-        || config.crowdsec != s.config.crowdsec
-        || config.push != s.config.push
-    {
-        tracing::warn!("feed changes take effect when the daemon restarts");
-    }
-    match (gateway, &config.gateway) {
-        (Some(g), Some(cfg)) => match g.reload(cfg.clone()) {
-            Ok(()) => tracing::info!("gateway reloaded (policy, routes, certificates)"),
-            Err(e) => {
-                tracing::error!(error = %e, "gateway reload refused; keeping the running gateway");
-                audit_self(audit, "reload_gateway", json!({}), false, json!(e));
-            }
-        },
-        (None, None) => {}
-        _ => tracing::warn!("adding or removing [gateway] takes effect when the daemon restarts"),
-    }
-    if config.metrics != s.config.metrics {
-        tracing::warn!("metrics listener changes take effect when the daemon restarts");
-    }
-    let seeds = s.shield.settings().seeds;
-    let settings = config.kernel_config(seeds, 0);
-    let ports = config.port_bitmap();
-    // The lists (with the new management allowlist) first; the new settings only once they
-    // hold, so a refused reload leaves the kernel exactly as it was.
-    let old = std::mem::replace(&mut s.config, config);
-    let result = match s.reapply() {
-        Ok(()) => s
-            .shield
-            .set_settings(&settings, &ports)
-            .map_err(|e| e.to_string()),
-        Err(e) => {
-            s.config = old;
-            Err(e.to_string())
-        }
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!("config reloaded");
-            audit_self(audit, "reload", json!({}), true, json!(null));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "config reload failed");
-            audit_self(audit, "reload", json!({}), false, json!(e));
-        }
-    }
 }

@@ -2,6 +2,7 @@
 //! the handler and the tests call these directly.
 
 use super::guard::OnLockout;
+use super::link_watch::LinkState;
 use crate::config::Config;
 use crate::decisions::{
     snapshot::{SnapshotDir, SnapshotError},
@@ -364,7 +365,11 @@ impl State {
         let last = self.shield.last_apply();
         let attachment = self.shield.kernel.attachment.as_ref();
         let auto_blocks = self.shield.kernel.maps.auto_blocks().len();
+        // Asked of the kernel at each call: a detach from outside shows at once.
+        let link = LinkState::read(attachment);
         json!({
+            "attached": link.attached(),
+            "attached_detail": link.detail(),
             "iface": attachment.map(|a| a.iface.clone()),
             "ifindex": attachment.map(|a| a.ifindex),
             "xdp_mode": attachment.map(|a| a.xdp_mode.clone()),

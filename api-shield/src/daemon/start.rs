@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::handler::{DaemonHandler, audit_self};
 use super::ops::{self, State, capacity_of};
+use super::reload::Reloader;
 use super::{RunOptions, events, gateway, sink};
 use crate::audit::AuditLog;
 use crate::config::Config;
@@ -28,7 +29,9 @@ pub const LOCK_FILE: &str = "daemon.lock";
 /// A started daemon: what the serving loop drives and, at stop, waits for.
 pub struct Running {
     pub state: Arc<Mutex<State>>,
-    pub gateway: Option<gateway::Gateway>,
+    /// Config reloads, by SIGHUP or over the control socket.
+    pub reloader: Arc<Reloader>,
+    pub gateway_tasks: Vec<JoinHandle<()>>,
     pub stop_tx: watch::Sender<bool>,
     pub hup: Signal,
     pub server: JoinHandle<()>,
@@ -158,16 +161,6 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
     let listener = control::bind(&opts.socket, policy.group())
         .with_context(|| format!("binding the control socket {}", opts.socket.display()))?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let handler = Arc::new(DaemonHandler {
-        state: state.clone(),
-        audit: audit.clone(),
-    });
-    let server = tokio::spawn(control::serve(
-        listener,
-        policy,
-        handler,
-        stopped(stop_rx.clone()),
-    ));
 
     let events_task = ring.map(|ring| {
         let audit = audit.clone();
@@ -257,18 +250,19 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         .gateway
         .is_some()
         .then(|| Arc::clone(&gateway_metrics));
-    let gateway = match current.gateway.clone() {
-        Some(cfg) => Some(
-            gateway::Gateway::start(
+    let (gateway, gateway_tasks) = match current.gateway.clone() {
+        Some(cfg) => {
+            let (gateway, tasks) = gateway::Gateway::start(
                 cfg,
                 state.clone(),
                 audit.clone(),
                 Arc::clone(&gateway_metrics),
                 &stop_rx,
             )
-            .await?,
-        ),
-        None => None,
+            .await?;
+            (Some(Arc::new(gateway)), tasks)
+        }
+        None => (None, Vec::new()),
     };
 
     let metrics_task = match current.metrics.clone() {
@@ -283,6 +277,26 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         }
         None => None,
     };
+
+    // The control socket is served once everything it can reach has started: a `status` that
+    // answers means the daemon is up, and a `reload` finds the gateway it reloads.
+    let reloader = Arc::new(Reloader::new(
+        state.clone(),
+        audit.clone(),
+        opts.config_path.clone(),
+        gateway,
+    ));
+    let handler = Arc::new(DaemonHandler {
+        state: state.clone(),
+        audit: audit.clone(),
+        reloader: Arc::clone(&reloader),
+    });
+    let server = tokio::spawn(control::serve(
+        listener,
+        policy,
+        handler,
+        stopped(stop_rx.clone()),
+    ));
 
     let hup = signal(SignalKind::hangup())?;
     if let Some(user) = service_user {
@@ -304,7 +318,8 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
     );
     Ok(Running {
         state,
-        gateway,
+        reloader,
+        gateway_tasks,
         stop_tx,
         hup,
         server,

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use hyper::HeaderMap;
 
-use super::config::{GatewayConfig, canonical};
+use super::config::GatewayConfig;
 
 /// The client of one request, as far as can be known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,7 +40,7 @@ impl Client {
 }
 
 pub fn client_ip(cfg: &GatewayConfig, peer: IpAddr, headers: &HeaderMap) -> Client {
-    let peer = canonical(peer);
+    let peer = peer.to_canonical();
     if !cfg.trusts(peer) {
         return Client::named(peer);
     }
@@ -82,7 +82,7 @@ pub fn client_ip(cfg: &GatewayConfig, peer: IpAddr, headers: &HeaderMap) -> Clie
 }
 
 fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.trim().parse::<IpAddr>().ok().map(canonical)
+    s.trim().parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 /// The address of one RFC 7239 element's `for=` pair: `for=192.0.2.1`, `for="[2001:db8::1]:80"`,

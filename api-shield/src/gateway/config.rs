@@ -253,15 +253,7 @@ impl GatewayConfig {
 
     /// Whether `peer` may name the client in forwarding headers.
     pub fn trusts(&self, peer: IpAddr) -> bool {
-        let peer = canonical(peer);
+        let peer = peer.to_canonical();
         self.trusted_proxies.iter().any(|n| n.contains(&peer))
-    }
-}
-
-/// `::ffff:a.b.c.d` → `a.b.c.d`.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }

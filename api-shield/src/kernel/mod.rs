@@ -7,6 +7,7 @@ pub mod maps;
 pub mod mmap;
 pub mod pins;
 pub mod shield;
+pub mod xdp_query;
 
 use std::path::PathBuf;
 

@@ -122,6 +122,14 @@ impl Collector for SnapshotCollector {
         )?;
         gauges(
             e,
+            "api_shield_attached",
+            "1 while the kernel runs the shield's XDP program on its interface, 0 once it does not \
+             (detached from outside the daemon): nothing is enforced then",
+            None,
+            s.attached.map(|a| (NONE, u64::from(a))),
+        )?;
+        gauges(
+            e,
             "api_shield_monitor_mode",
             "1 while the policy only counts what it would drop (mode = monitor), 0 while it enforces",
             None,
@@ -320,6 +328,7 @@ mod tests {
         counters[verdict::AUTO_BLOCK_ADDED as usize].packets = 2;
         let mut snapshot = Snapshot {
             attachment: Some(("eth0".into(), "skb".into())),
+            attached: Some(false),
             monitor: false,
             start_time: Duration::from_millis(1_700_000_000_500),
             counters,
@@ -380,6 +389,7 @@ mod tests {
             "# TYPE api_shield_build_info gauge",
             "api_shield_xdp_info{iface=\"eth0\",mode=\"skb\"} 1",
             "api_shield_monitor_mode 0",
+            "api_shield_attached 0",
             "api_shield_start_time_seconds 1700000000.5",
             "api_shield_feed_syncs_total{feed=\"firehol\"} 4",
             "api_shield_feed_errors_total{feed=\"firehol\"} 1",

@@ -7,6 +7,7 @@ use api_shield_common::state::{Counter, ORIGIN_KERNEL};
 use api_shield_common::verdict;
 
 use crate::config::Mode;
+use crate::daemon::link_watch::LinkState;
 use crate::daemon::ops::{ORIGIN_CONFIG, ORIGIN_KERNEL_NAME, State};
 use crate::feeds::FeedHealth;
 use crate::model::Action;
@@ -24,6 +25,9 @@ pub struct MapFill {
 pub struct Snapshot {
     /// `(iface, xdp mode)` while attached.
     pub attachment: Option<(String, String)>,
+    /// Whether the kernel runs the shield's program on its interface; `None` if it could not
+    /// be asked.
+    pub attached: Option<bool>,
     pub monitor: bool,
     /// Unix time at which the daemon started.
     pub start_time: Duration,
@@ -101,6 +105,7 @@ impl Snapshot {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .unwrap_or_default();
         Ok(Snapshot {
+            attached: LinkState::read(shield.kernel.attachment.as_ref()).attached(),
             attachment: shield
                 .kernel
                 .attachment

@@ -230,7 +230,7 @@ impl Detector {
 
     fn escalate(&self, ip: IpAddr, rule: Rule, ttl: Duration, reason: String) -> Escalation {
         Escalation {
-            ip,
+            ip: ip.to_canonical(),
             net: self.key(ip),
             rule,
             ttl,
@@ -564,6 +564,30 @@ mod tests {
         assert!(d.record_auth_failure(plain, t).is_none());
         let e = d.record_auth_failure(mapped, t).expect("third failure");
         assert_eq!(e.net, "198.51.100.7/32".parse::<IpNet>().unwrap());
+    }
+
+    #[test]
+    fn ipv4_mapped_and_plain_forms_are_one_client() {
+        let d = Detector::new(cfg());
+        let t = Instant::now();
+        let plain: IpAddr = "198.18.0.5".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.18.0.5".parse().unwrap();
+        // The count carries across the two spellings of one client...
+        assert!(d.record_auth_failure(mapped, t).is_none());
+        assert!(d.record_auth_failure(plain, t).is_none());
+        let e = d
+            .record_auth_failure(mapped, t)
+            .expect("the third failure fires");
+        // ... and the block names the IPv4 address the kernel matches.
+        assert_eq!(e.ip, plain);
+        assert_eq!(d.tracked_ips(), 1);
+        // Distinct 404 paths, alternating spellings: three of them fire.
+        assert!(d.record_not_found(plain, "/a", t).is_none());
+        assert!(d.record_not_found(mapped, "/b", t).is_none());
+        let e = d
+            .record_not_found(mapped, "/c", t)
+            .expect("the third distinct path fires");
+        assert_eq!(e.ip, plain);
     }
 
     #[test]

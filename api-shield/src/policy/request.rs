@@ -123,7 +123,8 @@ impl RequestMeta {
         path: impl Into<String>,
     ) -> Self {
         Self {
-            client_ip,
+            // One form per client whatever the listener: limits, detection and blocks key on it.
+            client_ip: client_ip.to_canonical(),
             client_is_proxy: false,
             method: method.into(),
             host: host.into(),
@@ -250,6 +251,17 @@ mod tests {
             "{dbg}"
         );
         assert!(dbg.contains("curl"));
+    }
+
+    #[test]
+    fn ipv4_mapped_clients_are_their_ipv4_address() {
+        let mapped = RequestMeta::new("::ffff:198.18.0.5".parse().unwrap(), "GET", "a", "/");
+        assert_eq!(mapped.client_ip, "198.18.0.5".parse::<IpAddr>().unwrap());
+        // Other IPv6 forms that embed an IPv4 address stay IPv6.
+        for v6 in ["::198.18.0.5", "64:ff9b::198.18.0.5", "2001:db8::1"] {
+            let req = RequestMeta::new(v6.parse().unwrap(), "GET", "a", "/");
+            assert_eq!(req.client_ip, v6.parse::<IpAddr>().unwrap());
+        }
     }
 
     #[test]

@@ -316,7 +316,7 @@ async fn forward(
 }
 
 fn canonical_peer(info: ConnInfo) -> String {
-    crate::gateway::config::canonical(info.peer.ip()).to_string()
+    info.peer.ip().to_canonical().to_string()
 }
 
 #[cfg(test)]

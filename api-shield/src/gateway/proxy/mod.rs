@@ -35,7 +35,7 @@ use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
 use super::Escalator;
-use super::config::{ListenerConfig, canonical};
+use super::config::ListenerConfig;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
 use crate::accept::Accept;
@@ -261,7 +261,7 @@ async fn connection(
     let mut proxied_client = None;
     if cfg.proxy_protocol && live.cfg.trusts(peer.ip()) {
         match timeout(header_timeout, proxy_v2::read(&mut stream)).await {
-            Ok(Ok(proxy_v2::Origin::Client(a))) => proxied_client = Some(canonical(a.ip())),
+            Ok(Ok(proxy_v2::Origin::Client(a))) => proxied_client = Some(a.ip().to_canonical()),
             Ok(Ok(proxy_v2::Origin::Local)) => {}
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "gateway: bad PROXY header; closing");
