@@ -88,6 +88,28 @@ pub struct CrowdsecConfig {
     /// Decision types to enforce (`ban`; `captcha` and others mean nothing at layer 3).
     #[serde(default = "default_types")]
     pub types: Vec<String>,
+    /// IPv4 ranges shorter than this are skipped and counted: a compromised or mistaken
+    /// LAPI must not be able to ban a continent.
+    #[serde(default = "default_min_prefix_v4")]
+    pub min_prefix_v4: u8,
+    /// The same for IPv6.
+    #[serde(default = "default_min_prefix_v6")]
+    pub min_prefix_v6: u8,
+}
+
+/// Shortest IPv4 range taken from CrowdSec unless configured.
+pub const DEFAULT_MIN_PREFIX_V4: u8 = 8;
+/// Shortest IPv6 range taken from CrowdSec unless configured.
+pub const DEFAULT_MIN_PREFIX_V6: u8 = 16;
+const V4_BITS: u8 = 32;
+const V6_BITS: u8 = 128;
+
+fn default_min_prefix_v4() -> u8 {
+    DEFAULT_MIN_PREFIX_V4
+}
+
+fn default_min_prefix_v6() -> u8 {
+    DEFAULT_MIN_PREFIX_V6
 }
 
 fn default_url() -> String {
@@ -135,6 +157,8 @@ impl CrowdsecConfig {
             list: default_list(),
             scopes: default_scopes(),
             types: default_types(),
+            min_prefix_v4: DEFAULT_MIN_PREFIX_V4,
+            min_prefix_v6: DEFAULT_MIN_PREFIX_V6,
         }
     }
 
@@ -155,6 +179,12 @@ impl CrowdsecConfig {
             ));
         }
         valid_list_name(&self.list).map_err(|reason| invalid("list", reason))?;
+        if self.min_prefix_v4 > V4_BITS {
+            return Err(invalid("min_prefix_v4", format!("must be 0-{V4_BITS}")));
+        }
+        if self.min_prefix_v6 > V6_BITS {
+            return Err(invalid("min_prefix_v6", format!("must be 0-{V6_BITS}")));
+        }
         if self.scopes.is_empty() {
             return Err(invalid("scopes", "must name at least one scope".into()));
         }
@@ -442,8 +472,12 @@ pub struct MapStats {
     pub expired: usize,
     /// Skipped: no usable value or duration.
     pub invalid: usize,
-    /// Taken after normalising: a range with host bits set, or an IPv4-mapped address.
+    /// Taken after normalising an IPv4-mapped address to the IPv4 one.
     pub normalised: usize,
+    /// Skipped: a range with host bits set (`2001:db8:1::/0`): never widened into a guess.
+    pub host_bits: usize,
+    /// Skipped: a range shorter than `min_prefix_v4` / `min_prefix_v6`.
+    pub too_wide: usize,
     /// A second decision for a net already in this answer (the longest lifetime counts).
     pub duplicates: usize,
     /// Deleted decisions that took their net out of the list.
@@ -452,7 +486,12 @@ pub struct MapStats {
 
 impl MapStats {
     pub fn skipped(&self) -> usize {
-        self.other_scope + self.other_type + self.expired + self.invalid
+        self.other_scope
+            + self.other_type
+            + self.expired
+            + self.invalid
+            + self.host_bits
+            + self.too_wide
     }
 }
 
@@ -462,6 +501,8 @@ impl MapStats {
 pub struct Filter {
     scopes: Vec<String>,
     types: Vec<String>,
+    min_prefix_v4: u8,
+    min_prefix_v6: u8,
 }
 
 impl Filter {
@@ -469,6 +510,15 @@ impl Filter {
         Self {
             scopes: cfg.scopes.clone(),
             types: cfg.types.clone(),
+            min_prefix_v4: cfg.min_prefix_v4,
+            min_prefix_v6: cfg.min_prefix_v6,
+        }
+    }
+
+    fn too_wide(&self, net: &IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => n.prefix_len() < self.min_prefix_v4,
+            IpNet::V6(n) => n.prefix_len() < self.min_prefix_v6,
         }
     }
 
@@ -481,24 +531,29 @@ impl Filter {
     }
 }
 
-/// The net a decision names, and whether it had to be normalised. `None` for scopes that name
-/// no addresses and for values that are not addresses.
-fn decision_net(scope: &str, value: &str) -> Option<(IpNet, bool)> {
+/// Why a decision's value names no net to enforce.
+enum Unusable {
+    /// A scope that names no addresses, or a value that is not an address.
+    Invalid,
+    /// A range with host bits set: masking `2001:db8:1::/0` would ban `::/0`.
+    HostBits,
+}
+
+/// The net a decision names, and whether it had to be normalised (an IPv4-mapped address is
+/// the IPv4 source the kernel sees).
+fn decision_net(scope: &str, value: &str) -> Result<(IpNet, bool), Unusable> {
     let single = scope.eq_ignore_ascii_case(SCOPE_IP);
     if !single && !scope.eq_ignore_ascii_case(SCOPE_RANGE) {
-        return None;
+        return Err(Unusable::Invalid);
     }
     if single && value.contains('/') {
-        return None;
+        return Err(Unusable::Invalid);
     }
     match parse_net(value) {
-        Ok(net) => Some((net, false)),
-        // CrowdSec stores ranges as given (`198.18.11.7/24` stays so): the intent is the
-        // whole range. A v4-mapped address is the IPv4 source the kernel sees.
-        Err(InputError::HostBits { suggestion, .. } | InputError::V4Mapped { suggestion, .. }) => {
-            Some((suggestion, true))
-        }
-        Err(_) => None,
+        Ok(net) => Ok((net, false)),
+        Err(InputError::V4Mapped { suggestion, .. }) => Ok((suggestion, true)),
+        Err(InputError::HostBits { .. }) => Err(Unusable::HostBits),
+        Err(_) => Err(Unusable::Invalid),
     }
 }
 
@@ -534,10 +589,21 @@ fn map_new(d: &WireDecision, filter: &Filter, stats: &mut MapStats) -> Option<Ma
         stats.expired += 1;
         return None;
     };
-    let Some((net, normalised)) = decision_net(scope, value) else {
-        stats.invalid += 1;
-        return None;
+    let (net, normalised) = match decision_net(scope, value) {
+        Ok(found) => found,
+        Err(Unusable::HostBits) => {
+            stats.host_bits += 1;
+            return None;
+        }
+        Err(Unusable::Invalid) => {
+            stats.invalid += 1;
+            return None;
+        }
     };
+    if filter.too_wide(&net) {
+        stats.too_wide += 1;
+        return None;
+    }
     stats.normalised += usize::from(normalised);
     stats.accepted += 1;
     Some(Mapped {
@@ -623,7 +689,7 @@ impl Decisions {
             let (Some(scope), Some(value)) = (&d.scope, &d.value) else {
                 continue;
             };
-            let Some((net, _)) = decision_net(scope, value) else {
+            let Ok((net, _)) = decision_net(scope, value) else {
                 continue;
             };
             // CrowdSec repeats a deletion in later answers; only the first one finds the id.
@@ -1177,6 +1243,11 @@ mod tests {
                 decision(11, "Ip", "198.18.9.0/24", "ban", "1h"),
                 decision(12, "ip", "::ffff:198.18.9.13", "BAN", "1h"),
                 r#"{"id":13,"scope":"Ip","type":"ban"}"#.to_string(),
+                decision(15, "Range", "2001:db8:1::/0", "ban", "1h"),
+                decision(16, "Range", "0.0.0.0/0", "ban", "1h"),
+                decision(17, "Range", "2001::/15", "ban", "1h"),
+                decision(18, "Range", "198.0.0.0/7", "ban", "1h"),
+                decision(19, "Range", "198.0.0.0/8", "ban", "1h"),
             ],
             &[decision(14, "Ip", "198.18.9.77", "ban", "-3s")],
         );
@@ -1184,10 +1255,10 @@ mod tests {
         assert_eq!(
             nets(&entries),
             vec![
+                net("198.0.0.0/8"),
                 net("198.18.9.5/32"),
                 net("198.18.9.13/32"),
                 net("198.18.10.0/24"),
-                net("198.18.11.0/24"),
                 net("2001:db8::5/128"),
             ]
         );
@@ -1199,13 +1270,17 @@ mod tests {
                 other_type: 1,
                 expired: 2,
                 invalid: 4,
-                normalised: 2,
+                normalised: 1,
+                // 198.18.11.7/24, 2001:db8:1::/0 and 2001::/15 (0x2001 has bit 16 set).
+                host_bits: 3,
+                // 0.0.0.0/0 and 198.0.0.0/7, under the /8 minimum.
+                too_wide: 2,
                 duplicates: 0,
                 removed: 0,
             }
         );
         assert_eq!(state.len(), 5);
-        let first = &entries[0];
+        let first = &entries[1];
         assert_eq!(first.reason.as_deref(), Some("s1"));
         assert_eq!(
             first.ttl,
