@@ -22,5 +22,6 @@ pub mod parse;
 pub mod policy;
 pub mod privilege;
 pub mod push;
+pub mod state_file;
 pub mod table;
 pub mod top;

@@ -7,4 +7,5 @@ pub mod https;
 pub mod kernel;
 pub mod metrics;
 pub mod netns;
+pub mod pki;
 pub mod proc;
