@@ -139,10 +139,20 @@ fn saved_count(file: &Path) -> Option<u64> {
         .as_u64()
 }
 
+/// The test's own files, removed also when it panics.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn a_daily_quota_continues_across_graceful_and_crash_restarts() {
     let lab = Lab::new();
-    let dir = std::env::temp_dir().join(format!("api-shield-gwquota-{}", lab.id));
+    let temp = TempDir(std::env::temp_dir().join(format!("api-shield-gwquota-{}", lab.id)));
+    let dir = temp.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     let pki = pki_for(SERVER_NAME);
     for (name, text) in [
@@ -258,5 +268,4 @@ fn a_daily_quota_continues_across_graceful_and_crash_restarts() {
         daemon.log()
     );
     drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
 }
