@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a daemon that must refuse to start may take to exit.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a daemon may take to exit after SIGTERM (its listeners drain for up to 10 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Each daemon's `pin_root` is `<PIN_PREFIX><pid>-<n>`.
 const PIN_PREFIX: &str = "/sys/fs/bpf/api-shield-test-";
 /// Each daemon's temp directory is `<temp>/<TEMP_PREFIX><pid>-<n>`.
@@ -233,6 +235,31 @@ impl Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGTERM, then waits (bounded) for the daemon to exit on its own; returns whether it
+    /// exited cleanly. One still running after the wait is killed and counts as a failure.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+            return false;
+        };
+        // SAFETY: kill(2) with the pid of the daemon this guard started and has not reaped.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return false;
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Runs the CLI as root against this daemon's socket.

@@ -51,7 +51,27 @@ pub struct Req {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Send the body without a declared length (chunked on HTTP/1.1, bare DATA frames on
+    /// HTTP/2), as a streaming client does.
+    pub unsized_body: bool,
 }
+
+/// A complete body that does not tell its size, so no `Content-Length` is derived from it.
+struct Unsized(Full<Bytes>);
+
+impl hyper::body::Body for Unsized {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+type ClientBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
 
 impl Req {
     pub fn get(path: &str) -> Req {
@@ -60,6 +80,7 @@ impl Req {
             path: path.to_owned(),
             headers: Vec::new(),
             body: Vec::new(),
+            unsized_body: false,
         }
     }
 
@@ -69,7 +90,8 @@ impl Req {
     }
 }
 
-fn config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
+/// The rustls client configuration for `tls` (roots, client certificate, ALPN).
+pub fn client_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
         roots
@@ -102,8 +124,8 @@ fn config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
 }
 
 enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
+    H1(http1::SendRequest<ClientBody>),
+    H2(http2::SendRequest<ClientBody>),
 }
 
 /// Opens one TLS connection to `addr` (from the current thread's namespace) and sends every
@@ -120,7 +142,7 @@ pub fn session(
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let connector = TlsConnector::from(Arc::new(config(tls)?));
+        let connector = TlsConnector::from(Arc::new(client_config(tls)?));
         let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_owned())?
@@ -159,9 +181,13 @@ pub fn session(
             for (n, v) in &r.headers {
                 req = req.header(n, v);
             }
-            let req = req
-                .body(Full::new(Bytes::from(r.body.clone())))
-                .map_err(|e| e.to_string())?;
+            let full = Full::new(Bytes::from(r.body.clone()));
+            let body = if r.unsized_body {
+                Unsized(full).boxed()
+            } else {
+                full.boxed()
+            };
+            let req = req.body(body).map_err(|e| e.to_string())?;
             let resp = match &mut sender {
                 Sender::H1(s) => {
                     s.ready().await.map_err(|e| format!("h1 not ready: {e}"))?;

@@ -7,6 +7,7 @@ pub mod https;
 pub mod kernel;
 pub mod metrics;
 pub mod netns;
+pub mod pki;
 pub mod proc;
 pub mod raw_http;
 pub mod relay;

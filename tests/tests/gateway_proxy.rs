@@ -13,15 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
+use rcgen::KeyPair;
 use serde_json::{Value, json};
 use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::https::{self, Answer, Req, Tls};
 use tests::metrics::scrape;
 use tests::netns::{Host, Lab, in_netns};
+use tests::pki::pki_for;
 use tests::proc::Proc;
 
 const TLS_PORT: u16 = 8443;
@@ -90,45 +88,6 @@ H = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2
 H.log_message = lambda *a: None
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
-
-struct Pki {
-    ca_pem: String,
-    server_cert: String,
-    server_key: String,
-    client_ca_pem: String,
-    client_cert: String,
-    client_key: String,
-}
-
-fn pki() -> Pki {
-    let ca = |name: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
-    let server_ca = ca("gateway test server CA");
-    let client_ca = ca("gateway test client CA");
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec![SERVER_NAME.to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &server_ca)
-        .unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut cp = CertificateParams::new(Vec::<String>::new()).unwrap();
-    cp.distinguished_name
-        .push(DnType::CommonName, "partner-service");
-    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = cp.signed_by(&client_key, &client_ca).unwrap();
-    Pki {
-        ca_pem: server_ca.pem(),
-        server_cert: server.pem(),
-        server_key: server_key.serialize_pem(),
-        client_ca_pem: client_ca.pem(),
-        client_cert: client.pem(),
-        client_key: client_key.serialize_pem(),
-    }
-}
 
 /// An ES256 signing key and its public JWK.
 struct JwtKey {
@@ -288,7 +247,7 @@ fn tls_gateway_serves_limits_and_escalates_into_the_kernel() {
     std::fs::create_dir_all(&dir).unwrap();
     let jwks_dir = dir.join("jwks");
     std::fs::create_dir_all(&jwks_dir).unwrap();
-    let pki = pki();
+    let pki = pki_for(SERVER_NAME);
     let file = |name: &str| -> PathBuf { dir.join(name) };
     write_private(&file("server.pem"), &pki.server_cert);
     write_private(&file("server.key"), &pki.server_key);

@@ -16,6 +16,7 @@ use crate::gateway::escalate::StateEscalator;
 use crate::gateway::jwks_http::HttpJwksFetcher;
 use crate::gateway::live::{Live, SharedLive};
 use crate::gateway::proxy::{self, Serving};
+use crate::gateway::quota_store::{self, QuotaStore};
 use crate::gateway::{Escalator, GatewayMetrics};
 use crate::policy::JwksFetcher;
 
@@ -45,12 +46,36 @@ impl Gateway {
         let live =
             Live::load(cfg.clone(), None, Arc::clone(&fetcher)).map_err(anyhow::Error::msg)?;
         let live: SharedLive = Arc::new(ArcSwap::from_pointee(live));
+        // Opened now, as root, before any request is served: the counters continue from the
+        // last save, and the directory stays reachable once the process runs as `run_as`.
+        let quota_store = if cfg.quota_state.enabled {
+            let dir = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .snapshot
+                .path()
+                .to_owned();
+            match QuotaStore::open(&dir, cfg.quota_state.clone()) {
+                Ok(store) => {
+                    quota_store::restore_at_start(&store, &live);
+                    Some(Arc::new(store))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "quota counters will not be saved");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let escalator: Arc<dyn Escalator> = Arc::new(StateEscalator { state, audit });
         let mut tasks = Vec::new();
+        // Tasks that count requests: the last save waits for them.
+        let mut counting = Vec::new();
 
         let check = crate::gateway::bind(&cfg).await?;
         tracing::info!(addr = %check.local_addr()?, "gateway check endpoint listening");
-        tasks.push(tokio::spawn(check.serve(
+        counting.push(tokio::spawn(check.serve(
             Arc::clone(&live),
             Arc::clone(&escalator),
             Arc::clone(&metrics),
@@ -71,13 +96,22 @@ impl Gateway {
             };
             let handles = proxy::spawn_threads(listeners, &serving, stop)
                 .context("starting the gateway threads")?;
-            tasks.push(tokio::task::spawn_blocking(move || {
+            counting.push(tokio::task::spawn_blocking(move || {
                 for h in handles {
                     if h.join().is_err() {
                         tracing::error!("a gateway thread panicked");
                     }
                 }
             }));
+        }
+        match quota_store {
+            Some(store) => tasks.push(tokio::spawn(quota_store::run_saver(
+                store,
+                Arc::clone(&live),
+                stopped(stop.clone()),
+                counting,
+            ))),
+            None => tasks.extend(counting),
         }
 
         let refresher = Arc::clone(&live);

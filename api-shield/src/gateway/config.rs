@@ -38,6 +38,34 @@ pub struct GatewayConfig {
     /// Threads serving the listeners, each with its own event loop and its own socket per
     /// listener (SO_REUSEPORT), as nginx workers; 0 is one per CPU.
     pub threads: usize,
+    /// Saving quota and slow rate-limit counters across restarts.
+    pub quota_state: QuotaStateConfig,
+}
+
+/// `[gateway.quota_state]`: long-window limit counters saved in `state_dir/<iface>/` and
+/// restored at start, so a restart does not refill daily and monthly quotas.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaStateConfig {
+    pub enabled: bool,
+    /// How often counters are saved (and once more at shutdown); after a crash at most this
+    /// much consumption is lost.
+    #[serde(with = "humantime_serde")]
+    pub save_interval: Duration,
+    /// Limits whose allowance takes at least this long to come back (a quota's window, a token
+    /// bucket's refill time) are saved; shorter ones refill within moments anyway.
+    #[serde(with = "humantime_serde")]
+    pub min_window: Duration,
+}
+
+impl Default for QuotaStateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            save_interval: Duration::from_secs(10),
+            min_window: Duration::from_secs(60),
+        }
+    }
 }
 
 /// One gateway listener.
@@ -164,6 +192,7 @@ impl Default for GatewayConfig {
             timeouts: Timeouts::default(),
             limits: HttpLimits::default(),
             threads: 0,
+            quota_state: QuotaStateConfig::default(),
         }
     }
 }
@@ -247,6 +276,12 @@ impl GatewayConfig {
             if d.is_zero() {
                 problems.push(format!("gateway.timeouts.{name}: must be positive"));
             }
+        }
+        if self.quota_state.save_interval.is_zero() {
+            problems.push(
+                "gateway.quota_state.save_interval: must be positive (`enabled = false` turns saving off)"
+                    .into(),
+            );
         }
         problems
     }

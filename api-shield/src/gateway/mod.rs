@@ -17,6 +17,7 @@ pub mod jwks_http;
 pub mod live;
 pub mod metrics;
 pub mod proxy;
+pub mod quota_store;
 
 pub use authz::{AuthzListener, bind};
 pub use config::GatewayConfig;

@@ -285,9 +285,24 @@ impl Engine {
         }
     }
 
-    /// The limiter (for its stats).
+    /// The limiter (for its stats, and to save and restore its state).
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
+    }
+
+    /// Every limit of the policy: the routes', then the plans' rates and quotas.
+    pub fn limit_specs(&self) -> Vec<&LimitSpec> {
+        let routes = self
+            .routes
+            .iter()
+            .flat_map(|r| r.limits.iter().map(|(s, _)| s));
+        let plans = self.plans.values().flat_map(|p| {
+            p.rates
+                .iter()
+                .map(|(s, _)| s)
+                .chain(p.quotas.iter().map(|(s, _)| s))
+        });
+        routes.chain(plans).collect()
     }
 
     /// The detector (for its stats).

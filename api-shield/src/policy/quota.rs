@@ -29,8 +29,14 @@ use std::{
 use super::config::WhenFull;
 use super::time::{CalendarWindow, Now};
 
+mod saved;
+pub use saved::{FORMAT_VERSION, RestoreReport, SavedLimits, SavedSlot, span};
+
 /// Least time between two sweeps of a full shard.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Between a limit's id and the key in a slot's name (a control character: in neither).
+const KEY_SEPARATOR: char = '\u{1f}';
 
 /// What a limit counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -251,6 +257,8 @@ fn nanos(n: u128) -> Duration {
 struct Shard {
     slots: HashMap<String, Slot>,
     next_sweep: Option<Instant>,
+    /// Slots written by requests, ever: tells the saver whether anything changed.
+    changes: u64,
 }
 
 impl Shard {
@@ -336,14 +344,17 @@ impl Limiter {
         }
     }
 
+    fn shard_of(&self, full_key: &str) -> usize {
+        (self.hasher.hash_one(full_key) as usize) % self.shards.len()
+    }
+
     /// Checks every `(limit, key)` at once; commits all or nothing.
     pub fn check(&self, requests: &[(&LimitSpec, String)], now: Now) -> Vec<LimitStatus> {
         let keyed: Vec<(usize, String)> = requests
             .iter()
             .map(|(spec, key)| {
-                let full = format!("{}\u{1f}{key}", spec.id);
-                let shard = (self.hasher.hash_one(&full) as usize) % self.shards.len();
-                (shard, full)
+                let full = format!("{}{KEY_SEPARATOR}{key}", spec.id);
+                (self.shard_of(&full), full)
             })
             .collect();
         let mut order: Vec<usize> = keyed.iter().map(|(s, _)| *s).collect();
@@ -448,7 +459,9 @@ impl Limiter {
                 let Some(next) = next else { continue };
                 match place {
                     Place::Tracked { shard, key } => {
-                        guards[guard_of(shard)].1.slots.insert(key, next);
+                        let shard = &mut guards[guard_of(shard)].1;
+                        shard.slots.insert(key, next);
+                        shard.changes = shard.changes.wrapping_add(1);
                     }
                     Place::Overflow => {
                         if let Some(map) = overflow.as_mut() {

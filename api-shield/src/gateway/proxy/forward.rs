@@ -13,6 +13,7 @@ use hyper::{Request, Response, StatusCode, Version};
 use tokio::time::timeout;
 
 use super::body::{self, BodyStop, Guarded, ProxyBody, StopFlag};
+use super::upgrade::{self, Upgrade};
 use super::{ConnInfo, ProxyShared};
 use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
@@ -196,7 +197,7 @@ fn strip_query(query: Option<&str>, remove: &[String]) -> Option<String> {
 
 #[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed")]
 async fn forward(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     decision: &Decision,
     live: &Live,
     shared: &ProxyShared,
@@ -207,12 +208,19 @@ async fn forward(
 ) -> Response<ProxyBody> {
     let limits = &live.cfg.limits;
     let timeouts = &live.cfg.timeouts;
+    if let Some(refused) = upgrade::refuse_connect(&req) {
+        return refused;
+    }
+    let websocket = Upgrade::take(&mut req);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        if req.version() == Version::HTTP_2 {
+            body::drain(req.into_body(), timeouts.body);
+        }
         return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
     let Some(upstream) = live.routing.upstream(decision.route.as_deref()) else {
@@ -229,6 +237,9 @@ async fn forward(
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    if websocket.is_some() {
+        Upgrade::restore_headers(&mut headers);
+    }
     for name in &decision.strip_headers {
         headers.remove(name.as_str());
     }
@@ -280,7 +291,10 @@ async fn forward(
     append_pairs(&mut headers, &decision.upstream_headers);
 
     let flag = StopFlag::default();
-    let guarded = Guarded::new(incoming, limits.max_body_bytes, timeouts.body, flag.clone());
+    let mut guarded = Guarded::new(incoming, limits.max_body_bytes, timeouts.body, flag.clone());
+    if parts.version == Version::HTTP_2 {
+        guarded = guarded.drain_when_too_large(timeouts.body);
+    }
     let mut up = Request::new(body::boxed(guarded));
     *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
@@ -309,10 +323,21 @@ async fn forward(
             return text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");
         }
     };
+    let mut answer = answer;
+    let switched = (answer.status() == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| hyper::upgrade::on(&mut answer));
     let (mut parts, upstream_body) = answer.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     append_pairs(&mut parts.headers, &decision.response_headers);
-    Response::from_parts(parts, body::boxed(upstream_body))
+    match (websocket, switched) {
+        (Some(websocket), Some(upstream)) => websocket.splice(parts, upstream),
+        // A 101 the client did not ask for cannot be relayed: nothing would carry the bytes.
+        (None, Some(_)) => text(
+            StatusCode::BAD_GATEWAY,
+            "upstream switched protocols unasked",
+        ),
+        _ => Response::from_parts(parts, body::boxed(upstream_body)),
+    }
 }
 
 fn canonical_peer(info: ConnInfo) -> String {

@@ -14,6 +14,7 @@ pub mod forward;
 pub mod idle;
 pub mod proxy_v2;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::future::Future;
@@ -365,21 +366,40 @@ async fn serve_http<T>(
         Versions::Either => builder,
     };
     let handler = Arc::clone(&shared);
-    let service = service_fn(move |req| forward::handle(req, info, Arc::clone(&handler)));
-    let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
-    let stop = async { stopping.wait_for(|stop| *stop).await.is_ok() };
+    let (tunnels, mut tunnel) = upgrade::tunnels();
+    let service = service_fn(move |mut req: hyper::Request<_>| {
+        if req.version() == hyper::Version::HTTP_11 {
+            req.extensions_mut().insert(tunnels.clone());
+        }
+        forward::handle(req, info, Arc::clone(&handler))
+    });
+    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = activity.idle(idle_limit) => {
             tracing::debug!(peer = %info.peer, "gateway: idle connection closed");
             return;
         }
-        true = stop => {
+        true = async { stopping.wait_for(|stop| *stop).await.is_ok() } => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
     if let Err(e) = result {
         tracing::debug!(peer = %info.peer, error = %e, "gateway connection ended with an error");
+        return;
+    }
+    // An upgraded connection goes on as a tunnel, still this connection: its slot, its idle
+    // timeout (the client side is still `IdleIo`), and the shutdown end it.
+    if let Ok(tunnel) = tunnel.try_recv() {
+        tokio::select! {
+            () = tunnel => {}
+            () = activity.idle(idle_limit) => {
+                tracing::debug!(peer = %info.peer, "gateway: idle WebSocket closed");
+            }
+            true = async { stopping.wait_for(|stop| *stop).await.is_ok() } => {
+                tracing::debug!(peer = %info.peer, "gateway: WebSocket closed at shutdown");
+            }
+        }
     }
 }
