@@ -47,6 +47,13 @@ pub async fn handle(
     shared: Arc<ProxyShared>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let arrived = Instant::now();
+    // Before the engine: a CONNECT target is an authority, not a path to route.
+    if let Some(refused) = upgrade::refuse_connect(&req) {
+        shared
+            .metrics
+            .record_without_decision(METRICS_LISTENER, refused.status().as_u16());
+        return Ok(refused);
+    }
     let live = shared.live.load_full();
     let Client {
         ip: client,
@@ -218,9 +225,10 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        if req.version() == Version::HTTP_2 {
-            body::drain(req.into_body(), timeouts.body);
-        }
+        // Read and discard what the client is still sending (bounded in bytes and time): an
+        // HTTP/2 stream dropped unread is reset, and an HTTP/1.1 client still writing gets a
+        // broken pipe instead of the 413.
+        body::drain(req.into_body(), timeouts.body);
         return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
     let Some(upstream) = live.routing.upstream(decision.route.as_deref()) else {
