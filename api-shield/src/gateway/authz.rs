@@ -52,8 +52,9 @@ use super::config::GatewayConfig;
 use super::escalate::dispatch_escalations;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use super::password_pool::{self, PasswordPool};
 use crate::accept::Accept;
-use crate::policy::{Decision, Headers, Now, RequestMeta};
+use crate::policy::{Decision, Headers, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
@@ -110,6 +111,7 @@ struct Shared {
     live: SharedLive,
     escalator: Arc<dyn Escalator>,
     metrics: Arc<GatewayMetrics>,
+    passwords: Arc<PasswordPool>,
 }
 
 impl AuthzListener {
@@ -123,12 +125,14 @@ impl AuthzListener {
         live: SharedLive,
         escalator: Arc<dyn Escalator>,
         metrics: Arc<GatewayMetrics>,
+        passwords: Arc<PasswordPool>,
         shutdown: impl Future<Output = ()>,
     ) {
         let shared = Arc::new(Shared {
             live,
             escalator,
             metrics,
+            passwords,
         });
         Accept::new("check endpoint", MAX_CONNECTIONS, SHUTDOWN_GRACE)
             .serve(self.listener, shutdown, |stream, peer, stopping| {
@@ -147,7 +151,7 @@ async fn connection(
 ) {
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, &req)) }
+        async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, &req).await) }
     });
     let mut conn = pin!(
         http1::Builder::new()
@@ -252,9 +256,13 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some(rest)
 }
 
-fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    shared: &Shared,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let arrived = Instant::now();
-    let live = shared.live.load();
+    let live = shared.live.load_full();
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (dialect, meta) = match original_request(
         &live.cfg,
@@ -272,7 +280,7 @@ fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Respons
             return plain(StatusCode::BAD_REQUEST, why);
         }
     };
-    let mut decision = live.engine.check(&meta, Now::system());
+    let mut decision = password_pool::decide(&live.engine, &shared.passwords, &meta).await;
     dispatch_escalations(
         Arc::clone(&shared.escalator),
         std::mem::take(&mut decision.escalations),
@@ -329,7 +337,7 @@ pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Engine;
+    use crate::policy::{Engine, Now};
 
     fn cfg() -> GatewayConfig {
         GatewayConfig {

@@ -128,6 +128,11 @@ pub struct HttpLimits {
     pub max_h2_streams: u32,
     /// Idle pooled connections kept per upstream host.
     pub upstream_pool_idle_per_host: usize,
+    /// Threads hashing Basic passwords (argon2id/bcrypt) off the serving threads, shared by
+    /// every listener and the check endpoint; 0 is one per two CPUs (at least one).
+    pub password_workers: usize,
+    /// Password checks waiting for a hashing thread; beyond, 503 with `Retry-After`.
+    pub password_queue: usize,
 }
 
 /// More serving threads than this is a typo, not a machine.
@@ -144,6 +149,8 @@ impl Default for HttpLimits {
             max_connections: 10_000,
             max_h2_streams: 100,
             upstream_pool_idle_per_host: 64,
+            password_workers: 0,
+            password_queue: 32,
         }
     }
 }
@@ -175,6 +182,17 @@ impl GatewayConfig {
             self.threads
         } else {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }
+    }
+
+    /// How many password hashing threads `limits.password_workers` means on this machine.
+    pub fn password_workers(&self) -> usize {
+        if self.limits.password_workers > 0 {
+            self.limits.password_workers
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .div_ceil(2)
         }
     }
 
@@ -228,6 +246,15 @@ impl GatewayConfig {
             problems.push(
                 "gateway.limits.max_connections and max_h2_streams must be at least 1".into(),
             );
+        }
+        if self.limits.password_workers > MAX_THREADS {
+            problems.push(format!(
+                "gateway.limits.password_workers = {}: at most {MAX_THREADS}",
+                self.limits.password_workers
+            ));
+        }
+        if self.limits.password_queue == 0 {
+            problems.push("gateway.limits.password_queue: must be at least 1".into());
         }
         if self.threads > MAX_THREADS {
             problems.push(format!(

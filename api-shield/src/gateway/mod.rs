@@ -16,6 +16,7 @@ pub mod escalate;
 pub mod jwks_http;
 pub mod live;
 pub mod metrics;
+pub mod password_pool;
 pub mod proxy;
 
 pub use authz::{AuthzListener, bind};

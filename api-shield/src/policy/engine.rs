@@ -14,7 +14,7 @@ use std::{
 use serde::Serialize;
 
 use super::apikey::ApiKeyStore;
-use super::basic::{self, BasicStore};
+use super::basic::BasicStore;
 use super::config::{
     AuthMethod, ConfigErrors, HeaderConfig, KeyPart, PolicyConfig, Problems, QuotaScope,
     RouteConfig, Unmatched,
@@ -22,12 +22,18 @@ use super::config::{
 use super::decision::{Decision, DenyReason, Verdict};
 use super::detector::{Detector, Escalation};
 use super::headers;
-use super::identity::{Grant, Identity};
+use super::identity::Identity;
 use super::jwks::{JwksCache, JwksFetcher};
-use super::jwt::{JwtError, JwtVerifier};
+use super::jwt::JwtVerifier;
+use super::password::{PasswordCheck, PasswordVerdict};
+use super::password_budget::PasswordBudget;
 use super::quota::{LimitSpec, LimitStatus, Limiter, ip_key};
 use super::request::RequestMeta;
 use super::time::Now;
+
+mod authn;
+
+use authn::AuthStop;
 
 struct Plan {
     rates: Vec<(LimitSpec, Vec<KeyPart>)>,
@@ -96,8 +102,50 @@ pub struct Engine {
     routes: Vec<Route>,
     limiter: Arc<Limiter>,
     detector: Arc<Detector>,
+    password_budget: Arc<PasswordBudget>,
     fetcher: Arc<dyn JwksFetcher>,
     counters: Arc<Counters>,
+}
+
+/// The state an engine inherits from its predecessor (or starts afresh with).
+struct Lineage<'a> {
+    limiter: Arc<Limiter>,
+    detector: Arc<Detector>,
+    budget: Arc<PasswordBudget>,
+    basic: Option<&'a BasicStore>,
+    jwks: &'a [Arc<JwksCache>],
+    counters: Arc<Counters>,
+}
+
+/// What [`Engine::begin`] got to.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per request, straight into a match; boxing would allocate per request"
+)]
+pub enum Step {
+    /// Decided without any password hash (none needed, or answered from the success cache).
+    Decided(Decision),
+    /// A Basic password must be hashed first: run the check (off any event loop), then call
+    /// [`Engine::finish`] with the same request. Or answer [`PasswordCheck::unavailable`].
+    Password(PasswordCheck),
+}
+
+/// Where a decision stopped short of allowing the request.
+enum Stop {
+    /// The denial (applied unless dry-run).
+    Deny(Verdict, DenyReason),
+    /// A password hash is needed to go on.
+    Hash(PasswordCheck),
+}
+
+impl Engine {
+    fn budget_for(config: &PolicyConfig) -> Arc<PasswordBudget> {
+        Arc::new(PasswordBudget::new(
+            config.password_budget.clone(),
+            config.limiter.ipv6_prefix,
+        ))
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -116,13 +164,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A presented credential.
-enum Presented {
-    ApiKey(String),
-    Basic(Option<(String, String)>),
-    Bearer(String),
-}
-
 impl Engine {
     /// Validates `config`, loads every key and hash, and builds an engine with fresh state.
     /// Every problem is reported, each with its path.
@@ -132,14 +173,24 @@ impl Engine {
             config.limiter.when_full,
         ));
         let detector = Arc::new(Detector::new(config.detector.clone()));
-        Self::build(config, fetcher, limiter, detector, &[], Arc::default())
+        let budget = Self::budget_for(&config);
+        let state = Lineage {
+            limiter,
+            detector,
+            budget,
+            basic: None,
+            jwks: &[],
+            counters: Arc::default(),
+        };
+        Self::build(config, fetcher, state)
     }
 
     /// A new engine from `config` that keeps this one's state where it still applies: limit
     /// counters (keyed by stable limit ids, so an unchanged limit continues exactly where it
     /// was: a reload never refills a bucket), the detector's windows, JWKS caches of unchanged
-    /// URLs, the fetcher and the counters. A changed `[limiter]` or `[detector]` section starts
-    /// that part afresh.
+    /// URLs, the fetcher and the counters, the failure budget and the remembered password
+    /// successes (of users whose hash did not change). A changed `[limiter]`, `[detector]` or
+    /// `[password_budget]` section starts that part afresh.
     pub fn reload(&self, config: PolicyConfig) -> Result<Self, ConfigErrors> {
         let limiter = if config.limiter == self.config.limiter {
             self.limiter.clone()
@@ -154,24 +205,38 @@ impl Engine {
         } else {
             Arc::new(Detector::new(config.detector.clone()))
         };
-        Self::build(
-            config,
-            self.fetcher.clone(),
+        let budget = if self.password_budget.settings()
+            == (&config.password_budget, config.limiter.ipv6_prefix)
+        {
+            self.password_budget.clone()
+        } else {
+            Self::budget_for(&config)
+        };
+        let jwks = self.jwt.jwks_caches();
+        let state = Lineage {
             limiter,
             detector,
-            &self.jwt.jwks_caches(),
-            self.counters.clone(),
-        )
+            budget,
+            basic: Some(&self.basic),
+            jwks: &jwks,
+            counters: self.counters.clone(),
+        };
+        Self::build(config, self.fetcher.clone(), state)
     }
 
     fn build(
         config: PolicyConfig,
         fetcher: Arc<dyn JwksFetcher>,
-        limiter: Arc<Limiter>,
-        detector: Arc<Detector>,
-        jwks: &[Arc<JwksCache>],
-        counters: Arc<Counters>,
+        state: Lineage<'_>,
     ) -> Result<Self, ConfigErrors> {
+        let Lineage {
+            limiter,
+            detector,
+            budget,
+            basic,
+            jwks,
+            counters,
+        } = state;
         let mut p = Problems::default();
         config.check(&mut p);
         if !config.jwt_issuers.is_empty()
@@ -184,7 +249,7 @@ impl Engine {
             return Err(p.into_result().unwrap_err());
         }
         let api_keys = ApiKeyStore::build(&config.api_keys, &mut p);
-        let basic = BasicStore::build(&config.basic_users, &mut p);
+        let basic = BasicStore::build(&config.basic_users, basic, &mut p);
         let jwt = JwtVerifier::build(&config.jwt_issuers, &fetcher, jwks, &mut p);
         p.into_result()?;
 
@@ -246,6 +311,7 @@ impl Engine {
             routes,
             limiter,
             detector,
+            password_budget: budget,
             fetcher,
             counters,
         })
@@ -277,6 +343,11 @@ impl Engine {
     /// The detector (for its stats).
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    /// The password failure budget (for its stats).
+    pub fn password_budget(&self) -> &PasswordBudget {
+        &self.password_budget
     }
 
     /// The JWKS caches, e.g. for a background task calling [`JwksCache::refresh_if_due`].
@@ -321,8 +392,42 @@ impl Engine {
         self.plans.contains_key(name)
     }
 
-    /// Decides one request at `now`.
+    /// Decides one request at `now`, computing any password hash on the calling thread.
+    /// A transport with an event loop uses [`Self::begin`] and [`Self::finish`] instead.
     pub fn check(&self, req: &RequestMeta, now: Now) -> Decision {
+        match self.begin(req, now) {
+            Step::Decided(d) => d,
+            Step::Password(check) => self.finish(req, check.run(), now),
+        }
+    }
+
+    /// Decides one request at `now` unless a password must be hashed first: everything that
+    /// is cheap (routing, API keys, JWTs, the success cache, the failure budget, limits)
+    /// happens here; a hash is handed back as [`Step::Password`].
+    pub fn begin(&self, req: &RequestMeta, now: Now) -> Step {
+        match self.evaluate(req, now, None) {
+            Ok(d) => Step::Decided(d),
+            Err(check) => Step::Password(check),
+        }
+    }
+
+    /// Completes the decision of `req` (the same request given to [`Self::begin`]) with the
+    /// verdict of its password check. A verdict computed for another credential counts as a
+    /// wrong password.
+    pub fn finish(&self, req: &RequestMeta, verdict: PasswordVerdict, now: Now) -> Decision {
+        match self.evaluate(req, now, Some(verdict)) {
+            Ok(d) => d,
+            // With a verdict given, authentication never asks for another hash.
+            Err(check) => check.unavailable(Duration::from_secs(1)),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        req: &RequestMeta,
+        now: Now,
+        verdict: Option<PasswordVerdict>,
+    ) -> Result<Decision, PasswordCheck> {
         let path = normalize_path(&req.path);
         let mut d = Decision {
             verdict: Verdict::Allow,
@@ -337,6 +442,7 @@ impl Engine {
             strip_query_params: Vec::new(),
             dry_run_would_deny: None,
             escalations: Vec::new(),
+            password: None,
         };
         let Some(route) = self.route_for(req, &path) else {
             if self.config.unmatched == Unmatched::Deny {
@@ -344,12 +450,20 @@ impl Engine {
                 d.reason = Some(DenyReason::NoRoute);
             }
             self.count(&d);
-            return d;
+            return Ok(d);
         };
         d.route = Some(route.cfg.name.clone());
         self.upstream_plumbing(route, &mut d);
         let dry = route.cfg.dry_run;
-        let outcome = self.decide(route, req, now, &mut d);
+        let outcome = match self.decide(route, req, now, verdict, &mut d) {
+            Ok(()) => Ok(()),
+            Err(Stop::Deny(verdict, reason)) => Err((verdict, reason)),
+            Err(Stop::Hash(mut check)) => {
+                // Nothing was counted or consumed yet: the request starts over in `finish`.
+                check.route = d.route.take();
+                return Err(check);
+            }
+        };
         if let Err((verdict, reason)) = outcome {
             if dry {
                 tracing::info!(
@@ -382,7 +496,7 @@ impl Engine {
             }
         }
         self.count(&d);
-        d
+        Ok(d)
     }
 
     fn count(&self, d: &Decision) {
@@ -424,14 +538,16 @@ impl Engine {
         }
     }
 
-    /// Authenticate, authorise, limit. `Err` carries the denial (applied unless dry-run).
+    /// Authenticate, authorise, limit. `Err` carries the denial (applied unless dry-run), or
+    /// the password hash needed before going on.
     fn decide(
         &self,
         route: &Route,
         req: &RequestMeta,
         now: Now,
+        verdict: Option<PasswordVerdict>,
         d: &mut Decision,
-    ) -> Result<(), (Verdict, DenyReason)> {
+    ) -> Result<(), Stop> {
         let cfg = &route.cfg;
         let realm = &self.config.realm;
         let mut grant_plan = None;
@@ -440,24 +556,39 @@ impl Engine {
                 let challenge = self.challenges(cfg, None);
                 d.response_headers
                     .push(("WWW-Authenticate".into(), challenge.clone()));
-                return Err((
+                return Err(Stop::Deny(
                     deny(401, Some(challenge), None),
                     DenyReason::MissingCredentials,
                 ));
             };
-            match self.authenticate(presented, now) {
+            match self.authenticate(presented, req.client_ip, now, verdict, d) {
                 Ok((identity, plan)) => {
                     grant_plan = plan;
                     d.identity = Some(identity);
                 }
-                Err(detail) => {
+                Err(AuthStop::Hash(check)) => return Err(Stop::Hash(check)),
+                Err(AuthStop::BudgetSpent(wait)) => {
+                    // A 429 like a limit's: persisting through it is what the detector's
+                    // `too_many_requests` rule escalates.
+                    if let Some(e) = self.detector.record_too_many(req.client_ip, now.mono) {
+                        d.escalations.push(e);
+                    }
+                    let secs = headers::retry_after_secs(wait, self.config.headers.max_retry_after);
+                    d.response_headers
+                        .push(("Retry-After".into(), secs.to_string()));
+                    return Err(Stop::Deny(
+                        deny(429, None, Some(secs)),
+                        DenyReason::PasswordBudgetSpent,
+                    ));
+                }
+                Err(AuthStop::Invalid(detail)) => {
                     if let Some(e) = self.detector.record_auth_failure(req.client_ip, now.mono) {
                         d.escalations.push(e);
                     }
                     let challenge = self.challenges(cfg, Some(method));
                     d.response_headers
                         .push(("WWW-Authenticate".into(), challenge.clone()));
-                    return Err((
+                    return Err(Stop::Deny(
                         deny(401, Some(challenge), None),
                         DenyReason::InvalidCredentials {
                             method,
@@ -490,87 +621,15 @@ impl Engine {
                     d.response_headers
                         .push(("WWW-Authenticate".into(), c.clone()));
                 }
-                return Err((deny(403, challenge, None), DenyReason::Forbidden { detail }));
+                return Err(Stop::Deny(
+                    deny(403, challenge, None),
+                    DenyReason::Forbidden { detail },
+                ));
             }
         }
         d.plan = grant_plan.or_else(|| cfg.default_plan.clone());
         self.limit(route, req, now, d)
-    }
-
-    /// The first credential present, in the route's order of methods.
-    fn presented(&self, cfg: &RouteConfig, req: &RequestMeta) -> Option<(AuthMethod, Presented)> {
-        let authz = req.headers.get("authorization").map(str::trim);
-        let scheme = |s: &str| {
-            authz.and_then(|a| {
-                let (scheme, rest) = a.split_once(' ')?;
-                scheme.eq_ignore_ascii_case(s).then(|| rest.trim())
-            })
-        };
-        cfg.auth.iter().find_map(|m| match m {
-            AuthMethod::ApiKey => req
-                .headers
-                .get(&cfg.api_key_header)
-                .map(|k| k.trim().to_owned())
-                .or_else(|| cfg.api_key_query.as_ref().and_then(|q| req.query_param(q)))
-                .map(|k| (*m, Presented::ApiKey(k))),
-            AuthMethod::Basic => scheme("basic").map(|_| {
-                (
-                    *m,
-                    Presented::Basic(authz.and_then(basic::parse_authorization)),
-                )
-            }),
-            AuthMethod::Jwt => scheme("bearer").map(|t| (*m, Presented::Bearer(t.to_owned()))),
-        })
-    }
-
-    fn authenticate(
-        &self,
-        presented: Presented,
-        now: Now,
-    ) -> Result<(Identity, Option<String>), &'static str> {
-        let from_grant = |g: &Grant, m| (Identity::from_grant(g, m), g.plan.clone());
-        match presented {
-            Presented::ApiKey(key) => self
-                .api_keys
-                .verify(&key)
-                .map(|g| from_grant(g, AuthMethod::ApiKey))
-                .ok_or("unknown API key"),
-            Presented::Basic(None) => Err("malformed Basic credentials"),
-            Presented::Basic(Some((user, pass))) => self
-                .basic
-                .verify(&user, &pass, now.mono)
-                .map(|g| from_grant(g, AuthMethod::Basic))
-                .ok_or("bad user name or password"),
-            Presented::Bearer(token) => {
-                let has_plan = |p: &str| self.has_plan(p);
-                match self.jwt.verify(&token, now, &has_plan) {
-                    Ok(j) => {
-                        let mut identity = Identity::from_grant(&j.grant, AuthMethod::Jwt);
-                        identity.issuer = Some(j.issuer);
-                        Ok((identity, j.grant.plan))
-                    }
-                    Err(e) => Err(jwt_detail(e)),
-                }
-            }
-        }
-    }
-
-    /// `WWW-Authenticate` for the route's methods; `invalid` marks which one was refused.
-    fn challenges(&self, cfg: &RouteConfig, invalid: Option<AuthMethod>) -> String {
-        let realm = &self.config.realm;
-        cfg.auth
-            .iter()
-            .map(|m| match m {
-                AuthMethod::Jwt => headers::bearer_challenge(
-                    realm,
-                    (invalid == Some(AuthMethod::Jwt)).then_some("invalid_token"),
-                    None,
-                ),
-                AuthMethod::Basic => headers::basic_challenge(realm),
-                AuthMethod::ApiKey => headers::api_key_challenge(realm, &cfg.api_key_header),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+            .map_err(|(verdict, reason)| Stop::Deny(verdict, reason))
     }
 
     fn limit(
@@ -698,21 +757,6 @@ fn deny(status: u16, www_authenticate: Option<String>, retry_after: Option<u64>)
         status,
         www_authenticate,
         retry_after,
-    }
-}
-
-fn jwt_detail(e: JwtError) -> &'static str {
-    match e {
-        JwtError::Malformed => "malformed token",
-        JwtError::AlgorithmNotAllowed => "algorithm not allowed",
-        JwtError::WrongIssuer => "unknown issuer",
-        JwtError::UnknownKey => "no key for this token",
-        JwtError::BadSignature => "bad signature",
-        JwtError::Expired => "token expired",
-        JwtError::NotYetValid => "token not yet valid",
-        JwtError::MissingExp => "token has no exp",
-        JwtError::WrongAudience => "wrong audience",
-        JwtError::BadIdentity => "bad identity claim",
     }
 }
 

@@ -17,7 +17,8 @@ use super::{ConnInfo, ProxyShared};
 use crate::gateway::client_ip::client_ip;
 use crate::gateway::dispatch_escalations;
 use crate::gateway::live::Live;
-use crate::policy::{Decision, Headers, Now, RequestMeta};
+use crate::gateway::password_pool;
+use crate::policy::{Decision, Headers, RequestMeta};
 
 /// Listener label of the gateway's requests in the metrics.
 pub const METRICS_LISTENER: &str = "proxy";
@@ -56,7 +57,7 @@ pub async fn handle(
     let mut meta = RequestMeta::new(client, req.method().as_str(), host.clone(), path.clone());
     meta.query = query.clone();
     meta.headers = policy_headers(req.headers());
-    let decision = live.engine.check(&meta, Now::system());
+    let decision = password_pool::decide(&live.engine, &shared.passwords, &meta).await;
     if !decision.escalations.is_empty() {
         dispatch_escalations(
             Arc::clone(&shared.escalator),

@@ -38,6 +38,7 @@ use super::Escalator;
 use super::config::{ListenerConfig, canonical};
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use super::password_pool::PasswordPool;
 use crate::accept::Accept;
 use idle::{Activity, IdleIo};
 use upstream::UpstreamClient;
@@ -50,6 +51,7 @@ pub struct ProxyShared {
     pub client: UpstreamClient,
     pub escalator: Arc<dyn Escalator>,
     pub metrics: Arc<GatewayMetrics>,
+    pub passwords: Arc<PasswordPool>,
 }
 
 /// One listener's sockets, one per serving thread (SO_REUSEPORT: the kernel spreads new
@@ -126,6 +128,7 @@ pub struct Serving {
     pub live: SharedLive,
     pub escalator: Arc<dyn Escalator>,
     pub metrics: Arc<GatewayMetrics>,
+    pub passwords: Arc<PasswordPool>,
 }
 
 /// Starts one thread per socket of the listeners (as many as `bind` was given), each with its
@@ -170,6 +173,7 @@ pub fn spawn_threads(
             client: upstream::client(&serving.live.load().cfg),
             escalator: Arc::clone(&serving.escalator),
             metrics: Arc::clone(&serving.metrics),
+            passwords: Arc::clone(&serving.passwords),
         });
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
