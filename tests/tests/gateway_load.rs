@@ -4,11 +4,16 @@
 //! - bad Basic passwords: hashed on a bounded pool off the serving thread (a public request
 //!   is answered while a slow hash runs), 503 with `Retry-After` when the pool is full, a
 //!   source that spent its failure budget refused with 429 before any hash, on the gateway
-//!   and on the check endpoint; a good client served from the success cache.
+//!   and on the check endpoint; a good client served from the success cache;
+//! - connections: one source holds at most its share of a listener's slots (the next is
+//!   closed at accept and counted) while another source is still served, and idle keep-alive
+//!   connections are closed at the header timeout once slots are scarce.
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,7 +21,7 @@ use base64::Engine as _;
 use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::http::{Reply, get_from};
 use tests::metrics::scrape;
-use tests::netns::Lab;
+use tests::netns::{Lab, in_netns};
 use tests::proc::Proc;
 
 const GATEWAY_PORT: u16 = 8080;
@@ -312,4 +317,178 @@ too_many_requests = {{ count = 1000, within = "1m", ttl = "1m" }}
         "{}",
         m.text
     );
+}
+
+/// Connects from `netns` (the socket stays in that namespace).
+fn connect_from(netns: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    in_netns(netns, move || {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(s)
+    })
+    .join()
+    .expect("connect thread")
+}
+
+/// One keep-alive `GET /public/x` on `s`; the status, or an error when the gateway closed it.
+fn keep_alive_get(s: &mut TcpStream) -> std::io::Result<u16> {
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: api.test\r\n\r\n")?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed by the gateway",
+            ));
+        }
+        got.extend_from_slice(&buf[..n]);
+        // The upstream's answer is "ok" with a Content-Length.
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && got.len() >= end + 4 + 2
+        {
+            let head = String::from_utf8_lossy(&got[..end]);
+            return Ok(head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0));
+        }
+    }
+}
+
+/// An HTTP/2 (prior knowledge, plain) connection from a lab namespace that made one request
+/// and then sits idle, as a client's pooled connection does. HTTP/2 matters here: hyper ends
+/// an idle HTTP/1.1 keep-alive at the header timeout anyway, while an idle HTTP/2 connection
+/// lives until the idle timeout unless slots are scarce.
+struct H2Idle {
+    status: u16,
+    ended: mpsc::Receiver<()>,
+}
+
+impl H2Idle {
+    fn open(netns: &str, addr: SocketAddr) -> H2Idle {
+        let (status_tx, status_rx) = mpsc::channel();
+        let (ended_tx, ended) = mpsc::channel();
+        // The thread ends with the connection: at the latest when the daemon goes.
+        drop(in_netns(netns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (mut sender, conn) = hyper::client::conn::http2::handshake(
+                    hyper_util::rt::TokioExecutor::new(),
+                    hyper_util::rt::TokioIo::new(tcp),
+                )
+                .await
+                .unwrap();
+                let conn = tokio::spawn(conn);
+                let req = hyper::Request::get(format!("http://{addr}/public/x"))
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let status = sender
+                    .send_request(req)
+                    .await
+                    .map_or(0, |r| r.status().as_u16());
+                let _ = status_tx.send(status);
+                let _ = conn.await;
+                drop(sender);
+                let _ = ended_tx.send(());
+            });
+        }));
+        let status = status_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("an HTTP/2 answer");
+        H2Idle { status, ended }
+    }
+
+    /// Whether the gateway closed it within `within`.
+    fn closed_within(&self, within: Duration) -> bool {
+        self.ended.recv_timeout(within).is_ok()
+    }
+}
+
+#[test]
+fn one_source_cannot_hold_every_connection_slot() {
+    const PER_SOURCE: usize = 3;
+    const MAX: usize = 5;
+    let lab = Lab::new();
+    let dir = policy_dir(&lab, "gwload-conn");
+    let _cleanup = RemoveDir(dir.clone());
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "unmatched = \"deny\"\n[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\n",
+    )
+    .unwrap();
+    let _upstream = upstream(&lab.server.netns, &dir);
+    let server = lab.server.v4;
+    let daemon = Daemon::start(
+        &lab,
+        &format!(
+            "run_as = \"{RUN_AS}\"\n{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS}\"\n\
+             [gateway]\ncheck_listen = \"{CHECK}\"\npolicy_file = \"{policy}\"\n\
+             default_upstream = \"http://127.0.0.1:{UPSTREAM_PORT}\"\nthreads = 2\n\
+             [gateway.limits]\nmax_connections = {MAX}\n\
+             [gateway.timeouts]\nheader = \"1s\"\nidle = \"60s\"\n\
+             [[gateway.listeners]]\nlisten = \"{server}:{GATEWAY_PORT}\"\n\
+             max_connections_per_source = {PER_SOURCE}\n",
+            policy = policy.display(),
+        ),
+    );
+    let gateway = SocketAddr::new(IpAddr::V4(server), GATEWAY_PORT);
+    wait_ready(&lab.good.netns, gateway, &daemon);
+
+    // The bad source takes its share with idle HTTP/2 connections…
+    let held: Vec<H2Idle> = (0..PER_SOURCE)
+        .map(|_| H2Idle::open(&lab.bad.netns, gateway))
+        .collect();
+    assert!(held.iter().all(|c| c.status == 200));
+    // …which stay open past the header timeout while slots are plentiful (3 of 5).
+    for c in &held {
+        assert!(
+            !c.closed_within(Duration::from_millis(2500) / PER_SOURCE as u32),
+            "an idle connection survives while slots are plentiful"
+        );
+    }
+    // Its next connection is closed at accept.
+    let mut extra = connect_from(&lab.bad.netns, gateway).unwrap();
+    assert!(
+        keep_alive_get(&mut extra).is_err(),
+        "a connection beyond the source's share is refused"
+    );
+    // Another source is still served, and its connection makes slots scarce (4 of 5): idle
+    // connections (silent longer than the header timeout) are closed until they are not
+    // (here one of the bad source's, as 3 of 5 is below 80%); the new connection stays.
+    let good = H2Idle::open(&lab.good.netns, gateway);
+    assert_eq!(good.status, 200);
+    thread::sleep(Duration::from_secs(2));
+    let closed = held
+        .iter()
+        .filter(|c| c.closed_within(Duration::from_millis(10)))
+        .count();
+    // Two serving threads may each close one before either sees the slot come back.
+    assert!(
+        (1..PER_SOURCE).contains(&closed),
+        "{closed} idle connections closed while slots were scarce\n{}",
+        daemon.log()
+    );
+    assert!(!good.closed_within(Duration::from_millis(10)));
+    // With the slots back, the bad source may connect again.
+    let mut again = connect_from(&lab.bad.netns, gateway).unwrap();
+    assert_eq!(keep_alive_get(&mut again).unwrap(), 200);
+
+    let m = scrape(&lab.server.netns, METRICS);
+    let listener = gateway.to_string();
+    let refused = |reason: &str| {
+        m.count(
+            "api_shield_gateway_connections_refused_total",
+            &[("listener", listener.as_str()), ("reason", reason)],
+        )
+    };
+    assert_eq!(refused("per_source"), 1, "{}", m.text);
+    assert_eq!(refused("full"), 0, "{}", m.text);
 }

@@ -54,11 +54,15 @@ use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
 use super::password_pool::{self, PasswordPool};
 use crate::accept::Accept;
+use crate::accept::slots::SlotLimits;
 use crate::policy::{Decision, Headers, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
 const MAX_CONNECTIONS: usize = 1024;
+/// Of them from one untrusted source (trusted proxies, the usual callers, only count
+/// against the total).
+const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest request head accepted (nginx passes every original header).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -134,7 +138,16 @@ impl AuthzListener {
             metrics,
             passwords,
         });
-        Accept::new("check endpoint", MAX_CONNECTIONS, SHUTDOWN_GRACE)
+        let live = shared.live.load();
+        let limits = SlotLimits {
+            max: MAX_CONNECTIONS,
+            per_source: MAX_CONNECTIONS_PER_SOURCE,
+            v6_prefix: live.engine.config().limiter.ipv6_prefix,
+            exempt: live.cfg.trusted_proxies.clone(),
+        };
+        drop(live);
+        let refused = shared.metrics.refusal_counters(LISTENER);
+        Accept::new("check endpoint", limits, refused, SHUTDOWN_GRACE)
             .serve(self.listener, shutdown, |stream, peer, stopping| {
                 let _ = stream.set_nodelay(true);
                 connection(stream, peer, Arc::clone(&shared), stopping)

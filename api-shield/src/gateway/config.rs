@@ -62,6 +62,19 @@ pub struct ListenerConfig {
     /// Offer HTTP/2 by ALPN (TLS listeners only; plain listeners detect the h2 preface).
     #[serde(default = "yes")]
     pub http2: bool,
+    /// Connections one source (an IPv4 address, an IPv6 prefix of the policy's
+    /// `limiter.ipv6_prefix`) may hold at once on this listener; more are closed at accept.
+    /// Trusted proxies count only against `limits.max_connections`.
+    #[serde(default = "default_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+/// A client (or an office behind one NAT address) rarely needs more; 40 of them still cannot
+/// fill the default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+
+fn default_per_source() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 }
 
 fn yes() -> bool {
@@ -221,6 +234,11 @@ impl GatewayConfig {
             }
             if self.listeners[..i].iter().any(|o| o.listen == l.listen) {
                 problems.push(format!("{at}: listen address used twice"));
+            }
+            if l.max_connections_per_source == 0 {
+                problems.push(format!(
+                    "{at}: max_connections_per_source must be at least 1"
+                ));
             }
             if l.listen == self.check_listen {
                 problems.push(format!("{at}: same address as gateway.check_listen"));

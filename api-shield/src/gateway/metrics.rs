@@ -12,6 +12,7 @@
 //! | `api_shield_gateway_escalations_total` | counter | `rule`, `outcome` |
 //! | `api_shield_gateway_escalation_latency_seconds` | histogram | `rule` |
 //! | `api_shield_gateway_password_checks_total` | counter | `outcome` |
+//! | `api_shield_gateway_connections_refused_total` | counter | `listener`, `reason` |
 //!
 //! - `listener`: the caller's fixed name, `check` (the check endpoint) or `proxy`.
 //! - `route`: the matched route's name, `none` when no route matched or no request could be
@@ -19,6 +20,8 @@
 //! - `status_class`: `1xx` … `5xx` of the status the client got.
 //! - `auth`: see [`AuthOutcome`].
 //! - `rule`: a detector rule ([`Rule::as_str`]); `outcome`: see [`EscalationOutcome`].
+//! - connections refused at accept: `listener` is `check` or a gateway listener's address,
+//!   `reason` `full` (every slot taken) or `per_source` (its source holds its share).
 //! - password check `outcome`: see [`PasswordOutcome`] (`cached`, `verified`, `rejected`,
 //!   `budget_spent`, `unavailable`).
 //!
@@ -40,6 +43,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::escalate::EscalationOutcome;
+use crate::accept::slots::RefusalCounters;
 use crate::policy::{Decision, DenyReason, PasswordOutcome, Rule, Verdict};
 
 /// The `route` label of a request that matched no route.
@@ -170,6 +174,12 @@ struct RuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PasswordLabels {
     outcome: &'static str,
 }
@@ -184,6 +194,7 @@ pub struct GatewayMetrics {
     escalations: Family<EscalationLabels, Counter>,
     escalation_latency: Family<RuleLabels, Histogram, fn() -> Histogram>,
     password_checks: Family<PasswordLabels, Counter>,
+    connections_refused: Family<RefusalLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -201,6 +212,7 @@ impl GatewayMetrics {
             escalations: Family::default(),
             escalation_latency: Family::new_with_constructor(latency_histogram),
             password_checks: Family::default(),
+            connections_refused: Family::default(),
         };
         for outcome in PasswordOutcome::ALL {
             let outcome = outcome.as_str();
@@ -242,6 +254,21 @@ impl GatewayMetrics {
                 limit: limit.to_string(),
             };
             family.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The refusal counters of the listener named `listener` (created at zero).
+    pub fn refusal_counters(&self, listener: &str) -> RefusalCounters {
+        let counter = |reason| {
+            let labels = RefusalLabels {
+                listener: listener.to_owned(),
+                reason,
+            };
+            self.connections_refused.get_or_create(&labels).clone()
+        };
+        RefusalCounters {
+            full: counter("full"),
+            per_source: counter("per_source"),
         }
     }
 
@@ -306,6 +333,12 @@ impl GatewayMetrics {
             "Time from the offending request's arrival to the client's kernel block, by rule",
             Unit::Seconds,
             self.escalation_latency.clone(),
+        );
+        registry.register(
+            "api_shield_gateway_connections_refused",
+            "Connections closed at accept by listener and reason: every slot taken (full), or \
+             the source already holding its share (per_source)",
+            self.connections_refused.clone(),
         );
         registry.register(
             "api_shield_gateway_password_checks",

@@ -6,7 +6,9 @@
 //! Bounds on every client: the TLS handshake, PROXY header and each request head within
 //! `timeouts.header`; the body within `timeouts.body` and `limits.max_body_bytes`; a
 //! connection moving no byte for `timeouts.idle` is closed; at most `limits.max_connections`
-//! per listener. Upstream: connect within `timeouts.upstream_connect`, response head within
+//! per listener, and `max_connections_per_source` of them from one source; while a listener
+//! has 80% of its slots taken, a connection with no request in flight is closed once silent
+//! for `timeouts.header`. Upstream: connect within `timeouts.upstream_connect`, response head within
 //! `timeouts.upstream_response` (504 otherwise, 502 when it fails).
 
 pub mod body;
@@ -29,7 +31,7 @@ use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
@@ -40,6 +42,7 @@ use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
 use super::password_pool::PasswordPool;
 use crate::accept::Accept;
+use crate::accept::slots::{SlotLimits, Slots};
 use idle::{Activity, IdleIo};
 use upstream::UpstreamClient;
 
@@ -143,7 +146,10 @@ pub fn spawn_threads(
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let threads = listeners.iter().map(|l| l.sockets.len()).max().unwrap_or(0);
     let mut per_thread: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-    let max = serving.live.load().cfg.limits.max_connections;
+    let live = serving.live.load_full();
+    let max = live.cfg.limits.max_connections;
+    // Sources grouped as the policy's limiter groups them.
+    let v6_prefix = live.engine.config().limiter.ipv6_prefix;
     for l in listeners {
         let tls_at_start = serving
             .live
@@ -157,7 +163,17 @@ pub fn spawn_threads(
             tls_at_start,
         });
         // One connection budget per listener, whichever thread accepts.
-        let slots = Arc::new(Semaphore::new(max));
+        let slots = Slots::new(
+            SlotLimits {
+                max,
+                per_source: cfg.cfg.max_connections_per_source,
+                v6_prefix,
+                exempt: live.cfg.trusted_proxies.clone(),
+            },
+            serving
+                .metrics
+                .refusal_counters(&cfg.cfg.listen.to_string()),
+        );
         for (i, socket) in l.sockets.into_iter().enumerate() {
             per_thread[i].push((socket, Arc::clone(&cfg), Arc::clone(&slots)));
         }
@@ -220,10 +236,11 @@ struct Bound {
 async fn serve(
     listener: TcpListener,
     bound: Arc<Bound>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     shared: Arc<ProxyShared>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let scarce = slots.scarce();
     let accept = Accept {
         what: "gateway",
         slots,
@@ -232,15 +249,19 @@ async fn serve(
     accept
         .serve(listener, shutdown, |stream, peer, stopping| {
             let _ = stream.set_nodelay(true);
-            connection(
-                stream,
-                peer,
-                Arc::clone(&bound),
-                Arc::clone(&shared),
+            let ends = Ends {
                 stopping,
-            )
+                scarce: scarce.clone(),
+            };
+            connection(stream, peer, Arc::clone(&bound), Arc::clone(&shared), ends)
         })
         .await;
+}
+
+/// What can end a connection early: the listener stopping, or running short of slots.
+struct Ends {
+    stopping: watch::Receiver<bool>,
+    scarce: watch::Receiver<bool>,
 }
 
 /// Which HTTP versions a connection may speak.
@@ -257,7 +278,7 @@ async fn connection(
     peer: SocketAddr,
     bound: Arc<Bound>,
     shared: Arc<ProxyShared>,
-    stopping: watch::Receiver<bool>,
+    ends: Ends,
 ) {
     let cfg = &bound.cfg;
     let live = shared.live.load_full();
@@ -315,7 +336,7 @@ async fn connection(
                 info,
                 versions,
                 shared,
-                stopping,
+                ends,
             )
             .await;
         }
@@ -331,7 +352,7 @@ async fn connection(
                 info,
                 versions,
                 shared,
-                stopping,
+                ends,
             )
             .await;
         }
@@ -344,13 +365,17 @@ async fn serve_http<T>(
     info: ConnInfo,
     versions: Versions,
     shared: Arc<ProxyShared>,
-    mut stopping: watch::Receiver<bool>,
+    ends: Ends,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let live = shared.live.load_full();
     let (t, limits) = (&live.cfg.timeouts, &live.cfg.limits);
-    let idle_limit = t.idle;
+    let (idle_limit, header_limit) = (t.idle, t.header);
+    let Ends {
+        mut stopping,
+        scarce,
+    } = ends;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -369,12 +394,21 @@ async fn serve_http<T>(
         Versions::Either => builder,
     };
     let handler = Arc::clone(&shared);
-    let service = service_fn(move |req| forward::handle(req, info, Arc::clone(&handler)));
+    let requests = activity.clone();
+    let service = service_fn(move |req| {
+        let busy = requests.busy();
+        let handled = forward::handle(req, info, Arc::clone(&handler));
+        async move {
+            let response = handled.await;
+            drop(busy);
+            response
+        }
+    });
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     let stop = async { stopping.wait_for(|stop| *stop).await.is_ok() };
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = activity.idle(idle_limit) => {
+        () = activity.idle_or_scarce(idle_limit, header_limit, scarce) => {
             tracing::debug!(peer = %info.peer, "gateway: idle connection closed");
             return;
         }
