@@ -233,6 +233,8 @@ pub fn gateway_auth(bin: &Path, args: &Args) -> Result<()> {
         }
     }
 
+    // The daemon first: a daemon that still manages the interface refuses `detach`.
+    drop(daemon);
     output(
         lab.nsenter(NS_ROLE, bin)
             .arg("--socket")
@@ -241,7 +243,6 @@ pub fn gateway_auth(bin: &Path, args: &Args) -> Result<()> {
             .arg(&config),
         "api-shield detach",
     )?;
-    drop(daemon);
     drop(upstream);
     lab.teardown()?;
     drop(tmp);
