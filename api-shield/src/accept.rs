@@ -1,8 +1,9 @@
 //! The accept loop every TCP listener of the daemon shares (control aside): the gateway's,
 //! the check endpoint's, the push API's and the metrics endpoint's.
 //!
-//! A bounded number of connections at once (a new one beyond is closed at accept, so a
-//! connection flood costs a file descriptor for an instant, not a task); accept errors (such
+//! A bounded number of connections at once, and of them from one source (see [`slots`]: a
+//! new one beyond is closed at accept, so a connection flood costs a file descriptor for an
+//! instant, not a task, and one client cannot take every slot); accept errors (such
 //! as running out of descriptors) back off instead of spinning; at shutdown the listener
 //! closes first, every connection is told to finish (a watch channel each holds), and those
 //! still busy after `grace` are dropped.
@@ -14,8 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
+
+pub mod slots;
+
+use slots::{RefusalCounters, Slot, SlotLimits, Slots};
 
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -23,8 +28,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Accept {
     /// Names the listener in logs, e.g. `"push API"`.
     pub what: &'static str,
-    /// Connections served at once; may be shared by several sockets of one listener.
-    pub slots: Arc<Semaphore>,
+    /// Connections served at once, in all and per source; may be shared by several sockets
+    /// of one listener.
+    pub slots: Arc<Slots>,
     /// How long connections may finish at shutdown.
     pub grace: Duration,
 }
@@ -33,10 +39,16 @@ pub struct Accept {
 pub type Stopping = watch::Receiver<bool>;
 
 impl Accept {
-    pub fn new(what: &'static str, max_connections: usize, grace: Duration) -> Self {
+    /// `limits` of its own, refusals counted in `refused`.
+    pub fn new(
+        what: &'static str,
+        limits: SlotLimits,
+        refused: RefusalCounters,
+        grace: Duration,
+    ) -> Self {
         Self {
             what,
-            slots: Arc::new(Semaphore::new(max_connections)),
+            slots: Slots::new(limits, refused),
             grace,
         }
     }
@@ -62,9 +74,14 @@ impl Accept {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let Ok(slot) = Arc::clone(&self.slots).try_acquire_owned() else {
-                            tracing::warn!(%peer, "{what}: too many connections; closing a new one");
-                            continue;
+                        let slot = match self.slots.acquire(peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(refusal) => {
+                                // Counted in the listener's metrics; a log line per refused
+                                // connection would be a flood of its own.
+                                tracing::debug!(%peer, ?refusal, "{what}: no slot; closing a new connection");
+                                continue;
+                            }
                         };
                         let task = connection(stream, peer, stopping.clone());
                         connections.spawn(hold(slot, task));
@@ -99,6 +116,6 @@ impl Accept {
     }
 }
 
-async fn hold(_slot: OwnedSemaphorePermit, task: impl Future<Output = ()>) {
+async fn hold(_slot: Slot, task: impl Future<Output = ()>) {
     task.await;
 }

@@ -3,6 +3,7 @@
 pub mod crowdsec;
 pub mod daemon;
 pub mod frames;
+pub mod http;
 pub mod https;
 pub mod kernel;
 pub mod metrics;

@@ -494,13 +494,15 @@ fn assert_gateway_labels(m: &Metrics) {
             "escalation_latency_seconds"
             | "escalation_latency_seconds_sum"
             | "escalation_latency_seconds_count" => &["rule"],
+            "password_checks_total" => &["outcome"],
+            "connections_refused_total" => &["listener", "reason"],
             other => panic!("unexpected gateway family {other}"),
         };
         assert_eq!(keys, expected, "{}", s.metric);
         seen.insert(family);
     }
     // All but the dry-run rejections, which this policy (no dry-run route) never counts.
-    assert_eq!(seen.len(), 6, "{seen:?}\n{}", m.text);
+    assert_eq!(seen.len(), 8, "{seen:?}\n{}", m.text);
 }
 
 /// The check endpoint on a dual-stack listener (`[::]`) sees an IPv4 client as

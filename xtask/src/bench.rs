@@ -5,7 +5,7 @@ use crate::{build_cmd, test, util};
 use anyhow::Result;
 use clap::Subcommand;
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 pub enum Bench {
     /// Per-packet cost of the XDP verdict paths (BPF_PROG_TEST_RUN), side by side with a baseline
     Datapath,
@@ -17,6 +17,9 @@ pub enum Bench {
     /// HTTPS through the api-shield gateway (API key + quota, and pass-through) and through
     /// nginx (API key + limit_req) to one upstream, alternately, with wrk
     Gateway(crate::gateway_bench::Args),
+    /// p99 of the gateway's public route alone and under a flood of bad HTTP Basic passwords
+    /// (from many sources, from one), alternately, with wrk
+    GatewayAuth(crate::auth_flood_bench::Args),
 }
 
 pub fn bench(which: Bench) -> Result<()> {
@@ -37,6 +40,10 @@ pub fn bench(which: Bench) -> Result<()> {
             // Run by xtask itself, not as a test of the `tests` crate: it drives external
             // programs (wrk, nginx, the daemon) in xtask's lab, which cleans them up by pid.
             return crate::gateway_bench::gateway(&bin, args);
+        }
+        Bench::GatewayAuth(args) => {
+            crate::setup::ensure_packages(&["wrk", "nginx", "argon2", "curl"])?;
+            return crate::auth_flood_bench::gateway_auth(&args.binary(bin.clone()), &args);
         }
     };
     util::run(

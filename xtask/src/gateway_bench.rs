@@ -40,13 +40,13 @@ use std::{
 
 /// `Lab::star` with no hosts creates only its switch namespace: loopback (up) and an idle
 /// bridge. It is the benchmark's namespace.
-const NS_ROLE: &str = "switch";
+pub(crate) const NS_ROLE: &str = "switch";
 /// The veth pair the daemon attaches XDP to (it needs an interface; loopback carries the load).
-const XDP_IF: &str = "gwb0";
-const XDP_PEER: &str = "gwb1";
+pub(crate) const XDP_IF: &str = "gwb0";
+pub(crate) const XDP_PEER: &str = "gwb1";
 
-const LOOPBACK: &str = "127.0.0.1";
-const UPSTREAM_PORT: u16 = 8081;
+pub(crate) const LOOPBACK: &str = "127.0.0.1";
+pub(crate) const UPSTREAM_PORT: u16 = 8081;
 const GATEWAY_PORT: u16 = 8443;
 const NGINX_PORT: u16 = 9443;
 /// The check endpoint every gateway config has; unused here but it must not collide.
@@ -84,19 +84,19 @@ const MAX_SECONDS: u32 = 600;
 const WARMUP_SECONDS: u32 = 1;
 const SMOKE_SECONDS: u32 = 1;
 /// wrk runs its `-d` and then closes; anything beyond this is a hang.
-const WRK_GRACE: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const POLL: Duration = Duration::from_millis(100);
+pub(crate) const WRK_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 const CURL_MAX_SECONDS: &str = "2";
 const HTTP_OK: u16 = 200;
 const HTTP_UNAUTHORIZED: u16 = 401;
 /// The service user the gateway drops to (`run_as`), and nginx's workers too.
-const RUN_AS: &str = "nobody";
+pub(crate) const RUN_AS: &str = "nobody";
 const NOBODY_UID: u32 = 65534;
 const NOBODY_GROUP: &str = "nogroup";
 const PRIVATE_MODE: u32 = 0o600;
 const READABLE_MODE: u32 = 0o644;
-const DIR_MODE: u32 = 0o755;
+pub(crate) const DIR_MODE: u32 = 0o755;
 
 /// Targets from the issue.
 const TARGET_AUTH_OVER_OPEN: f64 = 0.90;
@@ -173,15 +173,15 @@ impl Front {
 
 /// What one wrk run reported.
 #[derive(Clone, Debug, Default, PartialEq)]
-struct Wrk {
-    rps: f64,
-    p50_ms: f64,
-    p75_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    requests: u64,
-    non_2xx: u64,
-    socket_errors: u64,
+pub(crate) struct Wrk {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p75_ms: f64,
+    pub(crate) p90_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) requests: u64,
+    pub(crate) non_2xx: u64,
+    pub(crate) socket_errors: u64,
 }
 
 /// One measured run: wrk's figures, the front end's CPU time and the TCP connections opened
@@ -400,7 +400,7 @@ impl Files {
     }
 }
 
-fn write_readable(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_readable(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(READABLE_MODE))
         .with_context(|| format!("chmod {}", path.display()))
@@ -486,7 +486,7 @@ tls_key = "{key}"
 
 /// What both nginx instances share: foreground master (so its pid is the one spawned), no
 /// access log, every path under `prefix`, unprivileged workers.
-fn nginx_common(prefix: &Path, workers: u32) -> String {
+pub(crate) fn nginx_common(prefix: &Path, workers: u32) -> String {
     let p = prefix.display();
     format!(
         "daemon off;\nmaster_process on;\nworker_processes {workers};\nuser {RUN_AS} {NOBODY_GROUP};\n\
@@ -495,7 +495,7 @@ fn nginx_common(prefix: &Path, workers: u32) -> String {
     )
 }
 
-fn nginx_http_common(prefix: &Path) -> String {
+pub(crate) fn nginx_http_common(prefix: &Path) -> String {
     let p = prefix.display();
     format!(
         "    access_log off;\n\
@@ -508,7 +508,7 @@ fn nginx_http_common(prefix: &Path) -> String {
     )
 }
 
-fn upstream_nginx_conf(prefix: &Path) -> String {
+pub(crate) fn upstream_nginx_conf(prefix: &Path) -> String {
     format!(
         "{}http {{\n{}\
          \x20   server {{\n\
@@ -572,7 +572,7 @@ fn front_nginx_conf(prefix: &Path, cert: &Path, key: &Path) -> String {
 
 // ---- the processes ---------------------------------------------------------------------------
 
-fn start_nginx(lab: &Lab, conf: &Path, prefix: &Path) -> Result<LabChild> {
+pub(crate) fn start_nginx(lab: &Lab, conf: &Path, prefix: &Path) -> Result<LabChild> {
     output(
         lab.nsenter(NS_ROLE, "nginx")
             .arg("-t")
@@ -639,7 +639,7 @@ fn start_daemon(lab: &Lab, bin: &Path, files: &Files) -> Result<LabChild> {
     }
 }
 
-fn log_tail(log: &Path) -> String {
+pub(crate) fn log_tail(log: &Path) -> String {
     const LINES: usize = 30;
     let text = fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
@@ -805,7 +805,7 @@ fn wrk(lab: &Lab, dir: &Path, front: Front, seconds: u32) -> Result<Wrk> {
     Ok(w)
 }
 
-fn parse_wrk(text: &str) -> Result<Wrk> {
+pub(crate) fn parse_wrk(text: &str) -> Result<Wrk> {
     let mut w = Wrk::default();
     let (mut rps, mut p99, mut requests) = (None, None, None);
     for line in text.lines().map(str::trim) {
@@ -1233,7 +1233,7 @@ fn versions(bin: &Path) -> Value {
     })
 }
 
-fn machine(load_start: f64, load_end: f64) -> Value {
+pub(crate) fn machine(load_start: f64, load_end: f64) -> Value {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -1258,14 +1258,14 @@ fn machine(load_start: f64, load_end: f64) -> Value {
     })
 }
 
-fn loadavg() -> f64 {
+pub(crate) fn loadavg() -> f64 {
     fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     if s.is_empty() {
         return f64::NAN;
@@ -1279,14 +1279,14 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (days to civil date: Howard Hinnant's algorithm).
-fn utc_rfc3339(secs: u64) -> String {
+pub(crate) fn utc_rfc3339(secs: u64) -> String {
     const DAY: u64 = 86_400;
     const EPOCH_SHIFT: i64 = 719_468;
     const ERA_DAYS: i64 = 146_097;

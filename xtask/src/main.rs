@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the machine, build, test, bench and demo api-shield.
 
+mod auth_flood_bench;
 mod bench;
 mod build_cmd;
 mod demo;

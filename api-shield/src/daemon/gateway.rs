@@ -15,6 +15,7 @@ use crate::gateway::config::GatewayConfig;
 use crate::gateway::escalate::StateEscalator;
 use crate::gateway::jwks_http::HttpJwksFetcher;
 use crate::gateway::live::{Live, SharedLive};
+use crate::gateway::password_pool::PasswordPool;
 use crate::gateway::proxy::{self, Serving};
 use crate::gateway::quota_store::{self, QuotaStore};
 use crate::gateway::{Escalator, GatewayMetrics};
@@ -70,6 +71,9 @@ impl Gateway {
         };
         let escalator: Arc<dyn Escalator> = Arc::new(StateEscalator { state, audit });
         let mut tasks = Vec::new();
+        // Bound at start, like the serving threads: a reload does not resize it.
+        let passwords = PasswordPool::start(cfg.password_workers(), cfg.limits.password_queue)
+            .context("starting the password hashing threads")?;
         // Tasks that count requests: the last save waits for them.
         let mut counting = Vec::new();
 
@@ -79,6 +83,7 @@ impl Gateway {
             Arc::clone(&live),
             Arc::clone(&escalator),
             Arc::clone(&metrics),
+            Arc::clone(&passwords),
             stopped(stop.clone()),
         )));
 
@@ -93,6 +98,7 @@ impl Gateway {
                 live: Arc::clone(&live),
                 escalator,
                 metrics,
+                passwords,
             };
             let handles = proxy::spawn_threads(listeners, &serving, stop)
                 .context("starting the gateway threads")?;

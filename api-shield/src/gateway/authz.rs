@@ -52,12 +52,17 @@ use super::config::GatewayConfig;
 use super::escalate::dispatch_escalations;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use super::password_pool::{self, PasswordPool};
 use crate::accept::Accept;
-use crate::policy::{Decision, Headers, Now, RequestMeta};
+use crate::accept::slots::SlotLimits;
+use crate::policy::{Decision, Headers, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
 const MAX_CONNECTIONS: usize = 1024;
+/// Of them from one untrusted source (trusted proxies, the usual callers, only count
+/// against the total).
+const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest request head accepted (nginx passes every original header).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -110,6 +115,7 @@ struct Shared {
     live: SharedLive,
     escalator: Arc<dyn Escalator>,
     metrics: Arc<GatewayMetrics>,
+    passwords: Arc<PasswordPool>,
 }
 
 impl AuthzListener {
@@ -123,14 +129,25 @@ impl AuthzListener {
         live: SharedLive,
         escalator: Arc<dyn Escalator>,
         metrics: Arc<GatewayMetrics>,
+        passwords: Arc<PasswordPool>,
         shutdown: impl Future<Output = ()>,
     ) {
         let shared = Arc::new(Shared {
             live,
             escalator,
             metrics,
+            passwords,
         });
-        Accept::new("check endpoint", MAX_CONNECTIONS, SHUTDOWN_GRACE)
+        let live = shared.live.load();
+        let limits = SlotLimits {
+            max: MAX_CONNECTIONS,
+            per_source: MAX_CONNECTIONS_PER_SOURCE,
+            v6_prefix: live.engine.config().limiter.ipv6_prefix,
+            exempt: live.cfg.trusted_proxies.clone(),
+        };
+        drop(live);
+        let refused = shared.metrics.refusal_counters(LISTENER);
+        Accept::new("check endpoint", limits, refused, SHUTDOWN_GRACE)
             .serve(self.listener, shutdown, |stream, peer, stopping| {
                 let _ = stream.set_nodelay(true);
                 connection(stream, peer, Arc::clone(&shared), stopping)
@@ -147,7 +164,7 @@ async fn connection(
 ) {
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, &req)) }
+        async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, &req).await) }
     });
     let mut conn = pin!(
         http1::Builder::new()
@@ -253,9 +270,13 @@ fn strip_prefix<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
     (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then_some(rest)
 }
 
-fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    shared: &Shared,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let arrived = Instant::now();
-    let live = shared.live.load();
+    let live = shared.live.load_full();
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let (dialect, meta) = match original_request(
         &live.cfg,
@@ -273,7 +294,7 @@ fn handle(shared: &Shared, peer: SocketAddr, req: &Request<Incoming>) -> Respons
             return plain(StatusCode::BAD_REQUEST, why);
         }
     };
-    let mut decision = live.engine.check(&meta, Now::system());
+    let mut decision = password_pool::decide(&live.engine, &shared.passwords, &meta).await;
     dispatch_escalations(
         Arc::clone(&shared.escalator),
         std::mem::take(&mut decision.escalations),
@@ -331,7 +352,7 @@ pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Engine;
+    use crate::policy::{Engine, Now};
 
     fn cfg() -> GatewayConfig {
         GatewayConfig {

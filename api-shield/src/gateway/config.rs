@@ -90,6 +90,19 @@ pub struct ListenerConfig {
     /// Offer HTTP/2 by ALPN (TLS listeners only; plain listeners detect the h2 preface).
     #[serde(default = "yes")]
     pub http2: bool,
+    /// Connections one source (an IPv4 address, an IPv6 prefix of the policy's
+    /// `limiter.ipv6_prefix`) may hold at once on this listener; more are closed at accept.
+    /// Trusted proxies count only against `limits.max_connections`.
+    #[serde(default = "default_per_source")]
+    pub max_connections_per_source: usize,
+}
+
+/// A client (or an office behind one NAT address) rarely needs more; 40 of them still cannot
+/// fill the default `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+
+fn default_per_source() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_SOURCE
 }
 
 fn yes() -> bool {
@@ -156,6 +169,11 @@ pub struct HttpLimits {
     pub max_h2_streams: u32,
     /// Idle pooled connections kept per upstream host.
     pub upstream_pool_idle_per_host: usize,
+    /// Threads hashing Basic passwords (argon2id/bcrypt) off the serving threads, shared by
+    /// every listener and the check endpoint; 0 is one per two CPUs (at least one).
+    pub password_workers: usize,
+    /// Password checks waiting for a hashing thread; beyond, 503 with `Retry-After`.
+    pub password_queue: usize,
 }
 
 /// More serving threads than this is a typo, not a machine.
@@ -172,6 +190,8 @@ impl Default for HttpLimits {
             max_connections: 10_000,
             max_h2_streams: 100,
             upstream_pool_idle_per_host: 64,
+            password_workers: 0,
+            password_queue: 32,
         }
     }
 }
@@ -207,6 +227,17 @@ impl GatewayConfig {
         }
     }
 
+    /// How many password hashing threads `limits.password_workers` means on this machine.
+    pub fn password_workers(&self) -> usize {
+        if self.limits.password_workers > 0 {
+            self.limits.password_workers
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .div_ceil(2)
+        }
+    }
+
     /// Every problem of these settings, each naming its key; empty when they are usable.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -233,6 +264,11 @@ impl GatewayConfig {
             if self.listeners[..i].iter().any(|o| o.listen == l.listen) {
                 problems.push(format!("{at}: listen address used twice"));
             }
+            if l.max_connections_per_source == 0 {
+                problems.push(format!(
+                    "{at}: max_connections_per_source must be at least 1"
+                ));
+            }
             if l.listen == self.check_listen {
                 problems.push(format!("{at}: same address as gateway.check_listen"));
             }
@@ -257,6 +293,15 @@ impl GatewayConfig {
             problems.push(
                 "gateway.limits.max_connections and max_h2_streams must be at least 1".into(),
             );
+        }
+        if self.limits.password_workers > MAX_THREADS {
+            problems.push(format!(
+                "gateway.limits.password_workers = {}: at most {MAX_THREADS}",
+                self.limits.password_workers
+            ));
+        }
+        if self.limits.password_queue == 0 {
+            problems.push("gateway.limits.password_queue: must be at least 1".into());
         }
         if self.threads > MAX_THREADS {
             problems.push(format!(

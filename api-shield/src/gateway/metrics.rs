@@ -11,6 +11,8 @@
 //! | `api_shield_gateway_quota_dry_run_rejections_total` | counter | `route`, `limit` |
 //! | `api_shield_gateway_escalations_total` | counter | `rule`, `outcome` |
 //! | `api_shield_gateway_escalation_latency_seconds` | histogram | `rule` |
+//! | `api_shield_gateway_password_checks_total` | counter | `outcome` |
+//! | `api_shield_gateway_connections_refused_total` | counter | `listener`, `reason` |
 //!
 //! - `listener`: the caller's fixed name, `check` (the check endpoint) or `proxy`.
 //! - `route`: the matched route's name, `none` when no route matched or no request could be
@@ -18,6 +20,10 @@
 //! - `status_class`: `1xx` … `5xx` of the status the client got.
 //! - `auth`: see [`AuthOutcome`].
 //! - `rule`: a detector rule ([`Rule::as_str`]); `outcome`: see [`EscalationOutcome`].
+//! - connections refused at accept: `listener` is `check` or a gateway listener's address,
+//!   `reason` `full` (every slot taken) or `per_source` (its source holds its share).
+//! - password check `outcome`: see [`PasswordOutcome`] (`cached`, `verified`, `rejected`,
+//!   `budget_spent`, `unavailable`).
 //!
 //! Dry-run rejections have a family of their own so that a sum over the real one never mixes
 //! in requests that went through. The escalation families start with every rule and outcome
@@ -37,7 +43,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::escalate::EscalationOutcome;
-use crate::policy::{Decision, DenyReason, Rule, Verdict};
+use crate::accept::slots::RefusalCounters;
+use crate::policy::{Decision, DenyReason, PasswordOutcome, Rule, Verdict};
 
 /// The `route` label of a request that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -63,6 +70,9 @@ pub enum AuthOutcome {
     Missing,
     /// Credentials presented and refused.
     Invalid,
+    /// A password presented and not checked: its source had spent its failure budget, or
+    /// there was no room to hash it.
+    Unverified,
     /// Authenticated, lacking a scope or role.
     Forbidden,
     /// No route matched (allowed or denied by `unmatched`).
@@ -73,11 +83,12 @@ pub enum AuthOutcome {
 
 impl AuthOutcome {
     /// Every outcome.
-    pub const ALL: [AuthOutcome; 7] = [
+    pub const ALL: [AuthOutcome; 8] = [
         Self::Authenticated,
         Self::Anonymous,
         Self::Missing,
         Self::Invalid,
+        Self::Unverified,
         Self::Forbidden,
         Self::NoRoute,
         Self::NotApplicable,
@@ -89,6 +100,7 @@ impl AuthOutcome {
             Self::Anonymous => "anonymous",
             Self::Missing => "missing",
             Self::Invalid => "invalid",
+            Self::Unverified => "unverified",
             Self::Forbidden => "forbidden",
             Self::NoRoute => "no_route",
             Self::NotApplicable => "not_applicable",
@@ -101,6 +113,9 @@ impl AuthOutcome {
         match &decision.reason {
             Some(DenyReason::MissingCredentials) => Self::Missing,
             Some(DenyReason::InvalidCredentials { .. }) => Self::Invalid,
+            Some(DenyReason::PasswordBudgetSpent | DenyReason::PasswordCheckUnavailable) => {
+                Self::Unverified
+            }
             Some(DenyReason::Forbidden { .. }) => Self::Forbidden,
             _ if decision.route.is_none() => Self::NoRoute,
             _ if decision.identity.is_some() => Self::Authenticated,
@@ -158,6 +173,17 @@ struct RuleLabels {
     rule: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    listener: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PasswordLabels {
+    outcome: &'static str,
+}
+
 /// The gateway's live metrics; share one behind an `Arc` between the gateway listeners and
 /// the metrics listener.
 #[derive(Debug)]
@@ -167,6 +193,8 @@ pub struct GatewayMetrics {
     quota_dry_run: Family<QuotaLabels, Counter>,
     escalations: Family<EscalationLabels, Counter>,
     escalation_latency: Family<RuleLabels, Histogram, fn() -> Histogram>,
+    password_checks: Family<PasswordLabels, Counter>,
+    connections_refused: Family<RefusalLabels, Counter>,
 }
 
 impl Default for GatewayMetrics {
@@ -183,7 +211,13 @@ impl GatewayMetrics {
             quota_dry_run: Family::default(),
             escalations: Family::default(),
             escalation_latency: Family::new_with_constructor(latency_histogram),
+            password_checks: Family::default(),
+            connections_refused: Family::default(),
         };
+        for outcome in PasswordOutcome::ALL {
+            let outcome = outcome.as_str();
+            drop(m.password_checks.get_or_create(&PasswordLabels { outcome }));
+        }
         // Creating a series is all that is wanted: each guard is released at once.
         for rule in Rule::ALL {
             let rule = rule.as_str();
@@ -203,6 +237,12 @@ impl GatewayMetrics {
     pub fn record(&self, listener: &'static str, decision: &Decision, status: u16) {
         let route = decision.route.as_deref().unwrap_or(NO_ROUTE);
         self.count_request(listener, route, status, AuthOutcome::of(decision));
+        if let Some(outcome) = decision.password {
+            let outcome = outcome.as_str();
+            self.password_checks
+                .get_or_create(&PasswordLabels { outcome })
+                .inc();
+        }
         if let Some(DenyReason::RateLimited { limit }) = &decision.reason {
             let family = match decision.verdict {
                 Verdict::Deny { .. } => &self.quota_rejections,
@@ -214,6 +254,21 @@ impl GatewayMetrics {
                 limit: limit.to_string(),
             };
             family.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The refusal counters of the listener named `listener` (created at zero).
+    pub fn refusal_counters(&self, listener: &str) -> RefusalCounters {
+        let counter = |reason| {
+            let labels = RefusalLabels {
+                listener: listener.to_owned(),
+                reason,
+            };
+            self.connections_refused.get_or_create(&labels).clone()
+        };
+        RefusalCounters {
+            full: counter("full"),
+            per_source: counter("per_source"),
         }
     }
 
@@ -278,6 +333,19 @@ impl GatewayMetrics {
             "Time from the offending request's arrival to the client's kernel block, by rule",
             Unit::Seconds,
             self.escalation_latency.clone(),
+        );
+        registry.register(
+            "api_shield_gateway_connections_refused",
+            "Connections closed at accept by listener and reason: every slot taken (full), or \
+             the source already holding its share (per_source)",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "api_shield_gateway_password_checks",
+            "Basic passwords presented, by outcome: cached (a recent success, no hash), \
+             verified or rejected (hashed), budget_spent (the source's failure budget was spent: \
+             refused unhashed), unavailable (no room in the hashing pool: 503)",
+            self.password_checks.clone(),
         );
     }
 }

@@ -23,6 +23,8 @@
 //! | `gateway_quota_rejections_total`, `gateway_quota_dry_run_rejections_total` | counter | `route`, `limit` |
 //! | `gateway_escalations_total` | counter | `rule`, `outcome` |
 //! | `gateway_escalation_latency_seconds` | histogram | `rule` |
+//! | `gateway_password_checks_total` | counter | `outcome` |
+//! | `gateway_connections_refused_total` | counter | `listener`, `reason` |
 //!
 //! The `gateway_` families are there only with a `[gateway]` section; unlike the others they
 //! are live counters kept by the gateway ([`crate::gateway::metrics`] describes their labels),

@@ -2,6 +2,7 @@
 //! the live state, so nothing is cached and nothing is counted twice.
 
 use crate::accept::Accept;
+use crate::accept::slots::{RefusalCounters, SlotLimits};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -29,6 +30,8 @@ use crate::gateway::GatewayMetrics;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; a scraper needs one.
 const MAX_CONNECTIONS: usize = 16;
+/// Of them from one source: half, so one stuck client leaves room for the scraper.
+const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 2;
 
 type Body = Full<Bytes>;
 
@@ -72,7 +75,16 @@ impl MetricsListener {
         shutdown: impl Future<Output = ()>,
     ) {
         // A scrape is short and the scraper retries: nothing to wait for at shutdown.
-        let accept = Accept::new("metrics", MAX_CONNECTIONS, Duration::ZERO);
+        let limits = SlotLimits {
+            per_source: MAX_CONNECTIONS_PER_SOURCE,
+            ..SlotLimits::total(MAX_CONNECTIONS)
+        };
+        let accept = Accept::new(
+            "metrics",
+            limits,
+            RefusalCounters::default(),
+            Duration::ZERO,
+        );
         accept
             .serve(self.listener, shutdown, |stream, peer, _stopping| {
                 connection(stream, peer, Arc::clone(&state), gateway.clone())

@@ -1,39 +1,32 @@
 //! HTTP Basic: users with argon2id or bcrypt hashes in PHC/modular-crypt form.
 //!
-//! Password hashing is slow on purpose, which makes Basic a CPU-exhaustion lever. Two
-//! mitigations: an unknown user name costs the same as a wrong password (a configured user's hash
-//! is checked and the result thrown away), and successful checks are remembered for a minute
-//! under a salted SHA-256 of user and password, so a legitimate client costs one hash per minute
-//! rather than one per request. Failures are never cached: each guess pays the full price (and the
-//! detector counts them).
+//! Password hashing is slow on purpose, which makes Basic a CPU-exhaustion lever. The store
+//! therefore never hashes by itself: [`BasicStore::lookup`] answers from the success cache or
+//! hands out a [`PasswordCheck`] for the caller to run where it does no harm (see
+//! [`super::password`]), and [`BasicStore::complete`] takes its verdict. An unknown user name
+//! costs the same as a wrong password (a configured user's hash is checked and the result
+//! thrown away). Failures are never cached: each guess pays the full price (the detector and
+//! the failure budget count them).
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::PasswordHash;
 use base64::Engine as _;
-use sha2::{Digest, Sha256};
 
 use super::config::{BasicUserConfig, Problems};
 use super::identity::Grant;
+use super::password::{PasswordCheck, PasswordVerdict, StoredHash, SuccessCache};
+
+pub use super::password::SUCCESS_CACHE_TTL;
 
 /// Longest password checked (longer ones are refused without hashing).
 pub const MAX_PASSWORD_LEN: usize = 1024;
-/// How long a successful check is remembered.
-pub const SUCCESS_CACHE_TTL: Duration = Duration::from_secs(60);
-/// Most remembered successes.
-const SUCCESS_CACHE_MAX: usize = 4096;
-
-enum StoredHash {
-    Argon2id(Box<PasswordHash>),
-    Bcrypt(String),
-}
 
 struct User {
-    hash: StoredHash,
+    hash: Arc<StoredHash>,
+    /// The configured hash text: part of the cache tag, so a changed password (a new hash)
+    /// never matches a success remembered for the old one.
+    hash_text: String,
     grant: Grant,
 }
 
@@ -42,8 +35,7 @@ pub struct BasicStore {
     users: HashMap<String, User>,
     /// User checked when the presented name is unknown, to equalise timing.
     decoy: Option<String>,
-    salt: [u8; 32],
-    successes: Mutex<HashMap<[u8; 32], Instant>>,
+    successes: Arc<SuccessCache>,
 }
 
 impl std::fmt::Debug for BasicStore {
@@ -52,6 +44,16 @@ impl std::fmt::Debug for BasicStore {
             .field("users", &self.users.len())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`BasicStore::lookup`] found.
+pub enum Lookup<'a> {
+    /// Refused without hashing (too long, or no user is configured at all).
+    Refused,
+    /// A success remembered from an earlier check.
+    Cached(&'a Grant),
+    /// A hash to compute.
+    Hash(PasswordCheck),
 }
 
 /// Parses a stored hash: argon2id PHC (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`) or bcrypt
@@ -78,19 +80,6 @@ fn parse_stored(text: &str) -> Result<StoredHash, String> {
     Ok(StoredHash::Argon2id(Box::new(parsed)))
 }
 
-impl StoredHash {
-    fn verify(&self, password: &str) -> bool {
-        match self {
-            Self::Argon2id(h) => Argon2::default()
-                .verify_password(password.as_bytes(), h.as_ref())
-                .is_ok(),
-            // Non-truncating: a password longer than bcrypt's 72 bytes is refused rather than
-            // compared on its first 72 bytes only.
-            Self::Bcrypt(h) => bcrypt::non_truncating_verify(password, h).unwrap_or(false),
-        }
-    }
-}
-
 /// Splits `Authorization: Basic <base64(user:password)>`; `None` if malformed.
 pub fn parse_authorization(value: &str) -> Option<(String, String)> {
     let (scheme, rest) = value.trim().split_once(' ')?;
@@ -106,7 +95,13 @@ pub fn parse_authorization(value: &str) -> Option<(String, String)> {
 }
 
 impl BasicStore {
-    pub(crate) fn build(users: &[BasicUserConfig], problems: &mut Problems) -> Self {
+    /// Loads `users`; with `previous` (a reload), its remembered successes stay valid for
+    /// every user whose hash did not change.
+    pub(crate) fn build(
+        users: &[BasicUserConfig],
+        previous: Option<&BasicStore>,
+        problems: &mut Problems,
+    ) -> Self {
         let mut map = HashMap::new();
         for (i, u) in users.iter().enumerate() {
             match parse_stored(&u.password_hash) {
@@ -117,7 +112,12 @@ impl BasicStore {
                         scopes: u.scopes.clone(),
                         roles: u.roles.clone(),
                     };
-                    map.insert(u.username.clone(), User { hash, grant });
+                    let user = User {
+                        hash: Arc::new(hash),
+                        hash_text: u.password_hash.clone(),
+                        grant,
+                    };
+                    map.insert(u.username.clone(), user);
                 }
                 Err(e) => problems.add(format!("basic_users[{i}].password_hash"), e),
             }
@@ -126,50 +126,67 @@ impl BasicStore {
         Self {
             users: map,
             decoy,
-            salt: rand::random(),
-            successes: Mutex::new(HashMap::new()),
+            successes: previous
+                .map(|p| Arc::clone(&p.successes))
+                .unwrap_or_default(),
         }
     }
 
-    /// The grant of `user` if `password` is right.
-    pub fn verify(&self, user: &str, password: &str, now: Instant) -> Option<&Grant> {
+    /// The cached grant of `user` with `password`, or the hash to compute to find out.
+    pub fn lookup(&self, user: &str, password: &str, now: Instant) -> Lookup<'_> {
         if password.len() > MAX_PASSWORD_LEN || user.len() > super::config::MAX_NAME_LEN {
-            return None;
+            return Lookup::Refused;
         }
         let Some(entry) = self.users.get(user) else {
-            if let Some(decoy) = self.decoy.as_ref().and_then(|d| self.users.get(d)) {
-                let _ = std::hint::black_box(decoy.hash.verify(password));
-            }
-            return None;
+            return match self.decoy.as_ref().and_then(|d| self.users.get(d)) {
+                Some(decoy) => Lookup::Hash(PasswordCheck {
+                    hash: Arc::clone(&decoy.hash),
+                    password: password.to_owned(),
+                    tag: self.successes.tag(user, "", password),
+                    decoy: true,
+                    route: None,
+                }),
+                None => Lookup::Refused,
+            };
         };
-        let tag = self.cache_tag(user, password);
-        {
-            let cache = self.successes.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.get(&tag).is_some_and(|until| *until > now) {
-                return Some(&entry.grant);
-            }
+        let tag = self.successes.tag(user, &entry.hash_text, password);
+        if self.successes.hit(tag, now) {
+            return Lookup::Cached(&entry.grant);
         }
-        if !entry.hash.verify(password) {
+        Lookup::Hash(PasswordCheck {
+            hash: Arc::clone(&entry.hash),
+            password: password.to_owned(),
+            tag,
+            decoy: false,
+            route: None,
+        })
+    }
+
+    /// The grant of `user` if `verdict` says `password` was right (and was computed for this
+    /// very credential); remembers the success.
+    pub fn complete(
+        &self,
+        user: &str,
+        password: &str,
+        verdict: PasswordVerdict,
+        now: Instant,
+    ) -> Option<&Grant> {
+        let entry = self.users.get(user)?;
+        let tag = self.successes.tag(user, &entry.hash_text, password);
+        if !verdict.matched || verdict.tag != tag {
             return None;
         }
-        let mut cache = self.successes.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= SUCCESS_CACHE_MAX {
-            cache.retain(|_, until| *until > now);
-            if cache.len() >= SUCCESS_CACHE_MAX {
-                cache.clear();
-            }
-        }
-        cache.insert(tag, now + SUCCESS_CACHE_TTL);
+        self.successes.remember(tag, now);
         Some(&entry.grant)
     }
 
-    fn cache_tag(&self, user: &str, password: &str) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.salt);
-        h.update((user.len() as u64).to_le_bytes());
-        h.update(user.as_bytes());
-        h.update(password.as_bytes());
-        h.finalize().into()
+    /// The grant of `user` if `password` is right, hashing on the calling thread if needed.
+    pub fn verify(&self, user: &str, password: &str, now: Instant) -> Option<&Grant> {
+        match self.lookup(user, password, now) {
+            Lookup::Refused => None,
+            Lookup::Cached(grant) => Some(grant),
+            Lookup::Hash(check) => self.complete(user, password, check.run(), now),
+        }
     }
 
     /// Number of users.
@@ -186,7 +203,7 @@ impl BasicStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use argon2::PasswordHasher;
+    use argon2::{Argon2, PasswordHasher};
 
     /// An argon2id PHC string with small test parameters and a fixed salt.
     pub(crate) fn argon2id_hash(password: &str) -> String {
@@ -222,6 +239,7 @@ pub(crate) mod tests {
                 user("ann", argon2id_hash("correct horse")),
                 user("bob", bcrypt_hash("battery staple")),
             ],
+            None,
             &mut p,
         );
         p.into_result().unwrap();
@@ -258,6 +276,7 @@ pub(crate) mod tests {
                 user("c", "$2b$04$short".into()),
                 user("d", argon2id_hash("ok")),
             ],
+            None,
             &mut p,
         );
         let err = p.into_result().unwrap_err();
@@ -281,5 +300,60 @@ pub(crate) mod tests {
         assert_eq!(parse_authorization("Bearer abc"), None);
         assert_eq!(parse_authorization("Basic !!!"), None);
         assert_eq!(parse_authorization("Basic QWxhZGRpbg=="), None); // no colon
+    }
+
+    #[test]
+    fn a_reload_keeps_remembered_successes_only_for_unchanged_hashes() {
+        let mut p = Problems::default();
+        let first = BasicStore::build(
+            &[
+                user("ann", argon2id_hash("old ann")),
+                user("bob", bcrypt_hash("bob's")),
+            ],
+            None,
+            &mut p,
+        );
+        let now = Instant::now();
+        assert!(first.verify("ann", "old ann", now).is_some());
+        assert!(first.verify("bob", "bob's", now).is_some());
+        // ann's password changes; bob's stays.
+        let second = BasicStore::build(
+            &[
+                user("ann", argon2id_hash("new ann")),
+                user("bob", bcrypt_hash("bob's")),
+            ],
+            Some(&first),
+            &mut p,
+        );
+        p.into_result().unwrap();
+        assert!(
+            matches!(second.lookup("ann", "old ann", now), Lookup::Hash(_)),
+            "the old password's success is not remembered for the new hash"
+        );
+        assert!(second.verify("ann", "old ann", now).is_none());
+        assert!(matches!(
+            second.lookup("bob", "bob's", now),
+            Lookup::Cached(_)
+        ));
+    }
+
+    #[test]
+    fn a_verdict_counts_only_for_the_credential_it_was_computed_for() {
+        let mut p = Problems::default();
+        let s = BasicStore::build(&[user("ann", argon2id_hash("pw"))], None, &mut p);
+        let now = Instant::now();
+        let Lookup::Hash(check) = s.lookup("ann", "pw", now) else {
+            panic!("a first check hashes");
+        };
+        let verdict = check.run();
+        assert!(s.complete("ann", "other", verdict, now).is_none());
+        assert!(matches!(s.lookup("ann", "other", now), Lookup::Hash(_)));
+        assert!(s.complete("ann", "pw", verdict, now).is_some());
+        assert!(matches!(s.lookup("ann", "pw", now), Lookup::Cached(_)));
+        // An unknown user is hashed against a configured one (same cost), and never passes.
+        let Lookup::Hash(decoy) = s.lookup("carol", "pw", now) else {
+            panic!("unknown users cost a hash too");
+        };
+        assert!(!decoy.run().matched);
     }
 }

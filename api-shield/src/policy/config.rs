@@ -70,6 +70,10 @@ pub struct PolicyConfig {
     /// Abuse detection per client IP.
     #[serde(default)]
     pub detector: DetectorConfig,
+    /// Failed password checks allowed per source before Basic credentials are refused
+    /// without hashing.
+    #[serde(default)]
+    pub password_budget: PasswordBudgetConfig,
 }
 
 fn default_realm() -> String {
@@ -89,6 +93,7 @@ impl Default for PolicyConfig {
             limiter: LimiterConfig::default(),
             headers: HeaderConfig::default(),
             detector: DetectorConfig::default(),
+            password_budget: PasswordBudgetConfig::default(),
         }
     }
 }
@@ -628,6 +633,43 @@ impl Default for OverQuotaRule {
     }
 }
 
+/// Failed password checks per source (IPv4 address, IPv6 prefix of `limiter.ipv6_prefix`)
+/// before its Basic credentials are refused with 429 without hashing, refilling steadily.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBudgetConfig {
+    /// Failures per `per` (0 turns the budget off).
+    #[serde(default = "default_budget_failures")]
+    pub failures: u32,
+    /// The window the budget refills over.
+    #[serde(default = "default_budget_per", with = "humantime_serde")]
+    pub per: Duration,
+    /// Most sources tracked at once.
+    #[serde(default = "default_budget_sources")]
+    pub max_tracked_sources: usize,
+}
+
+/// As many as the default `detector.auth_failures` rule counts before it escalates.
+fn default_budget_failures() -> u32 {
+    20
+}
+fn default_budget_per() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_budget_sources() -> usize {
+    65_536
+}
+
+impl Default for PasswordBudgetConfig {
+    fn default() -> Self {
+        Self {
+            failures: default_budget_failures(),
+            per: default_budget_per(),
+            max_tracked_sources: default_budget_sources(),
+        }
+    }
+}
+
 /// Longest identity, user name or key id accepted.
 pub const MAX_NAME_LEN: usize = 256;
 /// Most events a count rule may require (bounds the detector's memory per IP).
@@ -912,6 +954,19 @@ impl PolicyConfig {
         }
         if d.over_quota.ttl < Duration::from_secs(1) {
             p.add("detector.over_quota.ttl", "at least 1s");
+        }
+        let b = &self.password_budget;
+        if b.failures > MAX_RULE_COUNT {
+            p.add(
+                "password_budget.failures",
+                format_args!("0..={MAX_RULE_COUNT}"),
+            );
+        }
+        if b.per < Duration::from_secs(1) {
+            p.add("password_budget.per", "at least 1s");
+        }
+        if b.max_tracked_sources == 0 {
+            p.add("password_budget.max_tracked_sources", "must be positive");
         }
     }
 }

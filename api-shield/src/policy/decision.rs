@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::config::AuthMethod;
 use super::detector::Escalation;
 use super::identity::Identity;
+use super::password::PasswordOutcome;
 use super::quota::LimitStatus;
 
 /// Allow, or deny with a status.
@@ -17,11 +18,11 @@ pub enum Verdict {
     Allow,
     /// Answer the client directly.
     Deny {
-        /// 400, 401, 403 or 429.
+        /// 400, 401, 403 or 429; 503 when a password could not be checked now.
         status: u16,
         /// The `WWW-Authenticate` value on 401 (and on 403 for insufficient token scope).
         www_authenticate: Option<String>,
-        /// `Retry-After` seconds on 429.
+        /// `Retry-After` seconds on 429 and 503.
         retry_after: Option<u64>,
     },
 }
@@ -56,6 +57,11 @@ pub enum DenyReason {
         /// The first limit that refused.
         limit: Arc<str>,
     },
+    /// A Basic credential from a source that has spent its failure budget: refused (429)
+    /// without checking it.
+    PasswordBudgetSpent,
+    /// A Basic credential the transport had no room to check now (503).
+    PasswordCheckUnavailable,
 }
 
 /// The engine's answer.
@@ -91,6 +97,8 @@ pub struct Decision {
     pub dry_run_would_deny: Option<Verdict>,
     /// Escalations to hand to the daemon (kernel blocks).
     pub escalations: Vec<Escalation>,
+    /// What happened to a Basic password, when one was presented.
+    pub password: Option<PasswordOutcome>,
 }
 
 impl Decision {

@@ -14,21 +14,27 @@ use std::{
 use serde::Serialize;
 
 use super::apikey::ApiKeyStore;
-use super::basic::{self, BasicStore};
+use super::basic::BasicStore;
 use super::config::{
-    AuthMethod, ConfigErrors, HeaderConfig, KeyPart, PolicyConfig, Problems, QuotaScope,
-    RouteConfig, Unmatched, default_identity_header,
+    AuthMethod, ConfigErrors, KeyPart, PolicyConfig, Problems, QuotaScope, RouteConfig, Unmatched,
+    default_identity_header,
 };
 use super::decision::{Decision, DenyReason, Verdict};
 use super::detector::{Detector, Escalation};
 use super::headers;
-use super::identity::{Grant, Identity};
 use super::jwks::{JwksCache, JwksFetcher};
-use super::jwt::{JwtError, JwtVerifier};
+use super::jwt::JwtVerifier;
+use super::password::{PasswordCheck, PasswordVerdict};
+use super::password_budget::PasswordBudget;
 use super::path::{normalize_path, prefix_matches};
-use super::quota::{LimitSpec, LimitStatus, Limiter, ip_key};
+use super::quota::{LimitSpec, Limiter};
 use super::request::RequestMeta;
 use super::time::Now;
+
+mod authn;
+mod limits;
+
+use authn::AuthStop;
 
 struct Plan {
     rates: Vec<(LimitSpec, Vec<KeyPart>)>,
@@ -97,10 +103,52 @@ pub struct Engine {
     routes: Vec<Route>,
     limiter: Arc<Limiter>,
     detector: Arc<Detector>,
+    password_budget: Arc<PasswordBudget>,
     fetcher: Arc<dyn JwksFetcher>,
     counters: Arc<Counters>,
     /// Every route's identity and plan header, lower-cased and deduplicated.
     identity_headers: Vec<String>,
+}
+
+/// The state an engine inherits from its predecessor (or starts afresh with).
+struct Lineage<'a> {
+    limiter: Arc<Limiter>,
+    detector: Arc<Detector>,
+    budget: Arc<PasswordBudget>,
+    basic: Option<&'a BasicStore>,
+    jwks: &'a [Arc<JwksCache>],
+    counters: Arc<Counters>,
+}
+
+/// What [`Engine::begin`] got to.
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per request, straight into a match; boxing would allocate per request"
+)]
+pub enum Step {
+    /// Decided without any password hash (none needed, or answered from the success cache).
+    Decided(Decision),
+    /// A Basic password must be hashed first: run the check (off any event loop), then call
+    /// [`Engine::finish`] with the same request. Or answer [`PasswordCheck::unavailable`].
+    Password(PasswordCheck),
+}
+
+/// Where a decision stopped short of allowing the request.
+enum Stop {
+    /// The denial (applied unless dry-run).
+    Deny(Verdict, DenyReason),
+    /// A password hash is needed to go on.
+    Hash(PasswordCheck),
+}
+
+impl Engine {
+    fn budget_for(config: &PolicyConfig) -> Arc<PasswordBudget> {
+        Arc::new(PasswordBudget::new(
+            config.password_budget.clone(),
+            config.limiter.ipv6_prefix,
+        ))
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -119,13 +167,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A presented credential.
-enum Presented {
-    ApiKey(String),
-    Basic(Option<(String, String)>),
-    Bearer(String),
-}
-
 impl Engine {
     /// Validates `config`, loads every key and hash, and builds an engine with fresh state.
     /// Every problem is reported, each with its path.
@@ -135,14 +176,24 @@ impl Engine {
             config.limiter.when_full,
         ));
         let detector = Arc::new(Detector::new(config.detector.clone()));
-        Self::build(config, fetcher, limiter, detector, &[], Arc::default())
+        let budget = Self::budget_for(&config);
+        let state = Lineage {
+            limiter,
+            detector,
+            budget,
+            basic: None,
+            jwks: &[],
+            counters: Arc::default(),
+        };
+        Self::build(config, fetcher, state)
     }
 
     /// A new engine from `config` that keeps this one's state where it still applies: limit
     /// counters (keyed by stable limit ids, so an unchanged limit continues exactly where it
     /// was: a reload never refills a bucket), the detector's windows, JWKS caches of unchanged
-    /// URLs, the fetcher and the counters. A changed `[limiter]` or `[detector]` section starts
-    /// that part afresh.
+    /// URLs, the fetcher and the counters, the failure budget and the remembered password
+    /// successes (of users whose hash did not change). A changed `[limiter]`, `[detector]` or
+    /// `[password_budget]` section starts that part afresh.
     pub fn reload(&self, config: PolicyConfig) -> Result<Self, ConfigErrors> {
         let limiter = if config.limiter == self.config.limiter {
             self.limiter.clone()
@@ -157,24 +208,38 @@ impl Engine {
         } else {
             Arc::new(Detector::new(config.detector.clone()))
         };
-        Self::build(
-            config,
-            self.fetcher.clone(),
+        let budget = if self.password_budget.settings()
+            == (&config.password_budget, config.limiter.ipv6_prefix)
+        {
+            self.password_budget.clone()
+        } else {
+            Self::budget_for(&config)
+        };
+        let jwks = self.jwt.jwks_caches();
+        let state = Lineage {
             limiter,
             detector,
-            &self.jwt.jwks_caches(),
-            self.counters.clone(),
-        )
+            budget,
+            basic: Some(&self.basic),
+            jwks: &jwks,
+            counters: self.counters.clone(),
+        };
+        Self::build(config, self.fetcher.clone(), state)
     }
 
     fn build(
         config: PolicyConfig,
         fetcher: Arc<dyn JwksFetcher>,
-        limiter: Arc<Limiter>,
-        detector: Arc<Detector>,
-        jwks: &[Arc<JwksCache>],
-        counters: Arc<Counters>,
+        state: Lineage<'_>,
     ) -> Result<Self, ConfigErrors> {
+        let Lineage {
+            limiter,
+            detector,
+            budget,
+            basic,
+            jwks,
+            counters,
+        } = state;
         let mut p = Problems::default();
         config.check(&mut p);
         if !config.jwt_issuers.is_empty()
@@ -187,7 +252,7 @@ impl Engine {
             return Err(p.into_result().unwrap_err());
         }
         let api_keys = ApiKeyStore::build(&config.api_keys, &mut p);
-        let basic = BasicStore::build(&config.basic_users, &mut p);
+        let basic = BasicStore::build(&config.basic_users, basic, &mut p);
         let jwt = JwtVerifier::build(&config.jwt_issuers, &fetcher, jwks, &mut p);
         p.into_result()?;
 
@@ -262,6 +327,7 @@ impl Engine {
             routes,
             limiter,
             detector,
+            password_budget: budget,
             fetcher,
             counters,
         })
@@ -285,7 +351,7 @@ impl Engine {
         }
     }
 
-    /// The limiter (for its stats, and to save and restore its state).
+    /// The limiter (for its stats).
     pub fn limiter(&self) -> &Limiter {
         &self.limiter
     }
@@ -308,6 +374,11 @@ impl Engine {
     /// The detector (for its stats).
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    /// The password failure budget (for its stats).
+    pub fn password_budget(&self) -> &PasswordBudget {
+        &self.password_budget
     }
 
     /// The JWKS caches, e.g. for a background task calling [`JwksCache::refresh_if_due`].
@@ -349,8 +420,42 @@ impl Engine {
         self.plans.contains_key(name)
     }
 
-    /// Decides one request at `now`.
+    /// Decides one request at `now`, computing any password hash on the calling thread.
+    /// A transport with an event loop uses [`Self::begin`] and [`Self::finish`] instead.
     pub fn check(&self, req: &RequestMeta, now: Now) -> Decision {
+        match self.begin(req, now) {
+            Step::Decided(d) => d,
+            Step::Password(check) => self.finish(req, check.run(), now),
+        }
+    }
+
+    /// Decides one request at `now` unless a password must be hashed first: everything that
+    /// is cheap (routing, API keys, JWTs, the success cache, the failure budget, limits)
+    /// happens here; a hash is handed back as [`Step::Password`].
+    pub fn begin(&self, req: &RequestMeta, now: Now) -> Step {
+        match self.evaluate(req, now, None) {
+            Ok(d) => Step::Decided(d),
+            Err(check) => Step::Password(check),
+        }
+    }
+
+    /// Completes the decision of `req` (the same request given to [`Self::begin`]) with the
+    /// verdict of its password check. A verdict computed for another credential counts as a
+    /// wrong password.
+    pub fn finish(&self, req: &RequestMeta, verdict: PasswordVerdict, now: Now) -> Decision {
+        match self.evaluate(req, now, Some(verdict)) {
+            Ok(d) => d,
+            // With a verdict given, authentication never asks for another hash.
+            Err(check) => check.unavailable(Duration::from_secs(1)),
+        }
+    }
+
+    fn evaluate(
+        &self,
+        req: &RequestMeta,
+        now: Now,
+        verdict: Option<PasswordVerdict>,
+    ) -> Result<Decision, PasswordCheck> {
         let normalized = normalize_path(&req.path);
         let mut d = Decision {
             path: normalized.clone().unwrap_or_default(),
@@ -366,6 +471,7 @@ impl Engine {
             strip_query_params: Vec::new(),
             dry_run_would_deny: None,
             escalations: Vec::new(),
+            password: None,
         };
         // Client-sent copies of every configured identity and plan header go, whatever the
         // route (also with no route and `unmatched = "allow"`).
@@ -379,7 +485,7 @@ impl Engine {
                     detail: e.to_string(),
                 });
                 self.count(&d);
-                return d;
+                return Ok(d);
             }
         };
         let Some(route) = self.route_for(req, &path) else {
@@ -388,12 +494,20 @@ impl Engine {
                 d.reason = Some(DenyReason::NoRoute);
             }
             self.count(&d);
-            return d;
+            return Ok(d);
         };
         d.route = Some(route.cfg.name.clone());
         self.upstream_plumbing(route, &mut d);
         let dry = route.cfg.dry_run;
-        let outcome = self.decide(route, req, now, &mut d);
+        let outcome = match self.decide(route, req, now, verdict, &mut d) {
+            Ok(()) => Ok(()),
+            Err(Stop::Deny(verdict, reason)) => Err((verdict, reason)),
+            Err(Stop::Hash(mut check)) => {
+                // Nothing was counted or consumed yet: the request starts over in `finish`.
+                check.route = d.route.take();
+                return Err(check);
+            }
+        };
         if let Err((verdict, reason)) = outcome {
             if dry {
                 tracing::info!(
@@ -426,7 +540,7 @@ impl Engine {
             }
         }
         self.count(&d);
-        d
+        Ok(d)
     }
 
     fn count(&self, d: &Decision) {
@@ -464,14 +578,16 @@ impl Engine {
         }
     }
 
-    /// Authenticate, authorise, limit. `Err` carries the denial (applied unless dry-run).
+    /// Authenticate, authorise, limit. `Err` carries the denial (applied unless dry-run), or
+    /// the password hash needed before going on.
     fn decide(
         &self,
         route: &Route,
         req: &RequestMeta,
         now: Now,
+        verdict: Option<PasswordVerdict>,
         d: &mut Decision,
-    ) -> Result<(), (Verdict, DenyReason)> {
+    ) -> Result<(), Stop> {
         let cfg = &route.cfg;
         let realm = &self.config.realm;
         let mut grant_plan = None;
@@ -480,17 +596,35 @@ impl Engine {
                 let challenge = self.challenges(cfg, None);
                 d.response_headers
                     .push(("WWW-Authenticate".into(), challenge.clone()));
-                return Err((
+                return Err(Stop::Deny(
                     deny(401, Some(challenge), None),
                     DenyReason::MissingCredentials,
                 ));
             };
-            match self.authenticate(presented, now) {
+            match self.authenticate(presented, req.network_ip(), now, verdict, d) {
                 Ok((identity, plan)) => {
                     grant_plan = plan;
                     d.identity = Some(identity);
                 }
-                Err(detail) => {
+                Err(AuthStop::Hash(check)) => return Err(Stop::Hash(check)),
+                Err(AuthStop::BudgetSpent(wait)) => {
+                    // A 429 like a limit's: persisting through it is what the detector's
+                    // `too_many_requests` rule escalates.
+                    if let Some(e) = req
+                        .network_ip()
+                        .and_then(|ip| self.detector.record_too_many(ip, now.mono))
+                    {
+                        d.escalations.push(e);
+                    }
+                    let secs = headers::retry_after_secs(wait, self.config.headers.max_retry_after);
+                    d.response_headers
+                        .push(("Retry-After".into(), secs.to_string()));
+                    return Err(Stop::Deny(
+                        deny(429, None, Some(secs)),
+                        DenyReason::PasswordBudgetSpent,
+                    ));
+                }
+                Err(AuthStop::Invalid(detail)) => {
                     if let Some(e) = req
                         .network_ip()
                         .and_then(|ip| self.detector.record_auth_failure(ip, now.mono))
@@ -500,7 +634,7 @@ impl Engine {
                     let challenge = self.challenges(cfg, Some(method));
                     d.response_headers
                         .push(("WWW-Authenticate".into(), challenge.clone()));
-                    return Err((
+                    return Err(Stop::Deny(
                         deny(401, Some(challenge), None),
                         DenyReason::InvalidCredentials {
                             method,
@@ -533,176 +667,15 @@ impl Engine {
                     d.response_headers
                         .push(("WWW-Authenticate".into(), c.clone()));
                 }
-                return Err((deny(403, challenge, None), DenyReason::Forbidden { detail }));
+                return Err(Stop::Deny(
+                    deny(403, challenge, None),
+                    DenyReason::Forbidden { detail },
+                ));
             }
         }
         d.plan = grant_plan.or_else(|| cfg.default_plan.clone());
         self.limit(route, req, now, d)
-    }
-
-    /// The first credential present, in the route's order of methods.
-    fn presented(&self, cfg: &RouteConfig, req: &RequestMeta) -> Option<(AuthMethod, Presented)> {
-        let authz = req.headers.get("authorization").map(str::trim);
-        let scheme = |s: &str| {
-            authz.and_then(|a| {
-                let (scheme, rest) = a.split_once(' ')?;
-                scheme.eq_ignore_ascii_case(s).then(|| rest.trim())
-            })
-        };
-        cfg.auth.iter().find_map(|m| match m {
-            AuthMethod::ApiKey => req
-                .headers
-                .get(&cfg.api_key_header)
-                .map(|k| k.trim().to_owned())
-                .or_else(|| cfg.api_key_query.as_ref().and_then(|q| req.query_param(q)))
-                .map(|k| (*m, Presented::ApiKey(k))),
-            AuthMethod::Basic => scheme("basic").map(|_| {
-                (
-                    *m,
-                    Presented::Basic(authz.and_then(basic::parse_authorization)),
-                )
-            }),
-            AuthMethod::Jwt => scheme("bearer").map(|t| (*m, Presented::Bearer(t.to_owned()))),
-        })
-    }
-
-    fn authenticate(
-        &self,
-        presented: Presented,
-        now: Now,
-    ) -> Result<(Identity, Option<String>), &'static str> {
-        let from_grant = |g: &Grant, m| (Identity::from_grant(g, m), g.plan.clone());
-        match presented {
-            Presented::ApiKey(key) => self
-                .api_keys
-                .verify(&key)
-                .map(|g| from_grant(g, AuthMethod::ApiKey))
-                .ok_or("unknown API key"),
-            Presented::Basic(None) => Err("malformed Basic credentials"),
-            Presented::Basic(Some((user, pass))) => self
-                .basic
-                .verify(&user, &pass, now.mono)
-                .map(|g| from_grant(g, AuthMethod::Basic))
-                .ok_or("bad user name or password"),
-            Presented::Bearer(token) => {
-                let has_plan = |p: &str| self.has_plan(p);
-                match self.jwt.verify(&token, now, &has_plan) {
-                    Ok(j) => {
-                        let mut identity = Identity::from_grant(&j.grant, AuthMethod::Jwt);
-                        identity.issuer = Some(j.issuer);
-                        Ok((identity, j.grant.plan))
-                    }
-                    Err(e) => Err(jwt_detail(e)),
-                }
-            }
-        }
-    }
-
-    /// `WWW-Authenticate` for the route's methods; `invalid` marks which one was refused.
-    fn challenges(&self, cfg: &RouteConfig, invalid: Option<AuthMethod>) -> String {
-        let realm = &self.config.realm;
-        cfg.auth
-            .iter()
-            .map(|m| match m {
-                AuthMethod::Jwt => headers::bearer_challenge(
-                    realm,
-                    (invalid == Some(AuthMethod::Jwt)).then_some("invalid_token"),
-                    None,
-                ),
-                AuthMethod::Basic => headers::basic_challenge(realm),
-                AuthMethod::ApiKey => headers::api_key_challenge(realm, &cfg.api_key_header),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn limit(
-        &self,
-        route: &Route,
-        req: &RequestMeta,
-        now: Now,
-        d: &mut Decision,
-    ) -> Result<(), (Verdict, DenyReason)> {
-        // No per-address key for a client known only as a trusted proxy: that limit would
-        // throttle everyone behind the proxy. Limits keyed on it are left out.
-        let ip = req
-            .network_ip()
-            .map(|ip| format!("ip:{}", ip_key(ip, self.config.limiter.ipv6_prefix)));
-        let who = d
-            .identity
-            .as_ref()
-            .map(Identity::limit_key)
-            .or_else(|| ip.clone());
-        let key_of = |parts: &[KeyPart]| {
-            parts
-                .iter()
-                .map(|p| match p {
-                    KeyPart::Identity => who.clone(),
-                    KeyPart::Ip => ip.clone(),
-                    KeyPart::Route => Some(format!("route:{}", route.cfg.name)),
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(|parts| parts.join("|"))
-        };
-        let mut checks: Vec<(&LimitSpec, String)> = route
-            .limits
-            .iter()
-            .filter_map(|(spec, parts)| Some((spec, key_of(parts)?)))
-            .collect();
-        if let Some(plan) = d.plan.as_ref().and_then(|p| self.plans.get(p)) {
-            checks.extend(
-                plan.rates
-                    .iter()
-                    .filter_map(|(spec, parts)| Some((spec, key_of(parts)?))),
-            );
-            for (spec, scope) in &plan.quotas {
-                let key = match scope {
-                    QuotaScope::Identity => who.clone(),
-                    QuotaScope::Plan => Some(format!("plan:{}", d.plan.as_deref().unwrap_or(""))),
-                };
-                checks.extend(key.map(|key| (spec, key)));
-            }
-        }
-        if checks.is_empty() {
-            return Ok(());
-        }
-        d.limits = self.limiter.check(&checks, now);
-        let hc: &HeaderConfig = &self.config.headers;
-        let denied: Vec<&LimitStatus> = d.limits.iter().filter(|s| !s.allowed).collect();
-        if denied.is_empty() {
-            if hc.on_allow {
-                push_ratelimit_headers(&mut d.response_headers, &d.limits, hc);
-            }
-            return Ok(());
-        }
-        let wait = denied
-            .iter()
-            .map(|s| s.retry_after)
-            .max()
-            .unwrap_or(Duration::ZERO);
-        let retry_after = headers::retry_after_secs(wait, hc.max_retry_after);
-        let first = denied[0];
-        if !first.untracked
-            && let Some(client) = req.network_ip()
-        {
-            if let Some(e) = self.detector.record_too_many(client, now.mono) {
-                d.escalations.push(e);
-            }
-            let window = Duration::from_secs(first.window_secs);
-            if let Some(e) = self
-                .detector
-                .record_over_quota(client, first.quota, window, now.mono)
-            {
-                d.escalations.push(e);
-            }
-        }
-        let reason = DenyReason::RateLimited {
-            limit: first.name.clone(),
-        };
-        push_ratelimit_headers(&mut d.response_headers, &d.limits, hc);
-        d.response_headers
-            .push(("Retry-After".into(), retry_after.to_string()));
-        Err((deny(429, None, Some(retry_after)), reason))
+            .map_err(|(verdict, reason)| Stop::Deny(verdict, reason))
     }
 
     /// Feeds the detector with the upstream's answer to a forwarded request: 404s count as
@@ -731,40 +704,10 @@ impl Engine {
     }
 }
 
-fn push_ratelimit_headers(
-    out: &mut Vec<(String, String)>,
-    limits: &[LimitStatus],
-    hc: &HeaderConfig,
-) {
-    if limits.is_empty() {
-        return;
-    }
-    out.push(("RateLimit-Policy".into(), headers::ratelimit_policy(limits)));
-    out.push(("RateLimit".into(), headers::ratelimit(limits)));
-    if hc.legacy {
-        out.extend(headers::legacy(limits));
-    }
-}
-
 fn deny(status: u16, www_authenticate: Option<String>, retry_after: Option<u64>) -> Verdict {
     Verdict::Deny {
         status,
         www_authenticate,
         retry_after,
-    }
-}
-
-fn jwt_detail(e: JwtError) -> &'static str {
-    match e {
-        JwtError::Malformed => "malformed token",
-        JwtError::AlgorithmNotAllowed => "algorithm not allowed",
-        JwtError::WrongIssuer => "unknown issuer",
-        JwtError::UnknownKey => "no key for this token",
-        JwtError::BadSignature => "bad signature",
-        JwtError::Expired => "token expired",
-        JwtError::NotYetValid => "token not yet valid",
-        JwtError::MissingExp => "token has no exp",
-        JwtError::WrongAudience => "wrong audience",
-        JwtError::BadIdentity => "bad identity claim",
     }
 }

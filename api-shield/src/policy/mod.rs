@@ -4,7 +4,9 @@
 //!
 //! A transport builds an [`Engine`] from a [`PolicyConfig`] and a [`JwksFetcher`], turns each
 //! request's metadata into a [`RequestMeta`], and calls [`Engine::check`] with the current
-//! [`Now`]. The [`Decision`] says whether to forward, which headers to set, strip and return,
+//! [`Now`] (or, on an event loop, [`Engine::begin`], which hands a Basic password that must be
+//! hashed back as a [`PasswordCheck`] to run elsewhere, then [`Engine::finish`]). The
+//! [`Decision`] says whether to forward, which headers to set, strip and return,
 //! and carries any [`Escalation`] for the daemon to push into the kernel. After the upstream
 //! answers, the transport calls [`Engine::observe_response`] so that 404 probing and upstream
 //! 401/429s feed the detector.
@@ -23,6 +25,8 @@ pub mod headers;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod password;
+pub mod password_budget;
 pub mod path;
 pub mod quota;
 pub mod request;
@@ -31,9 +35,10 @@ pub mod time;
 pub use config::{ConfigErrors, PolicyConfig};
 pub use decision::{Decision, DenyReason, Verdict};
 pub use detector::{Escalation, Rule};
-pub use engine::{Engine, EngineStats};
+pub use engine::{Engine, EngineStats, Step};
 pub use identity::Identity;
 pub use jwks::{JwksFetchError, JwksFetcher, NoFetcher};
+pub use password::{PasswordCheck, PasswordOutcome, PasswordVerdict};
 pub use request::{Headers, RequestMeta};
 pub use time::Now;
 

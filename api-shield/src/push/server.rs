@@ -1,6 +1,7 @@
 //! The listener: TCP (and TLS) connections served by hyper's HTTP/1.1 server.
 
 use crate::accept::Accept;
+use crate::accept::slots::{RefusalCounters, SlotLimits};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -28,6 +29,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed on arrival so descriptors cannot run out.
 const MAX_CONNECTIONS: usize = 256;
+/// Of them from one source: a quarter, so one client cannot hold the push API alone.
+const MAX_CONNECTIONS_PER_SOURCE: usize = MAX_CONNECTIONS / 4;
 /// Time requests in flight get to finish once shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -114,11 +117,20 @@ impl PushListener {
             body_limit: self.body_limit,
         });
         let tls = self.tls;
-        Accept::new("push API", MAX_CONNECTIONS, SHUTDOWN_GRACE)
-            .serve(self.listener, shutdown, |stream, peer, stopping| {
-                connection(stream, peer, tls.clone(), Arc::clone(&state), stopping)
-            })
-            .await;
+        let limits = SlotLimits {
+            per_source: MAX_CONNECTIONS_PER_SOURCE,
+            ..SlotLimits::total(MAX_CONNECTIONS)
+        };
+        Accept::new(
+            "push API",
+            limits,
+            RefusalCounters::default(),
+            SHUTDOWN_GRACE,
+        )
+        .serve(self.listener, shutdown, |stream, peer, stopping| {
+            connection(stream, peer, tls.clone(), Arc::clone(&state), stopping)
+        })
+        .await;
         Ok(())
     }
 }

@@ -18,7 +18,8 @@ use super::{ConnInfo, ProxyShared};
 use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
 use crate::gateway::live::Live;
-use crate::policy::{Decision, Headers, Now, RequestMeta};
+use crate::gateway::password_pool;
+use crate::policy::{Decision, Headers, RequestMeta};
 
 /// Listener label of the gateway's requests in the metrics.
 pub const METRICS_LISTENER: &str = "proxy";
@@ -73,7 +74,7 @@ pub async fn handle(
     meta.client_is_proxy = is_proxy;
     meta.query = query.clone();
     meta.headers = policy_headers(req.headers());
-    let decision = live.engine.check(&meta, Now::system());
+    let decision = password_pool::decide(&live.engine, &shared.passwords, &meta).await;
     if !decision.escalations.is_empty() {
         dispatch_escalations(
             Arc::clone(&shared.escalator),

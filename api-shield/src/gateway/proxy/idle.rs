@@ -1,15 +1,18 @@
 //! Idle detection for client connections: any byte read or written counts as activity, so a
 //! connection that moves nothing for the idle timeout is closed whatever protocol it speaks
-//! (hyper bounds request heads, not silence between requests or HTTP/2 streams).
+//! (hyper bounds request heads, not silence between requests or HTTP/2 streams). While the
+//! listener is short of connection slots, a connection with no request in flight is closed
+//! sooner: after the header timeout rather than the idle one.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// When the connection last moved a byte, as milliseconds since it was accepted.
@@ -17,6 +20,7 @@ use tokio::time::Instant;
 pub struct Activity {
     start: Instant,
     last_ms: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
 }
 
 impl Default for Activity {
@@ -24,7 +28,18 @@ impl Default for Activity {
         Self {
             start: Instant::now(),
             last_ms: Arc::default(),
+            in_flight: Arc::default(),
         }
+    }
+}
+
+/// A request in flight on a connection; over when dropped.
+#[derive(Debug)]
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -38,6 +53,54 @@ impl Activity {
     pub fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Marks a request in flight until the guard drops.
+    pub fn busy(&self) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(Arc::clone(&self.in_flight))
+    }
+
+    fn has_requests_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Resolves once nothing has moved for `limit`, or, while `scarce` is true, once nothing
+    /// has moved for `scarce_limit` and no request is in flight (a keep-alive connection
+    /// holding a slot others need).
+    pub async fn idle_or_scarce(
+        &self,
+        limit: Duration,
+        scarce_limit: Duration,
+        mut scarce: watch::Receiver<bool>,
+    ) {
+        loop {
+            let short = *scarce.borrow_and_update();
+            let idle = self.idle_for();
+            if idle >= limit {
+                return;
+            }
+            let wait = if short && !self.has_requests_in_flight() {
+                if idle >= scarce_limit {
+                    return;
+                }
+                scarce_limit - idle
+            } else if short {
+                // A request may finish any time: look again within a header timeout.
+                scarce_limit.min(limit - idle)
+            } else {
+                limit - idle
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = scarce.changed() => {
+                    if changed.is_err() {
+                        // The listener is gone: only the ordinary idle rule is left.
+                        return self.idle(limit).await;
+                    }
+                }
+            }
+        }
     }
 
     /// Resolves once nothing has moved for `limit`.
@@ -136,5 +199,29 @@ mod tests {
         let started = Instant::now();
         activity.idle(Duration::from_millis(60)).await;
         assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn scarcity_closes_a_silent_connection_at_the_shorter_limit_unless_busy() {
+        let (scarce_tx, scarce) = watch::channel(false);
+        let activity = Activity::default();
+        let long = Duration::from_secs(60);
+        let short = Duration::from_millis(100);
+        let waiting = activity.clone();
+        let closed = tokio::spawn(async move { waiting.idle_or_scarce(long, short, scarce).await });
+        tokio::time::sleep(short * 3).await;
+        assert!(
+            !closed.is_finished(),
+            "plentiful slots: the idle limit applies"
+        );
+        let busy = activity.busy();
+        scarce_tx.send_replace(true);
+        tokio::time::sleep(short * 3).await;
+        assert!(!closed.is_finished(), "a request in flight keeps it");
+        drop(busy);
+        tokio::time::timeout(short * 3, closed)
+            .await
+            .expect("closed once no request is in flight")
+            .unwrap();
     }
 }

@@ -6,7 +6,9 @@
 //! Bounds on every client: the TLS handshake, PROXY header and each request head within
 //! `timeouts.header`; the body within `timeouts.body` and `limits.max_body_bytes`; a
 //! connection moving no byte for `timeouts.idle` is closed; at most `limits.max_connections`
-//! per listener. Upstream: connect within `timeouts.upstream_connect`, response head within
+//! per listener, and `max_connections_per_source` of them from one source; while a listener
+//! has 80% of its slots taken, a connection with no request in flight is closed once silent
+//! for `timeouts.header`. Upstream: connect within `timeouts.upstream_connect`, response head within
 //! `timeouts.upstream_response` (504 otherwise, 502 when it fails).
 
 pub mod body;
@@ -30,7 +32,7 @@ use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
@@ -39,7 +41,9 @@ use super::Escalator;
 use super::config::ListenerConfig;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use super::password_pool::PasswordPool;
 use crate::accept::Accept;
+use crate::accept::slots::{SlotLimits, Slots};
 use idle::{Activity, IdleIo};
 use upstream::UpstreamClient;
 
@@ -51,6 +55,7 @@ pub struct ProxyShared {
     pub client: UpstreamClient,
     pub escalator: Arc<dyn Escalator>,
     pub metrics: Arc<GatewayMetrics>,
+    pub passwords: Arc<PasswordPool>,
 }
 
 /// One listener's sockets, one per serving thread (SO_REUSEPORT: the kernel spreads new
@@ -127,6 +132,7 @@ pub struct Serving {
     pub live: SharedLive,
     pub escalator: Arc<dyn Escalator>,
     pub metrics: Arc<GatewayMetrics>,
+    pub passwords: Arc<PasswordPool>,
 }
 
 /// Starts one thread per socket of the listeners (as many as `bind` was given), each with its
@@ -141,7 +147,10 @@ pub fn spawn_threads(
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let threads = listeners.iter().map(|l| l.sockets.len()).max().unwrap_or(0);
     let mut per_thread: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
-    let max = serving.live.load().cfg.limits.max_connections;
+    let live = serving.live.load_full();
+    let max = live.cfg.limits.max_connections;
+    // Sources grouped as the policy's limiter groups them.
+    let v6_prefix = live.engine.config().limiter.ipv6_prefix;
     for l in listeners {
         let tls_at_start = serving
             .live
@@ -155,7 +164,17 @@ pub fn spawn_threads(
             tls_at_start,
         });
         // One connection budget per listener, whichever thread accepts.
-        let slots = Arc::new(Semaphore::new(max));
+        let slots = Slots::new(
+            SlotLimits {
+                max,
+                per_source: cfg.cfg.max_connections_per_source,
+                v6_prefix,
+                exempt: live.cfg.trusted_proxies.clone(),
+            },
+            serving
+                .metrics
+                .refusal_counters(&cfg.cfg.listen.to_string()),
+        );
         for (i, socket) in l.sockets.into_iter().enumerate() {
             per_thread[i].push((socket, Arc::clone(&cfg), Arc::clone(&slots)));
         }
@@ -171,6 +190,7 @@ pub fn spawn_threads(
             client: upstream::client(&serving.live.load().cfg),
             escalator: Arc::clone(&serving.escalator),
             metrics: Arc::clone(&serving.metrics),
+            passwords: Arc::clone(&serving.passwords),
         });
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
@@ -217,10 +237,11 @@ struct Bound {
 async fn serve(
     listener: TcpListener,
     bound: Arc<Bound>,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     shared: Arc<ProxyShared>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let scarce = slots.scarce();
     let accept = Accept {
         what: "gateway",
         slots,
@@ -229,15 +250,19 @@ async fn serve(
     accept
         .serve(listener, shutdown, |stream, peer, stopping| {
             let _ = stream.set_nodelay(true);
-            connection(
-                stream,
-                peer,
-                Arc::clone(&bound),
-                Arc::clone(&shared),
+            let ends = Ends {
                 stopping,
-            )
+                scarce: scarce.clone(),
+            };
+            connection(stream, peer, Arc::clone(&bound), Arc::clone(&shared), ends)
         })
         .await;
+}
+
+/// What can end a connection early: the listener stopping, or running short of slots.
+struct Ends {
+    stopping: watch::Receiver<bool>,
+    scarce: watch::Receiver<bool>,
 }
 
 /// Which HTTP versions a connection may speak.
@@ -254,7 +279,7 @@ async fn connection(
     peer: SocketAddr,
     bound: Arc<Bound>,
     shared: Arc<ProxyShared>,
-    stopping: watch::Receiver<bool>,
+    ends: Ends,
 ) {
     let cfg = &bound.cfg;
     let live = shared.live.load_full();
@@ -312,7 +337,7 @@ async fn connection(
                 info,
                 versions,
                 shared,
-                stopping,
+                ends,
             )
             .await;
         }
@@ -328,7 +353,7 @@ async fn connection(
                 info,
                 versions,
                 shared,
-                stopping,
+                ends,
             )
             .await;
         }
@@ -341,13 +366,17 @@ async fn serve_http<T>(
     info: ConnInfo,
     versions: Versions,
     shared: Arc<ProxyShared>,
-    mut stopping: watch::Receiver<bool>,
+    ends: Ends,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let live = shared.live.load_full();
     let (t, limits) = (&live.cfg.timeouts, &live.cfg.limits);
-    let idle_limit = t.idle;
+    let (idle_limit, header_limit) = (t.idle, t.header);
+    let Ends {
+        mut stopping,
+        scarce,
+    } = ends;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -367,16 +396,23 @@ async fn serve_http<T>(
     };
     let handler = Arc::clone(&shared);
     let (tunnels, mut tunnel) = upgrade::tunnels();
+    let requests = activity.clone();
     let service = service_fn(move |mut req: hyper::Request<_>| {
         if req.version() == hyper::Version::HTTP_11 {
             req.extensions_mut().insert(tunnels.clone());
         }
-        forward::handle(req, info, Arc::clone(&handler))
+        let busy = requests.busy();
+        let handled = forward::handle(req, info, Arc::clone(&handler));
+        async move {
+            let response = handled.await;
+            drop(busy);
+            response
+        }
     });
     let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = activity.idle(idle_limit) => {
+        () = activity.idle_or_scarce(idle_limit, header_limit, scarce) => {
             tracing::debug!(peer = %info.peer, "gateway: idle connection closed");
             return;
         }

@@ -189,6 +189,7 @@ mod tests {
                 client_auth: Default::default(),
                 proxy_protocol: false,
                 http2: true,
+                max_connections_per_source: 1,
             }],
             ..GatewayConfig::default()
         };

@@ -17,7 +17,7 @@ const ALICE_KEY: &str = "ak_live_alice_4f9c2e7a1b";
 const ADMIN_KEY: &str = "ak_live_admin_88d1e0c3f2";
 const BETA_KEY: &str = "ak_live_beta_0000000001";
 
-fn policy_toml() -> String {
+pub(super) fn policy_toml() -> String {
     format!(
         r#"
 realm = "orders"
@@ -111,7 +111,7 @@ not_found_paths = {{ count = 3, within = "1m", ttl = "1h" }}
     )
 }
 
-fn engine_with(edit: impl FnOnce(&mut PolicyConfig)) -> Engine {
+pub(super) fn engine_with(edit: impl FnOnce(&mut PolicyConfig)) -> Engine {
     let mut cfg = PolicyConfig::from_toml_str(&policy_toml()).unwrap();
     edit(&mut cfg);
     Engine::new(cfg, Arc::new(NoFetcher)).unwrap()
@@ -121,9 +121,9 @@ fn engine() -> Engine {
     engine_with(|_| {})
 }
 
-const CLIENT: &str = "203.0.113.9";
+pub(super) const CLIENT: &str = "203.0.113.9";
 
-fn get(path: &str) -> RequestMeta {
+pub(super) fn get(path: &str) -> RequestMeta {
     RequestMeta::new(CLIENT.parse().unwrap(), "GET", "api.example", path)
 }
 
@@ -131,7 +131,7 @@ fn status(d: &Decision) -> u16 {
     d.status()
 }
 
-fn basic(user: &str, pass: &str) -> String {
+pub(super) fn basic(user: &str, pass: &str) -> String {
     format!("Basic {}", b64(format!("{user}:{pass}").as_bytes()))
 }
 

@@ -4,6 +4,7 @@
 mod engine;
 mod jwks;
 mod jwt;
+mod password;
 mod paths;
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
