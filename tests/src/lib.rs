@@ -10,5 +10,4 @@ pub mod metrics;
 pub mod netns;
 pub mod pki;
 pub mod proc;
-pub mod raw_http;
 pub mod relay;
