@@ -340,8 +340,21 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
         info["feed"]["last_error"].as_str().unwrap().contains(":2:"),
         "{info}"
     );
+    // An update that empties the list is held back (no `allow_shrink`): an emptied or
+    // truncated file must not silently lift every block.
     std::fs::write(&path, "# nothing\n").unwrap();
-    wait_until("the feed to empty", &|| env.probe(&env.lab.bad) == N);
+    wait_until("the feed to hold the emptying back", &|| {
+        env.list_info("watched").is_some_and(|l| {
+            l["feed"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("held back"))
+        })
+    });
+    assert_eq!(
+        env.probe(&env.lab.bad),
+        0,
+        "the last good list must stay enforced after an emptying update"
+    );
     let _ = std::fs::remove_dir_all(&lab_dir);
 }
 
