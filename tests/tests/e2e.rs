@@ -259,6 +259,20 @@ fn blocks_survive_kill_9_and_a_restart_adopts_the_pins() {
     assert_eq!(env.exchange(false, 50), (50, 0), "after the restart");
 }
 
+/// One request line written to the control socket as is, and the daemon's answer.
+fn raw_request(socket: &std::path::Path, line: &[u8]) -> Value {
+    let mut stream = UnixStream::connect(socket).expect("connect to the control socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(line).expect("send");
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .expect("answer");
+    serde_json::from_str(&answer).expect("JSON answer")
+}
+
 #[test]
 fn bad_cli_input_changes_nothing() {
     let env = Env::new(LISTS_ONLY);
@@ -293,18 +307,10 @@ fn bad_cli_input_changes_nothing() {
     }
 
     // The daemon checks too: a raw request mixing a good and a bad token applies nothing.
-    let mut stream = UnixStream::connect(&d.socket).expect("connect to the control socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream
-        .write_all(b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\",\"nonsense\"]}\n")
-        .expect("send");
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .expect("answer");
-    let answer: Value = serde_json::from_str(&line).expect("JSON answer");
+    let answer = raw_request(
+        &d.socket,
+        b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\",\"nonsense\"]}\n",
+    );
     assert_eq!(answer["result"], "error", "{answer}");
     assert_eq!(answer["code"], "invalid_input", "{answer}");
     assert!(
@@ -321,18 +327,10 @@ fn bad_cli_input_changes_nothing() {
     );
     // A field the daemon does not know is refused by name, not ignored: `ttl` for `ttl_secs`
     // once made a permanent block.
-    let mut stream = UnixStream::connect(&d.socket).expect("connect to the control socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream
-        .write_all(b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\"],\"ttl\":60}\n")
-        .expect("send");
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .expect("answer");
-    let answer: Value = serde_json::from_str(&line).expect("JSON answer");
+    let answer = raw_request(
+        &d.socket,
+        b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\"],\"ttl\":60}\n",
+    );
     assert_eq!(answer["code"], "invalid_input", "{answer}");
     assert!(
         answer["message"]
