@@ -47,6 +47,9 @@ const TEMP_PREFIX: &str = "api-shield-crowdsec-";
 
 /// One install at a time within the test process (apt and dpkg take their own locks too).
 static INSTALL: Mutex<()> = Mutex::new(());
+/// One local API at a time within the test process: two tests that both found 8080 free
+/// would both bind it, and they share the package's database.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A `crowdsec -no-cs` process of our own, with a bouncer key for the tests.
 pub struct Lapi {
@@ -61,6 +64,8 @@ pub struct Lapi {
     child: Option<Child>,
     /// Decisions added through this value, as (`-i` or `-r`, value), deleted on drop.
     added: Vec<(&'static str, String)>,
+    /// Released after `Drop` stopped the process (fields drop after `drop` runs).
+    _exclusive: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Lapi {
@@ -68,6 +73,7 @@ impl Lapi {
     /// exact error when crowdsec cannot be installed or started here.
     pub fn start() -> Lapi {
         ensure_installed().unwrap_or_else(|e| panic!("crowdsec is not available: {e}"));
+        let exclusive = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let id = unique_id();
         let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{id}"));
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
@@ -86,6 +92,7 @@ impl Lapi {
             config,
             child: None,
             added: Vec::new(),
+            _exclusive: exclusive,
         };
         lapi.start_process();
         lapi.sweep_bouncers();
