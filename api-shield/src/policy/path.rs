@@ -47,7 +47,8 @@ pub enum PathError {
         /// Offset of the `%`.
         at: usize,
     },
-    /// `%25` followed by two hex digits.
+    /// `%25` followed by two hex digits, in the path or once decoded (offset in the path as
+    /// decoded so far).
     #[error("double percent-encoding at byte {at} is not accepted")]
     DoubleEncoded {
         /// Offset of the `%`.
@@ -183,7 +184,21 @@ fn decode_unreserved(bytes: &[u8]) -> Result<String, PathError> {
         }
         i += 1;
     }
+    // Decoding can assemble a double encoding the raw scan did not see (`%25%32%65` becomes
+    // `%252e`): the forwarded path must hold none.
+    if let Some(at) = double_encoded_at(out.as_bytes()) {
+        return Err(PathError::DoubleEncoded { at });
+    }
     Ok(out)
+}
+
+/// Offset of a `%25` followed by two hex digits in `bytes`, if any.
+fn double_encoded_at(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(5).position(|w| {
+        w[..3].eq_ignore_ascii_case(b"%25")
+            && hex_value(w[3]).is_some()
+            && hex_value(w[4]).is_some()
+    })
 }
 
 /// Resolves `.` and `..` (never above the root) and merges empty segments.

@@ -66,6 +66,12 @@ fn refused() -> Vec<(&'static str, PathError)> {
         ("/admin/..;/x", PathError::PathParameter { at: 9 }),
         ("/%252e%252e/admin", PathError::DoubleEncoded { at: 1 }),
         ("/a%2541", PathError::DoubleEncoded { at: 2 }),
+        // Found by the `route_path` fuzz target: decoding assembles `%25E3` / `%252e`.
+        ("/%25%453", PathError::DoubleEncoded { at: 1 }),
+        (
+            "/%25%32%65%25%32%65/admin",
+            PathError::DoubleEncoded { at: 1 },
+        ),
         ("/a%G1", PathError::BadEscape { at: 2 }),
         ("/a%2", PathError::BadEscape { at: 2 }),
         ("/a%", PathError::BadEscape { at: 2 }),
