@@ -131,7 +131,7 @@ pub struct UnblockArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The list file; the daemon reads it.
+    /// The list file, read with your own rights and sent to the daemon; `-` reads standard input.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Name of the list it replaces.

@@ -92,21 +92,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             print_list,
         ),
         Command::Lists(o) => ask(&socket, &Request::Lists, o.json, print_lists),
-        Command::Import(i) => {
-            // The daemon reads the file: give it a path that does not depend on our cwd.
-            let path = match std::path::absolute(&i.file) {
-                Ok(p) => p,
-                Err(e) => return fail(EXIT_REFUSED, &format!("{}: {e}", i.file.display())),
-            };
-            let req = Request::Import {
-                path,
-                list: i.list,
-                format: i.format,
-                skip_invalid: i.skip_invalid,
-                force: i.force,
-            };
-            ask(&socket, &req, i.json, print_change)
-        }
+        Command::Import(i) => import(&socket, i),
         Command::Flush(f) => ask(
             &socket,
             &Request::Flush { list: f.list },
@@ -235,8 +221,61 @@ fn change(
     ask(socket, &make(addrs), false, print_change)
 }
 
+/// `import FILE|-`: the CLI opens the file with the rights of whoever runs it and streams its
+/// bytes to the daemon, which never opens a path a client names.
+fn import(socket: &std::path::Path, i: crate::cli::ImportArgs) -> ExitCode {
+    let stdin = i.file.as_os_str() == "-";
+    let (source, name): (control::client::BodySource, String) = if stdin {
+        (Box::new(std::io::stdin()), "stdin".to_owned())
+    } else {
+        match std::fs::File::open(&i.file) {
+            Ok(f) => (Box::new(f), source_name(&i.file)),
+            Err(e) => {
+                return fail(
+                    EXIT_REFUSED,
+                    &format!("cannot read {}: {e}", i.file.display()),
+                );
+            }
+        }
+    };
+    let req = Request::Import {
+        list: i.list,
+        source: Some(name.clone()),
+        format: i.format,
+        skip_invalid: i.skip_invalid,
+        force: i.force,
+    };
+    let answer = control::request_with_body(socket, &req, source).map_err(|e| match e {
+        control::ClientError::Source(io) => control::ClientError::Source(std::io::Error::new(
+            io.kind(),
+            format!("cannot read {name}: {io}"),
+        )),
+        other => other,
+    });
+    show(answer, i.json, print_change)
+}
+
+/// The name the daemon shows for an imported file: its path made safe to keep (escaped, and
+/// its end kept if it is long, since the file name is the part that tells lists apart).
+fn source_name(path: &std::path::Path) -> String {
+    let shown = crate::text::escape(&path.display().to_string()).into_owned();
+    let chars = shown.chars().count();
+    if chars <= crate::text::MAX_TEXT_CHARS {
+        return shown;
+    }
+    let tail: String = shown
+        .chars()
+        .skip(chars - (crate::text::MAX_TEXT_CHARS - 1))
+        .collect();
+    format!("…{tail}")
+}
+
 fn ask(socket: &std::path::Path, req: &Request, json: bool, human: fn(&Value)) -> ExitCode {
-    match control::request(socket, req) {
+    show(control::request(socket, req), json, human)
+}
+
+fn show(answer: Result<Response, control::ClientError>, json: bool, human: fn(&Value)) -> ExitCode {
+    match answer {
         Ok(Response::Ok { body }) => {
             if json {
                 println!(

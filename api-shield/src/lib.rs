@@ -24,4 +24,5 @@ pub mod privilege;
 pub mod push;
 pub mod state_dir;
 pub mod table;
+pub mod text;
 pub mod top;

@@ -252,9 +252,9 @@ pub fn control_request(data: &[u8]) {
     match &request {
         Request::Status | Request::Stats | Request::Lists | Request::Reload => {}
         Request::List { origin, .. } => strings.extend(origin.as_deref()),
-        Request::Import { path, list, .. } => {
+        Request::Import { list, source, .. } => {
             strings.push(list);
-            strings.extend(path.to_str());
+            strings.extend(source.as_deref());
         }
         Request::Flush { list } => strings.push(list),
         Request::Block {

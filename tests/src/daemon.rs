@@ -272,10 +272,32 @@ impl Daemon {
         run(self.cli_command(args).uid(uid).gid(gid), COMMAND_TIMEOUT)
     }
 
-    fn cli_command(&self, args: &[&str]) -> Command {
+    /// The CLI as a command against this daemon's socket, for a test that wires its stdin or
+    /// runs it in the background itself.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--socket").arg(&self.socket).args(args);
         cmd
+    }
+
+    /// Writes `bytes` to the control socket as they are (no client in between), closes the
+    /// writing side and returns the daemon's one-line JSON answer.
+    pub fn raw_request(&self, bytes: &[u8]) -> Value {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)
+            .expect("connect to the control socket");
+        stream
+            .set_read_timeout(Some(COMMAND_TIMEOUT))
+            .expect("timeout");
+        stream.write_all(bytes).expect("send");
+        stream
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shut down the writing side");
+        let mut answer = String::new();
+        BufReader::new(&stream)
+            .read_line(&mut answer)
+            .expect("answer");
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("answer {answer:?}: {e}"))
     }
 
     /// Runs a CLI verb that must succeed and print JSON; returns the JSON.

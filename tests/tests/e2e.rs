@@ -7,10 +7,8 @@
 //! Needs root and the release binary (`API_SHIELD_BIN`, else `target/release/api-shield`).
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 use tests::daemon::{Daemon, packets};
 use tests::metrics::scrape;
@@ -259,20 +257,6 @@ fn blocks_survive_kill_9_and_a_restart_adopts_the_pins() {
     assert_eq!(env.exchange(false, 50), (50, 0), "after the restart");
 }
 
-/// One request line written to the control socket as is, and the daemon's answer.
-fn raw_request(socket: &std::path::Path, line: &[u8]) -> Value {
-    let mut stream = UnixStream::connect(socket).expect("connect to the control socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    stream.write_all(line).expect("send");
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .expect("answer");
-    serde_json::from_str(&answer).expect("JSON answer")
-}
-
 #[test]
 fn bad_cli_input_changes_nothing() {
     let env = Env::new(LISTS_ONLY);
@@ -307,10 +291,7 @@ fn bad_cli_input_changes_nothing() {
     }
 
     // The daemon checks too: a raw request mixing a good and a bad token applies nothing.
-    let answer = raw_request(
-        &d.socket,
-        b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\",\"nonsense\"]}\n",
-    );
+    let answer = d.raw_request(b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\",\"nonsense\"]}\n");
     assert_eq!(answer["result"], "error", "{answer}");
     assert_eq!(answer["code"], "invalid_input", "{answer}");
     assert!(
@@ -327,10 +308,7 @@ fn bad_cli_input_changes_nothing() {
     );
     // A field the daemon does not know is refused by name, not ignored: `ttl` for `ttl_secs`
     // once made a permanent block.
-    let answer = raw_request(
-        &d.socket,
-        b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\"],\"ttl\":60}\n",
-    );
+    let answer = d.raw_request(b"{\"op\":\"block\",\"nets\":[\"198.18.5.7\"],\"ttl\":60}\n");
     assert_eq!(answer["code"], "invalid_input", "{answer}");
     assert!(
         answer["message"]

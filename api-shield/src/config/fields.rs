@@ -42,6 +42,11 @@ pub(super) fn v6_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error>
     in_range(d, 0, V6_BITS)
 }
 
+/// A size of which zero makes no sense.
+pub(super) fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, u64::MAX)
+}
+
 /// A count of which zero makes no sense (a map of no entries, no events at all).
 pub(super) fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, u32::MAX)

@@ -90,6 +90,45 @@ pub struct Config {
     /// Longest TTL a block may have, from any path (CLI, push API, feeds, CrowdSec, snapshot).
     #[serde(with = "humantime_serde")]
     pub max_ttl: std::time::Duration,
+    /// Limits on the list bytes `api-shield import` sends.
+    pub import: Import,
+}
+
+/// What the daemon accepts from `api-shield import`, which streams the list's bytes over the
+/// control socket (the daemon never opens a path a client names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Import {
+    /// Largest list accepted, in bytes.
+    #[serde(deserialize_with = "fields::positive_u64")]
+    pub max_bytes: u64,
+    /// Longest wait for the next bytes of a list; a stalled pipe is dropped after it.
+    #[serde(with = "fields::duration")]
+    pub read_timeout: Duration,
+}
+
+impl Default for Import {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_IMPORT_MAX_BYTES,
+            read_timeout: DEFAULT_IMPORT_READ_TIMEOUT,
+        }
+    }
+}
+
+/// Generous for the largest public blocklists (a million CIDRs is about 20 MB).
+pub const DEFAULT_IMPORT_MAX_BYTES: u64 = 512 * 1024 * 1024;
+/// Long enough for a slow producer on a pipe, short enough that a stalled one is noticed.
+pub const DEFAULT_IMPORT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Import {
+    /// The control socket's limits on an import's body.
+    pub const fn body_limits(&self) -> crate::control::BodyLimits {
+        crate::control::BodyLimits {
+            max_bytes: self.max_bytes,
+            read_timeout: self.read_timeout,
+        }
+    }
 }
 
 /// Per-source rate limits.
@@ -178,6 +217,7 @@ impl Default for Config {
             gateway: None,
             run_as: None,
             max_ttl: crate::parse::DEFAULT_MAX_TTL,
+            import: Import::default(),
         }
     }
 }

@@ -112,6 +112,7 @@ fn every_key_config() -> Config {
         gateway: None,
         run_as: None,
         max_ttl: crate::parse::DEFAULT_MAX_TTL,
+        import: super::Import::default(),
     }
 }
 

@@ -1,10 +1,12 @@
 //! The control socket between the CLI and the daemon: the protocol, the daemon's server and
 //! the CLI's client. See `protocol` for the wire format.
 
+pub mod body;
 pub mod client;
 pub mod protocol;
 pub mod server;
 
-pub use client::{ClientError, request};
+pub use body::{BodyError, BodyLimits};
+pub use client::{ClientError, request, request_with_body};
 pub use protocol::{ErrorCode, Request, Response, parse_request};
-pub use server::{Handler, PeerCred, PeerPolicy, bind, resolve_group, serve};
+pub use server::{Handler, PeerCred, PeerPolicy, RequestBody, bind, resolve_group, serve};

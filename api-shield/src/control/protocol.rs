@@ -37,10 +37,14 @@ pub enum Request {
     },
     /// Every origin with its size, source, last update, revision and drops.
     Lists,
-    /// Replaces a named list with the content of a file the daemon reads.
+    /// Replaces a named list with the bytes that follow the request line on the same connection,
+    /// framed as [`body`] describes. The daemon never opens a path a client names: the client
+    /// reads the file with its own rights and sends what it read.
     Import {
-        path: std::path::PathBuf,
         list: String,
+        /// What the bytes came from (a file name, `stdin`), shown in `lists` and messages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
         #[serde(default = "default_format")]
         format: crate::lists::formats::Format,
         #[serde(default)]
@@ -107,6 +111,11 @@ fn default_format() -> crate::lists::formats::Format {
 }
 
 impl Request {
+    /// True for a request whose line is followed by a framed body ([`body`]).
+    pub const fn carries_body(&self) -> bool {
+        matches!(self, Request::Import { .. })
+    }
+
     /// The `op` tag, as written on the wire and in the audit log.
     pub const fn op(&self) -> &'static str {
         match self {

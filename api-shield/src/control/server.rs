@@ -16,6 +16,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
+use super::body::{self, BodyError, BodyLimits};
 use super::protocol::{self, ErrorCode, MAX_REQUEST_BYTES, Request, Response};
 
 /// Owner read/write, group read/write: root and the control group, nobody else.
@@ -38,10 +39,22 @@ pub struct PeerCred {
     pub pid: Option<i32>,
 }
 
-/// Answers requests. Synchronous: the daemon's work per request is short, and a blocking call
-/// keeps the handler free of async machinery.
+/// What followed a request line: nothing, a body read whole, or a body that was refused (the
+/// handler answers and audits the refusal like any other).
+#[derive(Debug)]
+pub enum RequestBody {
+    None,
+    Bytes(Vec<u8>),
+    Refused(BodyError),
+}
+
+/// Answers requests. Synchronous, and called off the async workers: a request may wait for the
+/// daemon's state lock or parse a large list, and must not stall the other connections.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, peer: &PeerCred, req: Request) -> Response;
+    fn handle(&self, peer: &PeerCred, req: Request, body: RequestBody) -> Response;
+    /// Limits on the body of a request that carries one, read at each such request so a
+    /// reload applies to the next one.
+    fn body_limits(&self) -> BodyLimits;
 }
 
 /// Who may use the socket: root always, plus the members of one group if configured.
@@ -315,15 +328,48 @@ async fn connection(stream: UnixStream, policy: PeerPolicy, handler: Arc<dyn Han
                 return;
             }
         };
-        let response = match protocol::parse_request(&line) {
-            Ok(request) => handler.handle(&peer, request),
-            Err(e) => Response::error(ErrorCode::InvalidInput, format!("malformed request: {e}")),
+        let (response, last) = match protocol::parse_request(&line) {
+            Ok(request) if request.carries_body() => {
+                let body = match body::read(&mut reader, handler.body_limits()).await {
+                    Ok(bytes) => RequestBody::Bytes(bytes),
+                    Err(e) => RequestBody::Refused(e),
+                };
+                // A refused body leaves the stream inside a frame: nothing after it can be read.
+                let last = matches!(body, RequestBody::Refused(_));
+                (dispatch(&handler, peer, request, body).await, last)
+            }
+            Ok(request) => (
+                dispatch(&handler, peer, request, RequestBody::None).await,
+                false,
+            ),
+            Err(e) => (
+                Response::error(ErrorCode::InvalidInput, format!("malformed request: {e}")),
+                false,
+            ),
         };
         if let Err(e) = send(&mut write, &response).await {
             tracing::debug!(error = %e, "control connection write failed");
             return;
         }
+        if last {
+            return;
+        }
     }
+}
+
+async fn dispatch(
+    handler: &Arc<dyn Handler>,
+    peer: PeerCred,
+    request: Request,
+    body: RequestBody,
+) -> Response {
+    let handler = Arc::clone(handler);
+    tokio::task::spawn_blocking(move || handler.handle(&peer, request, body))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "control request handler failed");
+            Response::error(ErrorCode::Internal, "the request failed inside the daemon")
+        })
 }
 
 enum Line {
@@ -387,8 +433,20 @@ mod tests {
     struct Echo;
 
     impl Handler for Echo {
-        fn handle(&self, peer: &PeerCred, req: Request) -> Response {
-            Response::ok(json!({"op": req.op(), "uid": peer.uid, "request": req}))
+        fn handle(&self, peer: &PeerCred, req: Request, body: RequestBody) -> Response {
+            let body = match body {
+                RequestBody::None => json!(null),
+                RequestBody::Bytes(b) => json!(String::from_utf8_lossy(&b)),
+                RequestBody::Refused(e) => json!({"refused": e.to_string()}),
+            };
+            Response::ok(json!({"op": req.op(), "uid": peer.uid, "request": req, "body": body}))
+        }
+
+        fn body_limits(&self) -> BodyLimits {
+            BodyLimits {
+                max_bytes: 1 << 20,
+                read_timeout: Duration::from_secs(5),
+            }
         }
     }
 

@@ -1,10 +1,11 @@
 //! Answers control requests from the socket with the daemon's operations, and audits every
 //! change with who asked.
 
+use super::import::{self, ImportRequest};
 use super::ops::{OpError, State};
 use super::reload::Reloader;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
-use crate::control::{ErrorCode, Handler, PeerCred, Request, Response};
+use crate::control::{BodyLimits, ErrorCode, Handler, PeerCred, Request, RequestBody, Response};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,6 +13,8 @@ pub struct DaemonHandler {
     pub state: Arc<Mutex<State>>,
     pub audit: Arc<AuditLog>,
     pub reloader: Arc<Reloader>,
+    /// `[import]` as the daemon started with it.
+    pub body_limits: BodyLimits,
 }
 
 impl DaemonHandler {
@@ -50,13 +53,17 @@ impl DaemonHandler {
 }
 
 impl Handler for DaemonHandler {
-    fn handle(&self, peer: &PeerCred, req: Request) -> Response {
+    fn body_limits(&self) -> BodyLimits {
+        self.body_limits
+    }
+
+    fn handle(&self, peer: &PeerCred, req: Request, body: RequestBody) -> Response {
         if matches!(req, Request::Reload) {
             // Reads the files before taking the daemon's lock, so not under it.
             return self.reload(peer);
         }
         let op = req.op();
-        let args = match &req {
+        let mut args = match &req {
             Request::Block { .. }
             | Request::Unblock { .. }
             | Request::Allow { .. }
@@ -65,33 +72,40 @@ impl Handler for DaemonHandler {
             | Request::Flush { .. } => Some(serde_json::to_value(&req).unwrap_or(Value::Null)),
             _ => None,
         };
-        let result = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match req {
-                Request::Status => Ok(state.status()),
-                Request::Stats => state.stats(),
-                Request::List { action, origin } => Ok(state.list(action, origin.as_deref())),
-                Request::Lists => state.lists(),
-                Request::Import {
-                    path,
+        if let (Some(Value::Object(a)), RequestBody::Bytes(bytes)) = (&mut args, &body) {
+            a.insert("bytes".into(), json!(bytes.len()));
+        }
+        let result = match req {
+            Request::Import {
+                list,
+                source,
+                format,
+                skip_invalid,
+                force,
+            } => {
+                // Parsed before the state lock is taken: only the swap holds it.
+                let request = ImportRequest {
                     list,
+                    source,
                     format,
                     skip_invalid,
                     force,
-                } => state.import(&path, &list, format, skip_invalid, force),
-                Request::Flush { list } => state.flush(&list),
-                Request::Block {
-                    nets,
-                    ttl_secs,
-                    reason,
-                    force,
-                    list,
-                } => state.block(&nets, ttl_secs, reason, force, list.as_deref()),
-                Request::Unblock { nets, list } => state.unblock(&nets, list.as_deref()),
-                Request::Allow { nets } => state.allow(&nets),
-                Request::Unallow { nets } => state.unallow(&nets),
-                Request::Reload => unreachable!("answered above"),
+                };
+                match body {
+                    RequestBody::Bytes(bytes) => {
+                        import::prepare(request, bytes).and_then(|prepared| {
+                            prepared.apply(
+                                &mut self.state.lock().unwrap_or_else(PoisonError::into_inner),
+                            )
+                        })
+                    }
+                    RequestBody::Refused(e) => Err(OpError::Invalid(e.to_string())),
+                    RequestBody::None => Err(OpError::Invalid(
+                        "an import carries the list after the request line".into(),
+                    )),
+                }
             }
+            req => self.under_lock(req),
         };
         if let Some(args) = args {
             let (outcome, detail) = match &result {
@@ -113,6 +127,34 @@ impl Handler for DaemonHandler {
                 Response::error(ErrorCode::Refused, m)
             }
             Err(OpError::Internal(m)) => Response::error(ErrorCode::Internal, m),
+        }
+    }
+}
+
+impl DaemonHandler {
+    /// The requests answered wholly under the state lock.
+    fn under_lock(&self, req: Request) -> Result<Value, OpError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        match req {
+            Request::Status => Ok(state.status()),
+            Request::Stats => state.stats(),
+            Request::List { action, origin } => Ok(state.list(action, origin.as_deref())),
+            Request::Lists => state.lists(),
+            Request::Import { .. } => Err(OpError::Internal(
+                "an import is answered outside the state lock".into(),
+            )),
+            Request::Flush { list } => state.flush(&list),
+            Request::Block {
+                nets,
+                ttl_secs,
+                reason,
+                force,
+                list,
+            } => state.block(&nets, ttl_secs, reason, force, list.as_deref()),
+            Request::Unblock { nets, list } => state.unblock(&nets, list.as_deref()),
+            Request::Allow { nets } => state.allow(&nets),
+            Request::Unallow { nets } => state.unallow(&nets),
+            Request::Reload => unreachable!("answered above"),
         }
     }
 }

@@ -5,15 +5,12 @@ use super::guard::{Applied, OnLockout};
 use super::ops::{ORIGIN_KERNEL_NAME, OpError, State, origin_of};
 use crate::decisions::store::{Entry, OriginList};
 use crate::kernel::clock;
-use crate::lists::{ListEntry, formats};
-use crate::lockout::Lockout;
+use crate::lists::ListEntry;
 use crate::model::Action;
 use api_shield_common::state::ORIGIN_KERNEL;
 use ipnet::IpNet;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 fn entry_of(e: &ListEntry, now_ms: u64, forced: bool) -> Entry {
     Entry {
@@ -102,53 +99,6 @@ impl State {
         Ok(json!({"list": origin, "removed": removed}))
     }
 
-    /// Imports a list file into list `name`, replacing its content: all of the file or, when
-    /// a line is bad, nothing (unless `skip_invalid`, which reports every skipped line). A
-    /// line that would cut this host off refuses the file, naming the line, unless `force`.
-    pub fn import(
-        &mut self,
-        path: &Path,
-        name: &str,
-        format: formats::Format,
-        skip_invalid: bool,
-        force: bool,
-    ) -> Result<Value, OpError> {
-        let started = Instant::now();
-        origin_of(Some(name))?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| OpError::Invalid(format!("cannot read {}: {e}", path.display())))?;
-        let file = path.display().to_string();
-        let parsed = formats::parse(&text, &file, format, skip_invalid)
-            .map_err(|e| OpError::Invalid(format!("{e}; nothing was applied")))?;
-        let parsed_in = started.elapsed();
-        let on_lockout = if force {
-            OnLockout::Force
-        } else {
-            OnLockout::Refuse
-        };
-        let applied = self
-            .replace_list(name, &file, &parsed.entries, on_lockout)
-            .map_err(|e| match e {
-                OpError::Lockout { refused, .. } => {
-                    let message = import_lockout_message(&text, &file, format, &refused);
-                    OpError::Lockout { refused, message }
-                }
-                other => other,
-            })?;
-        let revision = applied.revision;
-        Ok(json!({
-            "list": name,
-            "entries": parsed.entries.len(),
-            "duplicates": parsed.duplicates,
-            "skipped": parsed.skipped.iter().map(|s| json!({"line": s.line, "text": s.text, "reason": s.reason})).collect::<Vec<_>>(),
-            "format": parsed.format,
-            "revision": revision,
-            "forced": applied.forced,
-            "parse_ms": parsed_in.as_millis() as u64,
-            "total_ms": started.elapsed().as_millis() as u64,
-        }))
-    }
-
     /// Every origin with its size, source, last update, revision and kernel drops.
     pub fn lists(&self) -> Result<Value, OpError> {
         let drops = self
@@ -217,26 +167,4 @@ pub enum UpdateError {
     Conflict { current: u64, expected: u64 },
     #[error(transparent)]
     Op(OpError),
-}
-
-/// The refusal of an import, naming the file and line of each entry that would cut this host
-/// off.
-fn import_lockout_message(
-    text: &str,
-    file: &str,
-    format: formats::Format,
-    refused: &Lockout,
-) -> String {
-    let named: Vec<String> = refused
-        .refused
-        .iter()
-        .map(|c| match formats::line_of(text, format, &c.net) {
-            Some(line) => format!("{file}:{line}: {c}"),
-            None => format!("{file}: {c}"),
-        })
-        .collect();
-    format!(
-        "refusing to import: {}; nothing was applied (use --force to import anyway)",
-        named.join("; ")
-    )
 }

@@ -6,6 +6,7 @@ pub mod events;
 pub mod gateway;
 pub mod guard;
 pub mod handler;
+pub mod import;
 pub mod instance_lock;
 pub mod link_watch;
 pub mod lists;

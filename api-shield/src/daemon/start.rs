@@ -290,6 +290,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         state: state.clone(),
         audit: audit.clone(),
         reloader: Arc::clone(&reloader),
+        body_limits: current.import.body_limits(),
     });
     let server = tokio::spawn(control::serve(
         listener,

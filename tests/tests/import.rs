@@ -1,0 +1,327 @@
+//! `api-shield import` as a member of the control group would attack it: the daemon (root)
+//! never opens a path a client names, a stalled pipe never stalls the daemon, and oversize,
+//! endless, cut-off or non-text input is refused whole with the old lists still enforced.
+
+use serde_json::Value;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tests::daemon::Daemon;
+use tests::netns::{Lab, Pace, Receiver, spawn_udp};
+use tests::proc::Proc;
+
+/// `nobody` and `nogroup` on Debian.
+const NOBODY: u32 = 65_534;
+const NOGROUP: u32 = 65_534;
+const PORT: u16 = 9000;
+const N: u64 = 50;
+/// The cap the tests configure, small enough to cross with a test file.
+const MAX_BYTES: usize = 4096;
+/// Long enough for the checks made while a pipe is stalled.
+const READ_TIMEOUT_SECS: u64 = 4;
+/// What `status` or `block` may take while an import is pending: far below the read timeout.
+const RESPONSIVE: Duration = Duration::from_millis(1500);
+/// Text only the root-only file holds.
+const SECRET: &str = "root-only-secret-line";
+
+fn config() -> String {
+    format!(
+        "control_group = \"nogroup\"\n\
+         [limits]\npackets_per_second = 0\nsyn_per_second = 0\n\
+         [autoblock]\nstrikes = 0\n\
+         [import]\nmax_bytes = {MAX_BYTES}\nread_timeout = \"{READ_TIMEOUT_SECS}s\"\n"
+    )
+}
+
+struct Env {
+    lab: Lab,
+    daemon: Daemon,
+    rx: Receiver,
+}
+
+impl Env {
+    fn new() -> Env {
+        let lab = Lab::new();
+        let daemon = Daemon::start(&lab, &config());
+        // Lets `nobody` reach the socket (0660, group nogroup) and the files it may read.
+        std::fs::set_permissions(&daemon.dir, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the daemon's directory");
+        let rx = Receiver::start(&lab.server, PORT);
+        Env { lab, daemon, rx }
+    }
+
+    fn file(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        let path = self.daemon.dir.join(name);
+        std::fs::write(&path, bytes).expect("write a list file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path
+    }
+
+    fn lists(&self) -> Value {
+        self.daemon.json(&["lists", "--json"])
+    }
+
+    fn list_names(&self) -> Vec<String> {
+        self.lists()
+            .as_array()
+            .expect("lists is an array")
+            .iter()
+            .filter_map(|l| l["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Datagrams of `N` from the bad client that arrived.
+    fn bad_arrivals(&self) -> u64 {
+        let target = self.rx.target(&self.lab.server, false);
+        let before = self.rx.count(IpAddr::V4(self.lab.bad.v4));
+        let sent = spawn_udp(&self.lab.bad, target, Pace::steady(N))
+            .join()
+            .expect("sender");
+        assert_eq!(sent, N);
+        self.rx.settle();
+        self.rx.count(IpAddr::V4(self.lab.bad.v4)) - before
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[test]
+fn import_reads_as_the_caller_and_never_as_root() {
+    let env = Env::new();
+    let d = &env.daemon;
+    let secret = env.file(
+        "secret.txt",
+        format!("198.18.9.9\n{SECRET}\n").as_bytes(),
+        0o600,
+    );
+    let out = d.cli_as(
+        NOBODY,
+        NOGROUP,
+        &[
+            "import",
+            path_str(&secret),
+            "--list",
+            "x",
+            "--skip-invalid",
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("cannot read") && out.stderr.contains("ermission denied"),
+        "{out:?}"
+    );
+    assert!(
+        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+        "a root-only file's content reached the caller: {out:?}"
+    );
+    assert!(!env.list_names().contains(&"x".to_owned()));
+
+    // What the caller may read imports, named by its path.
+    let readable = env.file(
+        "readable.txt",
+        format!("{}\n", env.lab.bad.v4).as_bytes(),
+        0o644,
+    );
+    let out = d.cli_as(
+        NOBODY,
+        NOGROUP,
+        &["import", path_str(&readable), "--list", "x", "--json"],
+    );
+    assert!(out.success(), "{out:?}");
+    let body: Value = serde_json::from_str(&out.stdout).expect("import prints JSON");
+    assert_eq!(body["entries"], 1, "{body}");
+    assert_eq!(body["source"], path_str(&readable), "{body}");
+    assert_eq!(env.bad_arrivals(), 0, "the imported list is not enforced");
+
+    // The audit trail says who imported what, and how much.
+    let audited: Vec<Value> = d
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["op"] == "import")
+        .collect();
+    let last = audited.last().expect("the import is audited");
+    assert_eq!(last["uid"], NOBODY, "{last}");
+    assert_eq!(last["args"]["source"], path_str(&readable), "{last}");
+    assert!(last["args"]["bytes"].as_u64().is_some(), "{last}");
+}
+
+#[test]
+fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
+    let env = Env::new();
+    let d = &env.daemon;
+    let mut child = d
+        .cli_command(&["import", "-", "--list", "piped", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the import");
+    let mut stdin = child.stdin.take().expect("the import's stdin");
+    let mut importer = Proc {
+        name: "import from a pipe",
+        child,
+    };
+    stdin.write_all(b"# from a pipe\n").expect("first bytes");
+
+    // The import is pending: the daemon answers and changes state meanwhile.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    assert_eq!(d.status()["attached"], true);
+    d.ok(&["block", "198.18.6.6"]);
+    let took = started.elapsed();
+    assert!(
+        took < RESPONSIVE,
+        "status and block took {took:?} while an import was pending"
+    );
+
+    stdin
+        .write_all(format!("{}\n", env.lab.bad.v4).as_bytes())
+        .expect("the rest");
+    drop(stdin);
+    let out = importer.child.wait_with_output_bounded();
+    assert_eq!(out.0, Some(0), "{out:?}");
+    let body: Value = serde_json::from_str(&out.1).expect("import prints JSON");
+    assert_eq!(body["entries"], 1, "{body}");
+    assert_eq!(body["source"], "stdin", "{body}");
+    assert_eq!(env.bad_arrivals(), 0, "the piped list is not enforced");
+
+    // A pipe that stops sending is dropped after the read timeout; the list stays as it was.
+    let before = env.lists();
+    let mut child = d
+        .cli_command(&["import", "-", "--list", "piped"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the import");
+    let mut stdin = child.stdin.take().expect("the import's stdin");
+    let mut stalled = Proc {
+        name: "import from a stalled pipe",
+        child,
+    };
+    stdin.write_all(b"198.18.6.7\n").expect("first bytes");
+    let started = Instant::now();
+    let out = stalled.child.wait_with_output_bounded();
+    drop(stdin);
+    assert_eq!(out.0, Some(2), "{out:?}");
+    assert!(
+        out.2
+            .contains(&format!("no data arrived for {READ_TIMEOUT_SECS}s")),
+        "{out:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(READ_TIMEOUT_SECS));
+    assert_eq!(env.lists(), before, "a stalled import changed the lists");
+    assert_eq!(env.bad_arrivals(), 0);
+}
+
+#[test]
+fn oversize_endless_cut_and_binary_imports_change_nothing() {
+    let env = Env::new();
+    let d = &env.daemon;
+    let kept = env.file(
+        "kept.txt",
+        format!("{}\n", env.lab.bad.v4).as_bytes(),
+        0o644,
+    );
+    d.ok(&["import", path_str(&kept), "--list", "kept"]);
+    let before = env.lists();
+
+    let mut big = String::new();
+    let mut i = 0u32;
+    while big.len() <= MAX_BYTES {
+        big.push_str(&format!("198.19.{}.{}\n", i / 256, i % 256));
+        i += 1;
+    }
+    let big = env.file("big.txt", big.as_bytes(), 0o644);
+    let binary = env.file("binary.txt", b"198.18.9.1\n\xff\xfe\n", 0o644);
+    let refusals: [(&[&str], &str); 3] = [
+        (
+            &["import", path_str(&big), "--list", "kept"],
+            "larger than 4096 bytes",
+        ),
+        (
+            &["import", "/dev/zero", "--list", "kept"],
+            "larger than 4096 bytes",
+        ),
+        (
+            &["import", path_str(&binary), "--list", "kept"],
+            "not UTF-8 text",
+        ),
+    ];
+    for (args, named) in refusals {
+        let out = d.cli(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
+        assert!(out.stderr.contains(named), "{args:?}: {out:?}");
+        assert!(out.stderr.contains("nothing was applied"), "{out:?}");
+        assert_eq!(env.lists(), before, "{args:?} changed the lists");
+    }
+
+    // A client that stops before the end of its list (killed, or its read failed).
+    let mut cut = b"{\"op\":\"import\",\"list\":\"kept\"}\n".to_vec();
+    let frame = b"198.18.9.2\n";
+    cut.extend_from_slice(&u32::try_from(frame.len()).unwrap().to_be_bytes());
+    cut.extend_from_slice(frame);
+    let answer = d.raw_request(&cut);
+    assert_eq!(answer["code"], "invalid_input", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stopped before the end of the list"),
+        "{answer}"
+    );
+    // An import request with a path, as older clients sent, is refused naming the field.
+    let answer = d.raw_request(b"{\"op\":\"import\",\"list\":\"kept\",\"path\":\"/etc/shadow\"}\n");
+    assert_eq!(answer["code"], "invalid_input", "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `path`"),
+        "{answer}"
+    );
+    assert_eq!(env.lists(), before, "a cut import changed the lists");
+    assert_eq!(env.bad_arrivals(), 0, "the kept list stopped enforcing");
+    let failed = d
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["op"] == "import" && r["result"] == "error")
+        .count();
+    assert!(failed >= 4, "refused imports are audited: {failed}");
+}
+
+/// Waiting on a child with a bound, since a test must not hang on a stuck CLI.
+trait BoundedWait {
+    /// (exit code, stdout, stderr), waiting at most the command timeout.
+    fn wait_with_output_bounded(&mut self) -> (Option<i32>, String, String);
+}
+
+impl BoundedWait for std::process::Child {
+    fn wait_with_output_bounded(&mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        let deadline = Instant::now() + tests::netns::COMMAND_TIMEOUT;
+        loop {
+            match self.try_wait().expect("wait for the CLI") {
+                Some(status) => {
+                    let mut out = String::new();
+                    let mut err = String::new();
+                    if let Some(mut o) = self.stdout.take() {
+                        o.read_to_string(&mut out).expect("stdout");
+                    }
+                    if let Some(mut e) = self.stderr.take() {
+                        e.read_to_string(&mut err).expect("stderr");
+                    }
+                    return (status.code(), out, err);
+                }
+                None if Instant::now() > deadline => panic!("the CLI did not finish in time"),
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+}
