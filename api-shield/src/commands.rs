@@ -303,7 +303,7 @@ fn print_reload(body: &Value) {
         .into_iter()
         .flatten()
     {
-        println!("warning: {}", w.as_str().unwrap_or_default());
+        println!("warning: {}", shown(w.as_str().unwrap_or_default()));
     }
 }
 
@@ -355,13 +355,13 @@ fn print_lists(body: &Value) {
     for l in body.as_array().into_iter().flatten() {
         println!(
             "{:<24} {:>10} {:>10} {:>14}  {}",
-            l["name"].as_str().unwrap_or("?"),
+            shown(l["name"].as_str().unwrap_or("?")),
             l["entries"].as_u64().unwrap_or(0),
             l["revision"]
                 .as_u64()
                 .map_or("-".to_string(), |r| r.to_string()),
             l["drops"]["packets"].as_u64().unwrap_or(0),
-            l["source"].as_str().unwrap_or("-"),
+            shown(l["source"].as_str().unwrap_or("-")),
         );
     }
 }
@@ -375,6 +375,13 @@ fn format_expiry(ms: u64) -> String {
     }
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
+}
+
+/// Text from the daemon as the terminal may show it: outside text (reasons, list sources) is
+/// checked on the way in, and escaped here too, so a terminal never receives a control
+/// sequence whatever the daemon holds.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::escape(text)
 }
 
 fn print_list(body: &Value) {
@@ -394,9 +401,9 @@ fn print_list(body: &Value) {
             "{:<6} {:<40} origin={:<10} expires={} reason={}",
             d["action"].as_str().unwrap_or("?"),
             d["net"].as_str().unwrap_or("?"),
-            d["origin"].as_str().unwrap_or("?"),
+            shown(d["origin"].as_str().unwrap_or("?")),
             expires,
-            d.get("reason").and_then(Value::as_str).unwrap_or("-"),
+            shown(d.get("reason").and_then(Value::as_str).unwrap_or("-")),
         );
     }
 }

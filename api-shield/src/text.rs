@@ -18,7 +18,7 @@ pub const MAX_TEXT_CHARS: usize = 256;
 pub enum TextError {
     #[error("{field} is {chars} characters long; at most {MAX_TEXT_CHARS}")]
     TooLong { field: &'static str, chars: usize },
-    #[error("{field} holds a control character ({code}) at position {position}")]
+    #[error("{field} holds a control character at position {position} ({code})")]
     Control {
         field: &'static str,
         position: usize,

@@ -296,6 +296,56 @@ fn oversize_endless_cut_and_binary_imports_change_nothing() {
     assert!(failed >= 4, "refused imports are audited: {failed}");
 }
 
+/// Outside text (block reasons, ipset comments) with terminal escapes, bidirectional overrides
+/// or over 256 characters is refused naming what is wrong, and changes nothing.
+#[test]
+fn outside_text_is_refused_naming_what_is_wrong() {
+    let env = Env::new();
+    let d = &env.daemon;
+    for reason in [
+        "\u{1b}[2J\u{1b}[31mred",
+        "evil\u{202E}txt.exe",
+        "line\nforged",
+    ] {
+        let out = d.cli(&["block", "198.18.9.5", "--reason", reason]);
+        assert_eq!(out.code, Some(2), "{reason:?}: {out:?}");
+        assert!(out.stderr.contains("control character"), "{out:?}");
+    }
+    let long = "r".repeat(257);
+    let out = d.cli(&["block", "198.18.9.5", "--reason", &long]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("at most 256"), "{out:?}");
+    assert!(
+        d.list(None).is_empty(),
+        "a refused reason changed the lists"
+    );
+
+    let escape = env.file(
+        "escape.ipset",
+        b"create s hash:ip family inet timeout 0\nadd s 198.18.9.3 comment \"\x1b]0;owned\x07\"\n",
+        0o644,
+    );
+    let huge = format!(
+        "create s hash:ip family inet timeout 0\nadd s 198.18.9.4 comment \"{}\"\n",
+        "c".repeat(3000)
+    );
+    let huge = env.file("huge.ipset", huge.as_bytes(), 0o644);
+    for (file, named) in [
+        (&escape, "comment holds a control character"),
+        (&huge, "at most 256"),
+    ] {
+        let out = d.cli(&["import", path_str(file), "--list", "s", "--format", "ipset"]);
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(out.stderr.contains(named), "{out:?}");
+        assert!(out.stderr.contains(":2"), "the line is named: {out:?}");
+        assert!(
+            !out.stderr.contains('\u{1b}'),
+            "the refusal echoed the escape: {out:?}"
+        );
+    }
+    assert!(!env.list_names().contains(&"s".to_owned()));
+}
+
 /// Waiting on a child with a bound, since a test must not hang on a stuck CLI.
 trait BoundedWait {
     /// (exit code, stdout, stderr), waiting at most the command timeout.

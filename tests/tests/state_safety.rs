@@ -246,6 +246,100 @@ fn a_list_name_in_the_index_cannot_leave_state_dir() {
     assert_eq!(blocked(&d), ["198.18.202.1/32"]);
 }
 
+/// Entries the service user writes into the snapshot pass the rules fresh input passes: host
+/// bits, IPv4-mapped form, an allow in a named list, an expiry beyond `max_ttl` and a reason
+/// with a terminal escape are each left out, logged and audited; the valid entries stay
+/// enforced, and a list's source is shown escaped.
+#[test]
+fn restored_entries_pass_the_input_rules() {
+    let lab = Lab::new();
+    let mut d = Daemon::start(&lab, "");
+    d.ok(&[
+        "block",
+        "198.18.204.1",
+        "--list",
+        "feed",
+        "--reason",
+        "kept",
+    ]);
+    d.ok(&["block", "198.18.204.2"]);
+    d.kill9();
+    let origins = snapshot_dir(&d).join("origins");
+    let feed_path = origins.join("feed.json");
+    let mut feed: Value = serde_json::from_str(&fs::read_to_string(&feed_path).unwrap()).unwrap();
+    let template = feed["entries"][0].clone();
+    let planted = [
+        ("198.18.204.7/24", "block", None, None),
+        ("::ffff:198.18.204.8/128", "block", None, None),
+        ("198.18.204.9/32", "allow", None, None),
+        ("198.18.204.10/32", "block", Some(u64::MAX / 2), None),
+        ("198.18.204.11/32", "block", None, Some("\u{1b}[31mred")),
+    ];
+    let entries = feed["entries"].as_array_mut().unwrap();
+    for (net, action, expires, reason) in planted {
+        let mut e = template.clone();
+        e["net"] = net.into();
+        e["action"] = action.into();
+        if let Some(at) = expires {
+            e["expires_at_ms"] = at.into();
+        }
+        e["reason"] = reason.map_or(Value::Null, Value::from);
+        if reason.is_none() {
+            e.as_object_mut().unwrap().remove("reason");
+        }
+        entries.push(e);
+    }
+    feed["meta"]["source"] = "\u{1b}]0;pwned\u{7}".into();
+    fs::write(&feed_path, feed.to_string()).unwrap();
+
+    d.spawn();
+    assert_eq!(blocked(&d), ["198.18.204.1/32", "198.18.204.2/32"]);
+    assert!(
+        d.list(Some("allowed")).is_empty(),
+        "an allow entry planted in a named list was restored"
+    );
+    let refused: Vec<Value> = d
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["op"] == "restore_refused")
+        .collect();
+    let mut nets: Vec<&str> = refused
+        .iter()
+        .map(|r| r["args"]["net"].as_str().unwrap_or_default())
+        .collect();
+    nets.sort_unstable();
+    assert_eq!(
+        nets,
+        [
+            "198.18.204.10/32",
+            "198.18.204.11/32",
+            "198.18.204.7/24",
+            "198.18.204.9/32",
+            "::ffff:198.18.204.8/128"
+        ],
+        "{refused:?}"
+    );
+    let why = |net: &str| {
+        refused
+            .iter()
+            .find(|r| r["args"]["net"] == net)
+            .map(|r| r["detail"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(why("198.18.204.7/24").contains("host bits"), "{refused:?}");
+    assert!(why("198.18.204.10/32").contains("max_ttl"), "{refused:?}");
+    assert!(
+        why("198.18.204.11/32").contains("control character"),
+        "{refused:?}"
+    );
+    let lists = d.ok(&["lists"]).stdout;
+    assert!(
+        !lists.contains('\u{1b}') && !lists.contains('\u{7}'),
+        "{lists:?}"
+    );
+    assert!(lists.contains("\\u{001B}]0;pwned"), "{lists}");
+}
+
 /// A second `run` on the interface (its own control socket, so that is not what stops it)
 /// exits non-zero naming the first daemon's pid, changes nothing, and is audited as failed.
 #[test]

@@ -23,6 +23,20 @@ fn entry_of(e: &ListEntry, now_ms: u64, forced: bool) -> Entry {
     }
 }
 
+/// Refuses entries whose TTL is beyond `max_ttl`, naming the first, as the CLI refuses a
+/// `--ttl`: a list file or a feed must not slip in what a person could not type.
+fn check_ttls(entries: &[ListEntry], max_ttl: std::time::Duration) -> Result<(), OpError> {
+    match entries.iter().find(|e| e.ttl.is_some_and(|t| t > max_ttl)) {
+        Some(e) => Err(OpError::Invalid(format!(
+            "{}: a ttl of {} is longer than max_ttl ({}); nothing was applied",
+            e.net,
+            humantime::format_duration(e.ttl.unwrap_or_default()),
+            humantime::format_duration(max_ttl)
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl State {
     /// Replaces list `name` whole with `entries`, atomically for packets, treating entries
     /// that would cut this host off as `on_lockout` says (`Refuse`: the error names each one).
@@ -34,6 +48,7 @@ impl State {
         on_lockout: OnLockout,
     ) -> Result<Applied, OpError> {
         let origin = origin_of(Some(name))?;
+        check_ttls(entries, self.config.max_ttl)?;
         let screened = self.screen(entries, on_lockout)?;
         let now = clock::now_unix_ms();
         let mut list = OriginList::new(source, now);
@@ -66,6 +81,7 @@ impl State {
         if let Some(expected) = expected.filter(|e| *e != current) {
             return Err(UpdateError::Conflict { current, expected });
         }
+        check_ttls(add, self.config.max_ttl).map_err(UpdateError::Op)?;
         let screened = self.screen(add, on_lockout).map_err(UpdateError::Op)?;
         let now = clock::now_unix_ms();
         let mut next = self.store.clone();

@@ -12,6 +12,7 @@ pub mod link_watch;
 pub mod lists;
 pub mod ops;
 pub mod reload;
+pub mod restore;
 pub mod sink;
 pub mod start;
 

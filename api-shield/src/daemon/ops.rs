@@ -27,7 +27,6 @@ pub const ORIGIN_CONFIG: &str = "config";
 /// Origin name shown for the kernel's own auto-blocks.
 pub const ORIGIN_KERNEL_NAME: &str = "kernel";
 /// Longest reason text kept with a decision.
-const MAX_REASON_CHARS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -426,15 +425,10 @@ pub(super) fn origin_of(list: Option<&str>) -> Result<String, OpError> {
 }
 
 fn check_reason(reason: Option<String>) -> Result<Option<String>, OpError> {
-    match reason {
-        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(OpError::Invalid(format!(
-            "reason is longer than {MAX_REASON_CHARS} characters"
-        ))),
-        Some(r) if r.chars().any(char::is_control) => Err(OpError::Invalid(
-            "reason contains control characters".into(),
-        )),
-        other => Ok(other),
+    if let Some(r) = &reason {
+        crate::text::check("reason", r).map_err(|e| OpError::Invalid(e.to_string()))?;
     }
+    Ok(reason)
 }
 
 /// The capacity the config asks for, in the kernel module's terms.

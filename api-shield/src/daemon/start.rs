@@ -123,6 +123,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         feeds: Default::default(),
     };
     if restored {
+        drop_invalid_restored(&mut state, audit);
         drop_restored_lockouts(&mut state, audit)?;
     }
     // Lists first, settings second: if the lists cannot be applied the start is refused and
@@ -355,6 +356,26 @@ fn give_up_root(
         "running unprivileged from here on"
     );
     Ok(())
+}
+
+/// Leaves out of a restored snapshot every entry fresh input would be refused for (see
+/// `State::drop_invalid_restored`), logging and auditing each one.
+fn drop_invalid_restored(state: &mut State, audit: &AuditLog) {
+    for r in state.drop_invalid_restored() {
+        tracing::warn!(
+            list = r.list,
+            net = %r.net,
+            why = r.why,
+            "not restored: the snapshot entry breaks the input rules"
+        );
+        audit_self(
+            audit,
+            "restore_refused",
+            json!({"list": r.list, "net": r.net, "action": r.action}),
+            false,
+            json!(r.why),
+        );
+    }
 }
 
 /// Leaves out of a restored snapshot every block that would now cut this host off (see

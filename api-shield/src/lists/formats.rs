@@ -593,6 +593,8 @@ impl<'a> Ipset<'a> {
                 "timeout" => ttl = seconds(parse_seconds(value()?)?),
                 "comment" => {
                     let text = value()?;
+                    // Refused like a reason typed on the command line: it is shown by `list`.
+                    crate::text::check("comment", text).map_err(|e| e.to_string())?;
                     reason = (!text.is_empty()).then(|| text.to_owned());
                 }
                 "packets" | "bytes" => {

@@ -17,7 +17,7 @@ use crate::parse::parse_net;
 
 /// Longest `reason`, in characters: enough for a scenario name and a short note, short
 /// enough that reasons do not dominate the size of a batch.
-pub const MAX_REASON_CHARS: usize = 256;
+pub const MAX_REASON_CHARS: usize = crate::text::MAX_TEXT_CHARS;
 /// Longest `ttl_secs`: one year. More is almost surely a unit mistake (milliseconds), and it
 /// keeps deadline arithmetic far from overflow; omit the TTL for an entry that stays.
 pub const MAX_TTL_SECS: u64 = 365 * 24 * 60 * 60;
@@ -226,20 +226,7 @@ fn checked_ttl(secs: u64) -> Result<Duration, String> {
 }
 
 fn check_reason(reason: &str) -> Result<(), String> {
-    let chars = reason.chars().count();
-    if chars > MAX_REASON_CHARS {
-        return Err(format!(
-            "reason is {chars} characters long; at most {MAX_REASON_CHARS}"
-        ));
-    }
-    // Reasons end up in logs and terminals, where control characters can forge lines or
-    // move the cursor.
-    if let Some(position) = reason.chars().position(char::is_control) {
-        return Err(format!(
-            "reason holds a control character at position {position}"
-        ));
-    }
-    Ok(())
+    crate::text::check("reason", reason).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

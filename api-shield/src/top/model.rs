@@ -111,8 +111,12 @@ fn u64_at(v: &Value, path: &[&str]) -> u64 {
         .unwrap_or(0)
 }
 
+/// A string of the daemon's answer, escaped for the terminal: reasons, origins and feed
+/// errors may carry outside text from before the input rules, or from a newer daemon.
 fn str_of(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(|s| crate::text::escape(s).into_owned())
 }
 
 fn blocks(v: &Value) -> Vec<Blocked> {
