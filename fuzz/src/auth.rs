@@ -51,6 +51,8 @@ const API_KEY_QUERY: &str = "api_key";
 /// What the route answers to a refused credential: it has no limit and requires no scope, so
 /// every denial is an authentication failure.
 const UNAUTHORIZED: u16 = 401;
+/// What a spent password budget answers.
+const TOO_MANY_REQUESTS: u16 = 429;
 
 struct Fixture {
     engine: Engine,
@@ -157,6 +159,14 @@ impl Fixture {
     fn check(&self, req: &RequestMeta) {
         let d: Decision = self.engine.check(req, self.now);
         match &d.verdict {
+            // Many password checks in a row spend the engine's password budget, which
+            // protects the CPU from bad-password floods: a 429 naming it, with no identity.
+            Verdict::Deny { status, .. }
+                if matches!(d.reason, Some(DenyReason::PasswordBudgetSpent)) =>
+            {
+                assert_eq!(*status, TOO_MANY_REQUESTS, "{d:?}");
+                assert!(d.identity.is_none(), "refused, yet identified: {d:?}");
+            }
             Verdict::Deny {
                 status,
                 www_authenticate,
