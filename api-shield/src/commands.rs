@@ -366,17 +366,6 @@ fn print_lists(body: &Value) {
     }
 }
 
-/// RFC 3339 for a time a formatter can print (up to year 9999), else the raw milliseconds: an
-/// entry from an older daemon or a tampered snapshot must not crash `list`.
-fn format_expiry(ms: u64) -> String {
-    const LAST_PRINTABLE_MS: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
-    if ms > LAST_PRINTABLE_MS {
-        return format!("{ms}ms-after-epoch");
-    }
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
-
 /// Text from the daemon as the terminal may show it: outside text (reasons, list sources) is
 /// checked on the way in, and escaped here too, so a terminal never receives a control
 /// sequence whatever the daemon holds.
@@ -395,7 +384,7 @@ fn print_list(body: &Value) {
         let expires = d
             .get("expires_at_ms")
             .and_then(Value::as_u64)
-            .map(format_expiry)
+            .map(crate::kernel::clock::format_rfc3339_ms)
             .unwrap_or_else(|| "never".into());
         println!(
             "{:<6} {:<40} origin={:<10} expires={} reason={}",

@@ -16,9 +16,7 @@ fn entry_of(e: &ListEntry, now_ms: u64, forced: bool) -> Entry {
     Entry {
         reason: e.reason.as_deref().map(Arc::from),
         created_at_ms: now_ms,
-        expires_at_ms: e
-            .ttl
-            .map(|t| now_ms.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))),
+        expires_at_ms: e.ttl.map(|t| clock::expiry_after(now_ms, t)),
         forced,
     }
 }

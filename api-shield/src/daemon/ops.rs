@@ -211,7 +211,8 @@ impl State {
             }
         };
         let now = clock::now_unix_ms();
-        let expires_at_ms = ttl_secs.map(|t| now.saturating_add(t.saturating_mul(1000)));
+        let expires_at_ms =
+            ttl_secs.map(|t| clock::expiry_after(now, std::time::Duration::from_secs(t)));
         let mut next = self.store.clone();
         for net in &nets {
             next.upsert(Decision {

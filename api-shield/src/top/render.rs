@@ -123,10 +123,7 @@ fn header_line(model: &Model, ui: &Ui) -> String {
     let updated = model.updated_at_ms.map_or_else(
         || "never".to_owned(),
         |ms| {
-            let stamp = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-            )
-            .to_string();
+            let stamp = crate::kernel::clock::format_rfc3339_ms(ms);
             stamp
                 .split_once('T')
                 .map_or(stamp.clone(), |(_, time)| time.to_owned())
