@@ -41,6 +41,23 @@ pub struct CrowdsecConfig {
     /// The same for IPv6.
     #[serde(default = "default_min_prefix_v6")]
     pub min_prefix_v6: u8,
+    /// Longer answers are refused and change nothing; they are read up to this size, never
+    /// beyond, and decoded one decision at a time.
+    #[serde(default = "default_max_answer_bytes")]
+    pub max_answer_bytes: u64,
+}
+
+/// The default answer cap. A startup answer holds every active decision, some 250 bytes each:
+/// this is about a million, ten times the largest community blocklists; the memory it may
+/// take is the answer itself plus the decisions taken from it.
+pub const DEFAULT_MAX_ANSWER_BYTES: u64 = 256 << 20;
+/// Below this even a small real answer would not fit.
+pub const MIN_ANSWER_BYTES: u64 = 4 << 10;
+/// Above this an answer cannot be read within `REQUEST_TIMEOUT` on a loopback link anyway.
+pub const MAX_ANSWER_BYTES: u64 = 4 << 30;
+
+fn default_max_answer_bytes() -> u64 {
+    DEFAULT_MAX_ANSWER_BYTES
 }
 
 /// Shortest IPv4 range taken from CrowdSec unless configured.
@@ -105,6 +122,7 @@ impl CrowdsecConfig {
             types: default_types(),
             min_prefix_v4: DEFAULT_MIN_PREFIX_V4,
             min_prefix_v6: DEFAULT_MIN_PREFIX_V6,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
         }
     }
 
@@ -131,6 +149,12 @@ impl CrowdsecConfig {
         if self.min_prefix_v6 > V6_BITS {
             return Err(invalid("min_prefix_v6", format!("must be 0-{V6_BITS}")));
         }
+        if !(MIN_ANSWER_BYTES..=MAX_ANSWER_BYTES).contains(&self.max_answer_bytes) {
+            return Err(invalid(
+                "max_answer_bytes",
+                format!("must be between {MIN_ANSWER_BYTES} and {MAX_ANSWER_BYTES}"),
+            ));
+        }
         if self.scopes.is_empty() {
             return Err(invalid("scopes", "must name at least one scope".into()));
         }
@@ -155,6 +179,11 @@ impl CrowdsecConfig {
             return Err(invalid("types", format!("`{bad}` is not a decision type")));
         }
         Ok(())
+    }
+
+    /// The answer cap as a length (it fits: at most `MAX_ANSWER_BYTES` once validated).
+    pub fn max_answer_bytes(&self) -> usize {
+        usize::try_from(self.max_answer_bytes).unwrap_or(usize::MAX)
     }
 
     /// Reads the bouncer key from `api_key_file` (see [`read_api_key`]).

@@ -5,40 +5,27 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use std::borrow::Cow;
 
 use super::config::CrowdsecConfig;
+use super::decode::StreamAnswer;
 use super::go_duration::{parse_go_duration, remaining};
 use super::{MAX_TTL, SCOPE_IP, SCOPE_RANGE};
 use crate::lists::ListEntry;
 use crate::parse::{InputError, parse_net};
 
-/// One answer of `/v1/decisions/stream`. Either list may be `null`.
-#[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
-pub struct StreamAnswer {
-    #[serde(default)]
-    pub new: Option<Vec<WireDecision>>,
-    #[serde(default)]
-    pub deleted: Option<Vec<WireDecision>>,
-}
-
-/// A decision as the local API sends it. Every field is optional here so that one malformed
-/// decision is counted and skipped instead of failing the whole answer; unknown fields are
-/// accepted because newer CrowdSec versions add some.
-#[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
-pub struct WireDecision {
-    #[serde(default)]
+/// A decision as the local API sends it, its text borrowed from the answer where it has no
+/// escapes. Every field is optional here so that an incomplete decision is counted and skipped
+/// instead of failing the whole answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WireDecision<'a> {
     pub id: Option<i64>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-    #[serde(default)]
-    pub duration: Option<String>,
-    #[serde(default)]
-    pub scenario: Option<String>,
+    pub scope: Option<Cow<'a, str>>,
+    pub value: Option<Cow<'a, str>>,
+    pub kind: Option<Cow<'a, str>>,
+    pub duration: Option<Cow<'a, str>>,
+    pub scenario: Option<Cow<'a, str>>,
 }
 
 /// What one answer's decisions became.
@@ -54,6 +41,8 @@ pub struct MapStats {
     pub expired: usize,
     /// Skipped: no usable value or duration.
     pub invalid: usize,
+    /// Skipped, in either list: not an object, or a field of the wrong type or given twice.
+    pub malformed: usize,
     /// Taken after normalising an IPv4-mapped address to the IPv4 one.
     pub normalised: usize,
     /// Skipped: a range with host bits set (`2001:db8:1::/0`): never widened into a guess.
@@ -72,6 +61,7 @@ impl MapStats {
             + self.other_type
             + self.expired
             + self.invalid
+            + self.malformed
             + self.host_bits
             + self.too_wide
     }
@@ -141,14 +131,18 @@ fn decision_net(scope: &str, value: &str) -> Result<(IpNet, bool), Unusable> {
 
 /// A decision that passed the filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Mapped {
+pub(super) struct Mapped {
     net: IpNet,
     id: Option<i64>,
     ttl: Duration,
     reason: Option<String>,
 }
 
-fn map_new(d: &WireDecision, filter: &Filter, stats: &mut MapStats) -> Option<Mapped> {
+pub(super) fn map_new(
+    d: &WireDecision<'_>,
+    filter: &Filter,
+    stats: &mut MapStats,
+) -> Option<Mapped> {
     let (Some(scope), Some(value), Some(kind), Some(duration)) =
         (&d.scope, &d.value, &d.kind, &d.duration)
     else {
@@ -192,8 +186,27 @@ fn map_new(d: &WireDecision, filter: &Filter, stats: &mut MapStats) -> Option<Ma
         net,
         id: d.id,
         ttl: ttl.min(MAX_TTL),
-        reason: d.scenario.clone(),
+        reason: d.scenario.as_deref().map(str::to_owned),
     })
+}
+
+#[cfg(test)]
+impl Mapped {
+    pub(super) fn id_for_test(&self) -> Option<i64> {
+        self.id
+    }
+
+    pub(super) fn reason_for_test(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+/// The net a deleted decision names, if any: a deletion needs no type nor duration.
+pub(super) fn deleted_net(d: &WireDecision<'_>) -> Option<IpNet> {
+    let (Some(scope), Some(value)) = (&d.scope, &d.value) else {
+        return None;
+    };
+    decision_net(scope, value).ok().map(|(net, _)| net)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,18 +239,12 @@ impl Change {
 impl Decisions {
     /// The state a `startup=true` answer describes, and the list entries for it. The answer's
     /// `deleted` part (recently expired or deleted decisions) does not matter for a full state.
-    pub fn from_startup(
-        answer: &StreamAnswer,
-        filter: &Filter,
-        now: Instant,
-    ) -> (Self, Vec<ListEntry>, MapStats) {
-        let mut stats = MapStats::default();
+    pub fn from_startup(answer: StreamAnswer, now: Instant) -> (Self, Vec<ListEntry>, MapStats) {
+        let mut stats = answer.stats;
         let mut state = Decisions::default();
-        for d in answer.new.iter().flatten() {
-            if let Some(m) = map_new(d, filter, &mut stats) {
-                stats.duplicates += usize::from(state.by_net.contains_key(&m.net));
-                state.insert(m, now);
-            }
+        for m in answer.new {
+            stats.duplicates += usize::from(state.by_net.contains_key(&m.net));
+            state.insert(m, now);
         }
         let entries = state
             .by_net
@@ -249,34 +256,21 @@ impl Decisions {
 
     /// Applies a delta answer: new decisions first, then deletions, so a net deleted and
     /// re-decided in one answer stays.
-    pub fn apply_delta(
-        &mut self,
-        answer: &StreamAnswer,
-        filter: &Filter,
-        now: Instant,
-    ) -> (Change, MapStats) {
-        let mut stats = MapStats::default();
+    pub fn apply_delta(&mut self, answer: StreamAnswer, now: Instant) -> (Change, MapStats) {
+        let mut stats = answer.stats;
         let mut touched = BTreeSet::new();
         let mut fresh = BTreeSet::new();
-        for d in answer.new.iter().flatten() {
-            if let Some(m) = map_new(d, filter, &mut stats) {
-                stats.duplicates += usize::from(!fresh.insert(m.net));
-                touched.insert(m.net);
-                self.insert(m, now);
-            }
+        for m in answer.new {
+            stats.duplicates += usize::from(!fresh.insert(m.net));
+            touched.insert(m.net);
+            self.insert(m, now);
         }
-        for d in answer.deleted.iter().flatten() {
-            // A deletion needs only the net and the id: its duration is already negative, and
-            // ids we never took (other types, other scopes) are simply not found.
-            let (Some(scope), Some(value)) = (&d.scope, &d.value) else {
-                continue;
-            };
-            let Ok((net, _)) = decision_net(scope, value) else {
-                continue;
-            };
+        // A deletion needs only the net and the id: its duration is already negative, and ids
+        // we never took (other types, other scopes) are simply not found.
+        for (net, id) in answer.deleted {
             // CrowdSec repeats a deletion in later answers; only the first one finds the id.
             if let Some(ids) = self.by_net.get_mut(&net)
-                && ids.remove(&d.id).is_some()
+                && ids.remove(&id).is_some()
             {
                 touched.insert(net);
             }
@@ -334,6 +328,7 @@ impl Decisions {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::feeds::crowdsec::decode::{Keep, decode};
     // ---- mapping -------------------------------------------------------------------------
 
     fn net(s: &str) -> IpNet {
@@ -345,7 +340,8 @@ pub(super) mod tests {
     }
 
     fn answer(json: &str) -> StreamAnswer {
-        serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+        decode(json.as_bytes(), &filter(), Keep::NewAndDeleted)
+            .unwrap_or_else(|e| panic!("{json}: {e}"))
     }
 
     pub(in crate::feeds::crowdsec) fn decision(
@@ -406,7 +402,7 @@ pub(super) mod tests {
             ],
             &[decision(14, "Ip", "198.18.9.77", "ban", "-3s")],
         );
-        let (state, entries, stats) = Decisions::from_startup(&a, &filter(), now);
+        let (state, entries, stats) = Decisions::from_startup(a, now);
         assert_eq!(
             nets(&entries),
             vec![
@@ -425,6 +421,7 @@ pub(super) mod tests {
                 other_type: 1,
                 expired: 2,
                 invalid: 4,
+                malformed: 0,
                 normalised: 1,
                 // 198.18.11.7/24, 2001:db8:1::/0 and 2001::/15 (0x2001 has bit 16 set).
                 host_bits: 3,
@@ -454,16 +451,15 @@ pub(super) mod tests {
             r#"{}"#,
             r#"{"deleted":[],"new":[]}"#,
         ] {
-            let (mut state, entries, stats) =
-                Decisions::from_startup(&answer(json), &filter(), now);
+            let (mut state, entries, stats) = Decisions::from_startup(answer(json), now);
             assert!(entries.is_empty() && state.is_empty(), "{json}");
             assert_eq!(stats, MapStats::default());
-            let (change, _) = state.apply_delta(&answer(json), &filter(), now);
+            let (change, _) = state.apply_delta(answer(json), now);
             assert!(change.is_empty(), "{json}");
         }
         for not_a_stream in ["null", "42", r#""x""#, r#"{"new":{}}"#] {
             assert!(
-                serde_json::from_str::<StreamAnswer>(not_a_stream).is_err(),
+                decode(not_a_stream.as_bytes(), &filter(), Keep::NewAndDeleted).is_err(),
                 "{not_a_stream}"
             );
         }
@@ -480,7 +476,7 @@ pub(super) mod tests {
             ],
             &[],
         );
-        let (mut state, entries, stats) = Decisions::from_startup(&a, &filter(), now);
+        let (mut state, entries, stats) = Decisions::from_startup(a, now);
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].ttl, Some(Duration::from_secs(7_200)));
         assert_eq!(entries[0].reason.as_deref(), Some("s2"));
@@ -488,8 +484,7 @@ pub(super) mod tests {
 
         // The longest one goes: the net stays, with the next longest lifetime.
         let (change, stats) = state.apply_delta(
-            &stream(&[], &[decision(2, "Ip", "198.18.9.5", "ban", "-1s")]),
-            &filter(),
+            stream(&[], &[decision(2, "Ip", "198.18.9.5", "ban", "-1s")]),
             now,
         );
         assert!(change.remove.is_empty());
@@ -499,14 +494,13 @@ pub(super) mod tests {
 
         // The last two go in one answer: now it leaves.
         let (change, stats) = state.apply_delta(
-            &stream(
+            stream(
                 &[],
                 &[
                     decision(1, "Ip", "198.18.9.5", "ban", "-1s"),
                     decision(3, "Ip", "198.18.9.5", "ban", "-1s"),
                 ],
             ),
-            &filter(),
             now,
         );
         assert_eq!(change.remove, vec![net("198.18.9.5/32")]);
@@ -528,7 +522,7 @@ pub(super) mod tests {
             )],
             &[],
         );
-        let (_, entries, _) = Decisions::from_startup(&a, &filter(), now);
+        let (_, entries, _) = Decisions::from_startup(a, now);
         assert_eq!(entries[0].ttl, Some(MAX_TTL));
     }
 
@@ -536,20 +530,18 @@ pub(super) mod tests {
     fn deltas_add_and_remove() {
         let t0 = Instant::now();
         let (mut state, _, _) = Decisions::from_startup(
-            &stream(&[decision(1, "Ip", "198.18.9.5", "ban", "1h")], &[]),
-            &filter(),
+            stream(&[decision(1, "Ip", "198.18.9.5", "ban", "1h")], &[]),
             t0,
         );
         let t1 = t0 + Duration::from_secs(1);
         let (change, stats) = state.apply_delta(
-            &stream(
+            stream(
                 &[
                     decision(2, "Range", "198.18.10.0/24", "ban", "4h"),
                     decision(3, "Ip", "198.18.9.9", "captcha", "4h"),
                 ],
                 &[],
             ),
-            &filter(),
             t1,
         );
         assert_eq!(nets(&change.add), vec![net("198.18.10.0/24")]);
@@ -566,10 +558,10 @@ pub(super) mod tests {
                 decision(99, "Country", "XX", "ban", "-1s"),
             ],
         );
-        let (change, _) = state.apply_delta(&deletion, &filter(), t1);
+        let (change, _) = state.apply_delta(deletion.clone(), t1);
         assert_eq!(change.remove, vec![net("198.18.9.5/32")]);
         assert!(change.add.is_empty());
-        let (change, _) = state.apply_delta(&deletion, &filter(), t1);
+        let (change, _) = state.apply_delta(deletion.clone(), t1);
         assert!(change.is_empty(), "{change:?}");
     }
 
@@ -577,16 +569,14 @@ pub(super) mod tests {
     fn a_net_deleted_and_decided_again_in_one_answer_stays() {
         let now = Instant::now();
         let (mut state, _, _) = Decisions::from_startup(
-            &stream(&[decision(1, "Range", "198.18.10.0/24", "ban", "1h")], &[]),
-            &filter(),
+            stream(&[decision(1, "Range", "198.18.10.0/24", "ban", "1h")], &[]),
             now,
         );
         let (change, _) = state.apply_delta(
-            &stream(
+            stream(
                 &[decision(2, "Range", "198.18.10.0/24", "ban", "30m")],
                 &[decision(1, "Range", "198.18.10.0/24", "ban", "-1s")],
             ),
-            &filter(),
             now,
         );
         assert!(change.remove.is_empty());
@@ -599,20 +589,18 @@ pub(super) mod tests {
     fn a_net_whose_other_decisions_expired_leaves_with_the_deleted_one() {
         let t0 = Instant::now();
         let (mut state, _, _) = Decisions::from_startup(
-            &stream(
+            stream(
                 &[
                     decision(1, "Ip", "198.18.9.5", "ban", "1h"),
                     decision(2, "Ip", "198.18.9.5", "ban", "1s"),
                 ],
                 &[],
             ),
-            &filter(),
             t0,
         );
         let later = t0 + Duration::from_secs(2);
         let (change, _) = state.apply_delta(
-            &stream(&[], &[decision(1, "Ip", "198.18.9.5", "ban", "-1s")]),
-            &filter(),
+            stream(&[], &[decision(1, "Ip", "198.18.9.5", "ban", "-1s")]),
             later,
         );
         assert_eq!(change.remove, vec![net("198.18.9.5/32")]);

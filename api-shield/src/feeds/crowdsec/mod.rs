@@ -21,11 +21,13 @@ use crate::kernel::clock;
 mod client;
 mod config;
 mod decisions;
+mod decode;
 mod go_duration;
 
 use client::Lapi;
 pub use config::{CrowdsecConfig, DEFAULT_MIN_PREFIX_V4, DEFAULT_MIN_PREFIX_V6, read_api_key};
-pub use decisions::{Change, Decisions, Filter, MapStats, StreamAnswer, WireDecision};
+pub use decisions::{Change, Decisions, Filter, MapStats, WireDecision};
+pub use decode::{Keep, StreamAnswer, decode};
 pub use go_duration::{GoDurationError, parse_go_duration};
 
 /// Where `crowdsec` listens by default (its `api.server.listen_uri`).
@@ -49,9 +51,6 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// Retry delays are drawn from `[(1 - JITTER) * base, base]`, so bouncers restarted together
 /// do not retry in lockstep.
 const JITTER: f64 = 0.5;
-/// Largest answer accepted: a startup answer with community blocklists holds some 10^5
-/// decisions of about 250 bytes; anything far beyond is not a decision stream.
-const MAX_BODY_BYTES: usize = 256 << 20;
 /// How much of an error answer's body goes into `last_error`.
 const MAX_ERROR_BODY_CHARS: usize = 200;
 /// Lifetimes are capped here (a century: as good as forever for a ban), so adding one to the
@@ -98,6 +97,8 @@ pub enum CrowdsecError {
         status: StatusCode,
         body: String,
     },
+    #[error("{url}: the answer is longer than crowdsec.max_answer_bytes ({limit} bytes)")]
+    TooLarge { url: String, limit: usize },
     #[error("{url}: the answer is not a decision stream: {reason}")]
     Decode { url: String, reason: String },
     #[error("list `{list}` refused the change: {reason}")]
@@ -149,6 +150,25 @@ fn record_failure(health: &SharedHealth, error: &CrowdsecError) {
     h.degraded = true;
 }
 
+/// Counts the decisions of an answer that could not be read or used, whether or not the
+/// answer is then applied: they were sent either way.
+fn record_malformed(health: &SharedHealth, list: &str, stats: &MapStats) {
+    let unusable = stats.invalid + stats.malformed;
+    if unusable == 0 {
+        return;
+    }
+    tracing::warn!(
+        list,
+        malformed = stats.malformed,
+        invalid = stats.invalid,
+        "crowdsec: decisions skipped that could not be read or used"
+    );
+    let mut h = lock(health);
+    h.malformed_skipped_total = h
+        .malformed_skipped_total
+        .saturating_add(u64::try_from(unusable).unwrap_or(u64::MAX));
+}
+
 /// Runs a sink call off the async threads: applying a list may wait for the kernel.
 async fn in_sink<F>(sink: &Arc<dyn FeedSink>, list: &str, f: F) -> Result<(), CrowdsecError>
 where
@@ -171,6 +191,7 @@ struct Feed {
     list: String,
     source: String,
     sink: Arc<dyn FeedSink>,
+    health: SharedHealth,
     /// `None` until a full sync succeeded, and again after any failure.
     synced: Option<Decisions>,
 }
@@ -178,11 +199,12 @@ struct Feed {
 impl Feed {
     async fn sync(&mut self) -> Result<(), CrowdsecError> {
         let startup = self.synced.is_none();
-        let answer = self.lapi.stream(startup).await?;
+        let answer = self.lapi.stream(startup, &self.filter).await?;
         let now = Instant::now();
+        record_malformed(&self.health, &self.list, &answer.stats);
         match self.synced.take() {
             None => {
-                let (state, entries, stats) = Decisions::from_startup(&answer, &self.filter, now);
+                let (state, entries, stats) = Decisions::from_startup(answer, now);
                 let count = entries.len();
                 let (list, source) = (self.list.clone(), self.source.clone());
                 in_sink(&self.sink, &self.list, move |s| {
@@ -193,7 +215,7 @@ impl Feed {
                 self.synced = Some(state);
             }
             Some(mut state) => {
-                let (change, stats) = state.apply_delta(&answer, &self.filter, now);
+                let (change, stats) = state.apply_delta(answer, now);
                 if !change.is_empty() {
                     let (adds, removes) = (change.add.len(), change.remove.len());
                     let (list, source) = (self.list.clone(), self.source.clone());
@@ -257,6 +279,7 @@ async fn run_unchecked(
         filter: Filter::new(&cfg),
         list: cfg.list.clone(),
         sink,
+        health: health.clone(),
         synced: None,
     };
     tokio::pin!(shutdown);
@@ -561,6 +584,69 @@ mod tests {
         assert!(!h.degraded);
         let last = h.last_error.expect("the last error is kept");
         assert!(last.contains("403") && !last.contains("sekrit"), "{last}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_changes_nothing_and_malformed_decisions_are_counted() {
+        let cap = config::MIN_ANSWER_BYTES;
+        let valid = decision(1, "Ip", "198.18.9.5", "ban", "1h");
+        let padding = ",{}".repeat(usize::try_from(cap).unwrap());
+        let script = vec![
+            Scripted {
+                startup: true,
+                status: 200,
+                body: format!(r#"{{"new":[{valid}{padding}]}}"#),
+            },
+            Scripted {
+                startup: true,
+                status: 200,
+                body: format!(r#"{{"new":[{valid},{{}},7,{{"value":[]}}],"deleted":null}}"#),
+            },
+        ];
+        let (url, server) = fake_lapi(script).await;
+        let cfg = CrowdsecConfig {
+            url,
+            interval: Duration::from_millis(50),
+            max_answer_bytes: cap,
+            ..CrowdsecConfig::new("/unused".into())
+        };
+        let recorder = Arc::new(Recorder::default());
+        let health: SharedHealth = Arc::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let feed = tokio::spawn(run_unchecked(
+            cfg,
+            "sekrit".into(),
+            recorder.clone(),
+            health.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("the feed went through the script")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while recorder.calls.lock().unwrap().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.send(()).unwrap();
+        feed.await.unwrap();
+        assert_eq!(
+            *recorder.calls.lock().unwrap(),
+            vec!["replace crowdsec [198.18.9.5/32]"],
+            "the oversized answer was not applied"
+        );
+        let h = health.lock().unwrap().clone();
+        assert_eq!(h.errors_total, 1, "{h:?}");
+        assert!(
+            h.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("max_answer_bytes")),
+            "{h:?}"
+        );
+        // `{}` (no fields), 7 (no object) and a value of the wrong type.
+        assert_eq!(h.malformed_skipped_total, 3, "{h:?}");
     }
 
     #[tokio::test]
