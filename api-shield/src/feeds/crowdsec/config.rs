@@ -347,6 +347,17 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(field_of(cfg), "api_key_file");
+        for max_answer_bytes in [0, MIN_ANSWER_BYTES - 1, MAX_ANSWER_BYTES + 1] {
+            let cfg = CrowdsecConfig {
+                max_answer_bytes,
+                ..base.clone()
+            };
+            assert_eq!(field_of(cfg), "max_answer_bytes", "{max_answer_bytes}");
+        }
+        let cfg: CrowdsecConfig =
+            toml::from_str("api_key_file = \"k\"\nmax_answer_bytes = 1048576").expect("a cap");
+        assert_eq!(cfg.max_answer_bytes(), 1 << 20);
+        cfg.validate().expect("valid");
         assert_eq!(stream_base("http://h:1/").unwrap(), "http://h:1");
     }
 
