@@ -6,6 +6,10 @@
 //! the local API cannot be reached the list stays as it is (enforcement must not lapse because
 //! a log analyser restarts) and, once it answers again, a full resync replaces the list,
 //! because the deltas of the gap are lost.
+//!
+//! Files: `config` (the `[crowdsec]` section, the key), `client` (the HTTP request, its body
+//! read up to `max_answer_bytes`), `decode` (the answer, one decision at a time),
+//! `decisions` (filter and state behind the list), `go_duration` (CrowdSec's lifetimes).
 
 use std::future::Future;
 use std::path::PathBuf;
