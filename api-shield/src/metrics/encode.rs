@@ -291,9 +291,9 @@ impl Collector for SnapshotCollector {
         counters(
             e,
             "api_shield_feed_malformed_skipped",
-            "Entries each feed sent that could not be read or used (for CrowdSec: a decision \
-             that is not an object, has a field of the wrong type, or lacks a usable value, \
-             type or duration), skipped, counted at every sync",
+            "Decisions the CrowdSec feed skipped because they could not be read or used (not \
+             an object, a field of the wrong type, no usable value, type or duration); list \
+             files log their skipped lines instead",
             None,
             feeds().map(|(l, h)| (l, h.malformed_skipped_total)),
         )?;
