@@ -24,6 +24,7 @@ use tests::crowdsec::Lapi;
 use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::frames::Frame;
 use tests::kernel::{Harness, XDP_DROP, XDP_PASS, action_name};
+use tests::lapi_standin::StandIn;
 use tests::netns::{BAD_V4, Lab, Pace, Receiver, send_udp};
 use tests::relay::TcpRelay;
 
@@ -455,4 +456,202 @@ fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
             .any(|l| l.contains("feed_replace") && l.contains(COVERS_SERVER_V4)),
         "the skip must be audited: {audit}"
     );
+}
+
+// ---- a hostile local API -------------------------------------------------------------------
+
+/// Where the daemon, in the lab's server namespace, finds the hostile stand-in.
+const STANDIN_IN_LAB: &str = "127.0.0.1:18081";
+/// Where the daemon serves metrics, inside the lab's server namespace.
+const METRICS_IN_LAB: &str = "127.0.0.1:9381";
+/// Size of the hostile answer: about 100 MB, mostly `{}` (which cost the old decoder a
+/// hundred times their size: 30 MB took 3 GB).
+const HOSTILE_BYTES: usize = 100_000_000;
+/// The daemon's memory may grow by at most this many times the answer's size while taking it:
+/// the answer is held once while it is decoded, and the decisions taken from it are few.
+/// Measured: about 1.05 (the old decoder: some 100).
+const HOSTILE_MEMORY_FACTOR: u64 = 2;
+/// The valid decisions hidden in the junk: the lab's bad client, a range, an IPv6 address.
+const HOSTILE_VALID: [(&str, &str); 3] = [
+    ("Ip", "198.18.1.35"),
+    ("Range", "198.18.77.0/24"),
+    ("Ip", "2001:db8:77::5"),
+];
+const HOSTILE_LISTED: [&str; 3] = ["198.18.1.35/32", "198.18.77.0/24", "2001:db8:77::5/128"];
+/// Elements of the wrong shape in `new`: no object, a field of the wrong type, a field twice.
+const HOSTILE_MALFORMED_NEW: &str = r#"7,"x",null,[1,[2]],{"id":"x"},{"value":5},{"scope":"Ip","value":"198.18.1.36","type":"ban","duration":"1h","value":"198.18.1.37"}"#;
+const HOSTILE_MALFORMED_NEW_COUNT: u64 = 7;
+/// `deleted`: `{}` names nothing (ignored), `3` is no object (malformed).
+const HOSTILE_DELETED: &str = r#"[{},3]"#;
+const HOSTILE_MALFORMED_DELETED_COUNT: u64 = 1;
+/// How long the whole answer may take to show in `lists` once released.
+const HOSTILE_WAIT: Duration = Duration::from_secs(30);
+
+/// A `{"new":[...],"deleted":[...]}` answer of about `HOSTILE_BYTES`: the valid decisions
+/// spread among `{}`, the malformed ones near the end. Returns it and the number of `{}`.
+fn hostile_answer() -> (Vec<u8>, u64) {
+    const EMPTY: &[u8] = b"{},";
+    let valid: Vec<String> = HOSTILE_VALID
+        .iter()
+        .enumerate()
+        .map(|(i, (scope, value))| {
+            format!(
+                r#"{{"duration":"1h","id":{},"origin":"cscli","scenario":"hostile","scope":"{scope}","type":"ban","value":"{value}"}}"#,
+                i + 1
+            )
+        })
+        .collect();
+    let fixed: usize = valid.iter().map(|v| v.len() + 1).sum::<usize>()
+        + HOSTILE_MALFORMED_NEW.len()
+        + HOSTILE_DELETED.len()
+        + r#"{"new":[],"deleted":}"#.len();
+    let empties = (HOSTILE_BYTES - fixed) / EMPTY.len();
+    let per_gap = empties / valid.len();
+    let mut body = Vec::with_capacity(HOSTILE_BYTES);
+    body.extend_from_slice(br#"{"new":["#);
+    for v in &valid {
+        body.extend_from_slice(v.as_bytes());
+        body.push(b',');
+        for _ in 0..per_gap {
+            body.extend_from_slice(EMPTY);
+        }
+    }
+    body.extend_from_slice(HOSTILE_MALFORMED_NEW.as_bytes());
+    body.extend_from_slice(br#"],"deleted":"#);
+    body.extend_from_slice(HOSTILE_DELETED.as_bytes());
+    body.push(b'}');
+    let count = u64::try_from(per_gap * valid.len()).expect("fits");
+    (body, count)
+}
+
+/// The peak resident memory of process `pid` so far (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    kib * 1024
+}
+
+#[test]
+fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
+    let (body, empties) = hostile_answer();
+    let answer_bytes = u64::try_from(body.len()).expect("fits");
+    let lab = Lab::new();
+    let listen = STANDIN_IN_LAB.parse().expect("an address");
+    let standin = StandIn::start(&lab.server.netns, listen, Arc::new(body));
+    let mut daemon = Daemon::prepare(
+        &lab,
+        &format!("{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS_IN_LAB}\"\n"),
+    );
+    // Any key: the stand-in does not check it, but the daemon insists on a private file.
+    let key_file = daemon.dir.join("bouncer.key");
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&key_file)
+        .and_then(|mut f| f.write_all(b"hostile-test-key"))
+        .expect("write the bouncer key");
+    OpenOptions::new()
+        .append(true)
+        .open(&daemon.config)
+        .and_then(|mut f| {
+            write!(
+                f,
+                "[crowdsec]\nurl = \"http://{STANDIN_IN_LAB}\"\napi_key_file = \"{}\"\n\
+                 interval = \"1s\"\nlist = \"{ORIGIN}\"\n",
+                key_file.display()
+            )
+        })
+        .expect("add the crowdsec section");
+    daemon.spawn();
+    let pid = daemon.pid().expect("the daemon runs");
+    wait_for(
+        "the daemon's first stream request",
+        || !standin.requests().is_empty(),
+        || daemon.log(),
+    );
+    let baseline = peak_rss(pid);
+    let started = Instant::now();
+    standin.release();
+
+    let lists = || match daemon.json(&["lists", "--json"]) {
+        serde_json::Value::Array(items) => items,
+        other => panic!("`lists` did not print an array: {other}"),
+    };
+    let info = || lists().into_iter().find(|l| l["name"] == ORIGIN);
+    let deadline = Instant::now() + HOSTILE_WAIT;
+    let synced = || info().is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1));
+    while !synced() {
+        assert!(
+            daemon.pid().is_some() && Instant::now() < deadline,
+            "no sync of the hostile answer within {HOSTILE_WAIT:?}: {:?}, peak {} MB\n{}",
+            info(),
+            peak_rss(pid) >> 20,
+            daemon.log()
+        );
+        thread::sleep(POLL);
+    }
+    let took = started.elapsed();
+    let peak = peak_rss(pid);
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "hostile answer of {} MB taken in {took:?}: peak RSS {} MB, baseline {} MB, growth {} MB \
+         ({:.2}x the answer)",
+        answer_bytes / 1_000_000,
+        peak / 1_000_000,
+        baseline / 1_000_000,
+        growth / 1_000_000,
+        growth as f64 / answer_bytes as f64
+    );
+    assert!(
+        growth < HOSTILE_MEMORY_FACTOR * answer_bytes,
+        "the daemon grew by {growth} bytes taking a {answer_bytes}-byte answer"
+    );
+
+    let info = info().expect("the crowdsec list");
+    let malformed = empties + HOSTILE_MALFORMED_NEW_COUNT + HOSTILE_MALFORMED_DELETED_COUNT;
+    assert_eq!(
+        info["feed"]["malformed_skipped_total"].as_u64(),
+        Some(malformed),
+        "{info}"
+    );
+    assert_eq!(info["feed"]["degraded"], false, "{info}");
+    let listed = daemon
+        .json(&["list", "--origin", ORIGIN, "--json"])
+        .to_string();
+    for net in HOSTILE_LISTED {
+        assert!(listed.contains(&format!("\"{net}\"")), "{net}: {listed}");
+    }
+    assert!(
+        !listed.contains("198.18.1.36") && !listed.contains("198.18.1.37"),
+        "{listed}"
+    );
+    let metrics = tests::metrics::scrape(&daemon.netns, METRICS_IN_LAB);
+    assert_eq!(
+        metrics.count(
+            "api_shield_feed_malformed_skipped_total",
+            &[("feed", ORIGIN)]
+        ),
+        malformed
+    );
+
+    // In the kernel: the bad client is dropped, the good one passes.
+    let rx = Receiver::start(&lab.server, UDP_PORT);
+    let to = rx.target(&lab.server, false);
+    for (host, expected) in [(&lab.bad, 0), (&lab.good, PROBES)] {
+        let before = rx.count(host.addr(false));
+        assert_eq!(send_udp(host, to, Pace::steady(PROBES)), PROBES);
+        rx.settle();
+        assert_eq!(
+            rx.count(host.addr(false)) - before,
+            expected,
+            "{}",
+            host.netns
+        );
+    }
 }

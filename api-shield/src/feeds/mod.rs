@@ -44,6 +44,10 @@ pub struct FeedHealth {
     /// The entries the last sync that left any out left out, and why (at most
     /// [`MAX_SKIPPED_SHOWN`]).
     pub lockout_skipped: Vec<String>,
+    /// Entries the source sent that could not be read or used, skipped, over every sync: for
+    /// CrowdSec a decision that is not an object, has a field of the wrong type, or lacks a
+    /// usable value, type or duration. List files log their skipped lines instead (0 here).
+    pub malformed_skipped_total: u64,
 }
 
 /// Most left-out entries a feed's health names; the count covers all of them.

@@ -288,6 +288,15 @@ impl Collector for SnapshotCollector {
             None,
             feeds().map(|(l, h)| (l, h.lockout_skipped_total)),
         )?;
+        counters(
+            e,
+            "api_shield_feed_malformed_skipped",
+            "Decisions the CrowdSec feed skipped because they could not be read or used (not \
+             an object, a field of the wrong type, no usable value, type or duration); list \
+             files log their skipped lines instead",
+            None,
+            feeds().map(|(l, h)| (l, h.malformed_skipped_total)),
+        )?;
         gauges(
             e,
             "api_shield_feed_last_success_timestamp",
@@ -363,6 +372,7 @@ mod tests {
                 syncs_total: 4,
                 errors_total: 1,
                 lockout_skipped_total: 2,
+                malformed_skipped_total: 3,
                 ..FeedHealth::default()
             },
         );
@@ -394,6 +404,7 @@ mod tests {
             "api_shield_feed_syncs_total{feed=\"firehol\"} 4",
             "api_shield_feed_errors_total{feed=\"firehol\"} 1",
             "api_shield_feed_lockout_skipped_total{feed=\"firehol\"} 2",
+            "api_shield_feed_malformed_skipped_total{feed=\"firehol\"} 3",
             "api_shield_feed_last_success_timestamp_seconds{feed=\"firehol\"} 1700000000.25",
             "api_shield_feed_degraded{feed=\"firehol\"} 0",
         ] {

@@ -17,7 +17,7 @@
 //! | `origin_dropped_packets_total`, `origin_dropped_bytes_total` | counter | `origin` |
 //! | `origin_entries` | gauge | `origin`, `action` |
 //! | `map_used`, `map_capacity` | gauge | `map` (6) |
-//! | `feed_syncs_total`, `feed_errors_total`, `feed_lockout_skipped_total` | counter | `feed` |
+//! | `feed_syncs_total`, `feed_errors_total`, `feed_lockout_skipped_total`, `feed_malformed_skipped_total` | counter | `feed` |
 //! | `feed_last_success_timestamp_seconds`, `feed_degraded` | gauge | `feed` |
 //! | `gateway_requests_total` | counter | `listener`, `route`, `status_class`, `auth` |
 //! | `gateway_quota_rejections_total`, `gateway_quota_dry_run_rejections_total` | counter | `route`, `limit` |
