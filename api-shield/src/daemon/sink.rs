@@ -52,6 +52,11 @@ fn feed_outcome(state: &mut State, origin: &str, result: &Result<Applied, String
 }
 
 impl FeedSink for StateSink {
+    fn max_ttl(&self) -> Option<std::time::Duration> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(state.config.max_ttl)
+    }
+
     fn current_len(&self, origin: &str) -> Option<usize> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         Some(state.store.origin(origin).map_or(0, |l| l.entries.len()))

@@ -26,6 +26,10 @@ pub trait FeedSink: Send + Sync + 'static {
     }
     /// Records a change a feed refused to make (audit), with why.
     fn refused(&self, _origin: &str, _source: &str, _why: &str) {}
+    /// The longest TTL an entry may have (`max_ttl`); `None` leaves the feed's own bound.
+    fn max_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What a feed reports about itself, for `api-shield lists` and metrics.

@@ -102,7 +102,12 @@ impl Lapi {
             return Err(CrowdsecError::Status {
                 url: url.to_string(),
                 status,
-                body: text.chars().take(MAX_ERROR_BODY_CHARS).collect(),
+                // Logged and shown by `lists`: escaped, so the answer cannot forge log lines
+                // or drive a terminal.
+                body: crate::text::escape(&text)
+                    .chars()
+                    .take(MAX_ERROR_BODY_CHARS)
+                    .collect(),
             });
         }
         let announced = response.body().size_hint().exact();

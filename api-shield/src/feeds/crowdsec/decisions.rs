@@ -75,6 +75,9 @@ pub struct Filter {
     types: Vec<String>,
     min_prefix_v4: u8,
     min_prefix_v6: u8,
+    /// Lifetimes are capped here (the daemon's `max_ttl`): CrowdSec writes "for ever" as the
+    /// longest duration Go can hold, which must still block, for as long as any block may.
+    pub(super) max_ttl: Duration,
 }
 
 impl Filter {
@@ -84,6 +87,7 @@ impl Filter {
             types: cfg.types.clone(),
             min_prefix_v4: cfg.min_prefix_v4,
             min_prefix_v6: cfg.min_prefix_v6,
+            max_ttl: MAX_TTL,
         }
     }
 
@@ -185,8 +189,12 @@ pub(super) fn map_new(
     Some(Mapped {
         net,
         id: d.id,
-        ttl: ttl.min(MAX_TTL),
-        reason: d.scenario.as_deref().map(str::to_owned),
+        ttl: ttl.min(filter.max_ttl),
+        // Shown by `list` and `top`: escaped and cut, never refused (the block still counts).
+        reason: d
+            .scenario
+            .as_deref()
+            .map(|s| crate::text::sanitize(s).into_owned()),
     })
 }
 
@@ -524,6 +532,38 @@ pub(super) mod tests {
         );
         let (_, entries, _) = Decisions::from_startup(a, now);
         assert_eq!(entries[0].ttl, Some(MAX_TTL));
+    }
+
+    #[test]
+    fn lifetimes_are_capped_at_the_daemons_max_ttl() {
+        let mut f = filter();
+        f.max_ttl = Duration::from_secs(3_600);
+        let json = stream_json(&[decision(1, "Ip", "198.18.9.5", "ban", "876000h")], &[]);
+        let a = decode(json.as_bytes(), &f, Keep::NewAndDeleted).unwrap();
+        let (_, entries, _) = Decisions::from_startup(a, Instant::now());
+        assert_eq!(entries[0].ttl, Some(Duration::from_secs(3_600)));
+    }
+
+    #[test]
+    fn scenarios_are_escaped_and_cut_never_refused() {
+        let long = "s".repeat(100_000);
+        let json = format!(
+            r#"{{"new":[{{"duration":"1h","id":1,"scenario":"\u001b]0;owned\u0007\u202e","scope":"Ip","type":"ban","value":"198.18.9.5"}},{{"duration":"1h","id":2,"scenario":"{long}","scope":"Ip","type":"ban","value":"198.18.9.6"}}],"deleted":null}}"#
+        );
+        let (_, entries, _) = Decisions::from_startup(answer(&json), Instant::now());
+        assert_eq!(
+            entries.len(),
+            2,
+            "a strange scenario must not drop the block"
+        );
+        let reasons: Vec<&str> = entries.iter().filter_map(|e| e.reason.as_deref()).collect();
+        assert!(
+            reasons.contains(&"\\u{001B}]0;owned\\u{0007}\\u{202E}"),
+            "{reasons:?}"
+        );
+        for r in reasons {
+            assert!(crate::text::check("reason", r).is_ok(), "{r:?}");
+        }
     }
 
     #[test]

@@ -203,6 +203,9 @@ struct Feed {
 impl Feed {
     async fn sync(&mut self) -> Result<(), CrowdsecError> {
         let startup = self.synced.is_none();
+        if let Some(max) = self.sink.max_ttl() {
+            self.filter.max_ttl = max.min(MAX_TTL);
+        }
         let answer = self.lapi.stream(startup, &self.filter).await?;
         let now = Instant::now();
         record_malformed(&self.health, &self.list, &answer.stats);
