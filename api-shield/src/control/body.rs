@@ -39,6 +39,11 @@ pub enum BodyError {
     Truncated,
     #[error("a frame announced {0} bytes, more than {FRAME_BYTES}; nothing was applied")]
     BadFrame(u32),
+    #[error(
+        "other imports kept the daemon busy for {0:?} (import.read_timeout); nothing was \
+         applied: try again"
+    )]
+    Busy(Duration),
     #[error("reading the list failed: {0}; nothing was applied")]
     Io(#[from] io::Error),
 }

@@ -14,6 +14,7 @@ use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::body::{self, BodyError, BodyLimits};
@@ -28,6 +29,9 @@ const PRIVATE_DIR_MODE: u32 = 0o700;
 const ROOT_UID: u32 = 0;
 /// A connection that sends nothing for this long is closed, so idle peers cannot pile up.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request bodies (imports) read at once: each may hold up to `import.max_bytes` and its parse,
+/// so a control-group member opening many connections cannot multiply the memory.
+const MAX_BODIES_IN_FLIGHT: usize = 2;
 /// Pause after a failed `accept` (such as running out of descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -253,13 +257,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut connections = JoinSet::new();
+    let bodies = Arc::new(Semaphore::new(MAX_BODIES_IN_FLIGHT));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(connection(stream, policy, Arc::clone(&handler)));
+                    connections.spawn(connection(
+                        stream,
+                        policy,
+                        Arc::clone(&handler),
+                        Arc::clone(&bodies),
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket: accept failed");
@@ -276,7 +286,12 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
-async fn connection(stream: UnixStream, policy: PeerPolicy, handler: Arc<dyn Handler>) {
+async fn connection(
+    stream: UnixStream,
+    policy: PeerPolicy,
+    handler: Arc<dyn Handler>,
+    bodies: Arc<Semaphore>,
+) {
     let peer = match stream.peer_cred() {
         Ok(cred) => PeerCred {
             uid: cred.uid(),
@@ -330,13 +345,7 @@ async fn connection(stream: UnixStream, policy: PeerPolicy, handler: Arc<dyn Han
         };
         let (response, last) = match protocol::parse_request(&line) {
             Ok(request) if request.carries_body() => {
-                let body = match body::read(&mut reader, handler.body_limits()).await {
-                    Ok(bytes) => RequestBody::Bytes(bytes),
-                    Err(e) => RequestBody::Refused(e),
-                };
-                // A refused body leaves the stream inside a frame: nothing after it can be read.
-                let last = matches!(body, RequestBody::Refused(_));
-                (dispatch(&handler, peer, request, body).await, last)
+                with_body(&handler, peer, request, &mut reader, &bodies).await
             }
             Ok(request) => (
                 dispatch(&handler, peer, request, RequestBody::None).await,
@@ -354,6 +363,33 @@ async fn connection(stream: UnixStream, policy: PeerPolicy, handler: Arc<dyn Han
         if last {
             return;
         }
+    }
+}
+
+/// Reads the body of `request` and answers it. Returns the response and whether the
+/// connection must close: a refused body leaves the stream inside a frame.
+async fn with_body(
+    handler: &Arc<dyn Handler>,
+    peer: PeerCred,
+    request: Request,
+    reader: &mut BufReader<OwnedReadHalf>,
+    bodies: &Semaphore,
+) -> (Response, bool) {
+    let limits = handler.body_limits();
+    let Ok(Ok(_permit)) = tokio::time::timeout(limits.read_timeout, bodies.acquire()).await else {
+        let busy = RequestBody::Refused(BodyError::Busy(limits.read_timeout));
+        return (dispatch(handler, peer, request, busy).await, true);
+    };
+    // The permit is held until the request is answered: the body and its parse are the memory.
+    match body::read(reader, limits).await {
+        Ok(bytes) => (
+            dispatch(handler, peer, request, RequestBody::Bytes(bytes)).await,
+            false,
+        ),
+        Err(e) => (
+            dispatch(handler, peer, request, RequestBody::Refused(e)).await,
+            true,
+        ),
     }
 }
 
@@ -431,6 +467,7 @@ mod tests {
     const MODE_BITS: u32 = 0o7777;
 
     struct Echo;
+    const ECHO_READ_TIMEOUT: Duration = Duration::from_secs(1);
 
     impl Handler for Echo {
         fn handle(&self, peer: &PeerCred, req: Request, body: RequestBody) -> Response {
@@ -445,7 +482,7 @@ mod tests {
         fn body_limits(&self) -> BodyLimits {
             BodyLimits {
                 max_bytes: 1 << 20,
-                read_timeout: Duration::from_secs(5),
+                read_timeout: ECHO_READ_TIMEOUT,
             }
         }
     }
@@ -523,6 +560,91 @@ mod tests {
             serde_json::from_value::<Request>(body["request"].clone()).unwrap(),
             request
         );
+        server.stop().await;
+    }
+
+    fn import_request() -> Request {
+        Request::Import {
+            list: "l".into(),
+            source: Some("test".into()),
+            format: crate::lists::formats::Format::Auto,
+            skip_invalid: false,
+            force: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_body_arrives_whole_with_its_request() {
+        let server = Server::start(own_policy());
+        let path = server.path.clone();
+        let response = tokio::task::spawn_blocking(move || {
+            let source: client::BodySource =
+                Box::new(std::io::Cursor::new(b"198.18.0.1\n".to_vec()));
+            client::request_with_body(&path, &import_request(), source)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let Response::Ok { body } = response else {
+            panic!("{response:?}")
+        };
+        assert_eq!(body["body"], "198.18.0.1\n");
+        server.stop().await;
+    }
+
+    /// Bodies read at once are bounded: a peer holding connections open cannot make the daemon
+    /// hold more than `MAX_BODIES_IN_FLIGHT` lists; a further import waits, then is refused.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bodies_in_flight_are_bounded() {
+        use std::io::Write;
+        let server = Server::start(own_policy());
+        let mut line = serde_json::to_vec(&import_request()).unwrap();
+        line.push(b'\n');
+        let trickle = Duration::from_millis(200);
+        let holders: Vec<_> = (0..MAX_BODIES_IN_FLIGHT)
+            .map(|_| {
+                let path = server.path.clone();
+                let line = line.clone();
+                tokio::task::spawn_blocking(move || {
+                    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                    s.write_all(&line).unwrap();
+                    // One byte a frame, often enough to stay within the read timeout, for
+                    // longer than the waiting import below waits.
+                    for _ in 0..(3 * ECHO_READ_TIMEOUT.as_millis() / trickle.as_millis()) {
+                        s.write_all(&[0, 0, 0, 1, b'#']).unwrap();
+                        std::thread::sleep(trickle);
+                    }
+                    s.write_all(&[0, 0, 0, 0]).unwrap();
+                    let mut answer = String::new();
+                    std::io::BufRead::read_line(&mut std::io::BufReader::new(s), &mut answer)
+                        .unwrap();
+                    serde_json::from_str::<Response>(&answer).unwrap()
+                })
+            })
+            .collect();
+        tokio::time::sleep(trickle).await;
+        let path = server.path.clone();
+        let refused = tokio::task::spawn_blocking(move || {
+            let source: client::BodySource = Box::new(std::io::Cursor::new(b"x".to_vec()));
+            client::request_with_body(&path, &import_request(), source)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let Response::Ok { body } = &refused else {
+            panic!("{refused:?}")
+        };
+        assert!(
+            body["body"]["refused"]
+                .as_str()
+                .unwrap_or("")
+                .contains("other imports kept the daemon busy"),
+            "{body}"
+        );
+        for h in holders {
+            let answer = h.await.unwrap();
+            assert!(matches!(answer, Response::Ok { .. }), "{answer:?}");
+        }
         server.stop().await;
     }
 
