@@ -117,10 +117,13 @@ async fn serve(
                     .attachment
                     .clone();
                 link_watch.observe(&LinkState::read(attachment.as_ref()), iface, audit);
+                let swept_at = std::time::Instant::now();
                 let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
                 match expired {
                     Ok(gone) if !gone.is_empty() => {
-                        tracing::info!(count = gone.len(), "decisions expired");
+                        // How long the rebuild took: with large lists it is the sweep's cost.
+                        let took_ms = swept_at.elapsed().as_millis() as u64;
+                        tracing::info!(count = gone.len(), took_ms, "decisions expired");
                         audit_self(audit, "expire", json!({"nets": gone.iter().map(|d| d.net).collect::<Vec<_>>()}), true, json!(null));
                     }
                     Ok(_) => {}

@@ -3,6 +3,7 @@
 
 use super::guard::OnLockout;
 use super::link_watch::LinkState;
+use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::decisions::{
     snapshot::{SnapshotDir, SnapshotError},
@@ -16,6 +17,7 @@ use crate::parse::parse_net;
 use api_shield_common::{state::ORIGIN_KERNEL, verdict};
 use ipnet::IpNet;
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use super::lists::UpdateError;
@@ -52,7 +54,32 @@ pub struct State {
     pub requested_capacity: Capacity,
     /// Health of each feed, by list name.
     pub feeds: std::collections::BTreeMap<String, crate::feeds::SharedHealth>,
+    pub audit: Arc<AuditLog>,
+    /// Whether the rule table was last reported coarsened / overflowing (audited on change).
+    pub rules_reported: RulesHealth,
+    /// Expiries removed from the store but not yet from the kernel tables nor the snapshot
+    /// (see `sweep`).
+    pub expiry_pending: Option<PendingExpiry>,
 }
+
+/// How well the rule table holds the kernel expiries, as last audited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RulesHealth {
+    pub coarsened: bool,
+    pub unbounded: bool,
+}
+
+/// Lists whose expired entries left the store only: the next commit writes them.
+#[derive(Clone, Debug)]
+pub struct PendingExpiry {
+    pub origins: std::collections::BTreeSet<String>,
+    pub since: Instant,
+}
+
+/// Longest a sweep defers writing expiries to the kernel tables and the snapshot while the
+/// kernel drops the expired entries by itself: bounds how long their rules stay taken and how
+/// stale (by expired entries only) the snapshot gets.
+const MAX_EXPIRY_DEFERRAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn parse_all(tokens: &[String]) -> Result<Vec<IpNet>, OpError> {
     if tokens.is_empty() {
@@ -104,6 +131,19 @@ impl State {
         next: Store,
         changed: &[String],
     ) -> Result<(), OpError> {
+        // Lists whose expiries a sweep deferred are written along (see `sweep`).
+        let with_pending: Vec<String>;
+        let changed = match &self.expiry_pending {
+            Some(p) => {
+                with_pending = changed
+                    .iter()
+                    .chain(p.origins.iter().filter(|o| !changed.contains(o)))
+                    .cloned()
+                    .collect();
+                &with_pending[..]
+            }
+            None => changed,
+        };
         let config = self.config_decisions();
         let names: Vec<String> = next
             .origins()
@@ -147,7 +187,54 @@ impl State {
             }
         }
         self.store = next;
+        self.expiry_pending = None;
+        self.report_rules();
         Ok(())
+    }
+
+    /// Says loudly (log and audit) when the rule table starts or stops being too small for the
+    /// expiries it holds: once per change, not at every sweep.
+    fn report_rules(&mut self) {
+        let last = self.shield.last_apply();
+        let now = RulesHealth {
+            coarsened: last.expiry_level > 0,
+            unbounded: last.unbounded_expiries > 0,
+        };
+        if now == self.rules_reported {
+            return;
+        }
+        self.rules_reported = now;
+        let cap = self.shield.kernel.maps.capacity.rules;
+        let detail = json!({
+            "rules": last.rules,
+            "capacity": cap,
+            "expiry_level": last.expiry_level,
+            "unbounded_expiries": last.unbounded_expiries,
+        });
+        let ok = !now.coarsened && !now.unbounded;
+        if ok {
+            tracing::info!(
+                rules = last.rules,
+                capacity = cap,
+                "the rule table holds every expiry on its finest grid again"
+            );
+        } else if now.unbounded {
+            tracing::error!(
+                unbounded = last.unbounded_expiries,
+                capacity = cap,
+                "the rule table is full: expiring blocks are held in the kernel without expiry \
+                 (still enforced and removed on time by the daemon, but not while it is down); \
+                 raise rules"
+            );
+        } else {
+            tracing::warn!(
+                level = last.expiry_level,
+                capacity = cap,
+                "the rule table is too small for the finest expiry grid: kernel expiries are \
+                 rounded further up (the daemon still removes blocks on time); raise rules"
+            );
+        }
+        super::handler::audit_self(&self.audit, "rule_table", json!({}), ok, detail);
     }
 
     /// Re-applies the current store (after a settings change or on start), and writes all of
@@ -381,9 +468,15 @@ impl State {
             "decisions": self.store.len(),
             "lists": self.store.origins().count(),
             "capacity_differs_from_config": cap != self.requested_capacity,
+            "warnings": self.warnings(),
             "maps": {
                 "v4_nodes": {"used": last.v4_nodes, "capacity": cap.v4_nodes},
-                "rules": {"used": last.rules, "capacity": cap.rules},
+                "rules": {
+                    "used": last.rules,
+                    "capacity": cap.rules,
+                    "expiry_level": last.expiry_level,
+                    "unbounded_expiries": last.unbounded_expiries,
+                },
                 "v6_entries": {"used": last.v6_trie_keys, "capacity": cap.v6_entries},
                 "auto_blocks": {"used": auto_blocks, "capacity": cap.auto_blocks},
                 "sketch_width": {"capacity": cap.sketch_width},
@@ -397,13 +490,54 @@ impl State {
         })
     }
 
+    /// What the operator must know about: limits that cost enforcement quality.
+    fn warnings(&self) -> Vec<String> {
+        let last = self.shield.last_apply();
+        let mut out = Vec::new();
+        if last.unbounded_expiries > 0 {
+            out.push(format!(
+                "the rule table is full: {} expiring blocks are held in the kernel without \
+                 expiry (removed on time by the daemon, but not while it is down); raise rules",
+                last.unbounded_expiries
+            ));
+        } else if last.expiry_level > 0 {
+            out.push(format!(
+                "the rule table is too small for the finest expiry grid (level {}): kernel \
+                 expiries are later than needed should the daemon stop; raise rules",
+                last.expiry_level
+            ));
+        }
+        out
+    }
+
     /// Removes expired decisions and dead auto-blocks. Returns what expired.
+    ///
+    /// Expired entries leave the store (what `list` and `status` show) at once. The kernel
+    /// tables are rebuilt only when the kernel would not drop an expired entry by itself within
+    /// `shield::KERNEL_EXPIRY_SLACK` (an allow, an entry held without expiry, or one whose rule
+    /// was rounded up by more than that), or `MAX_EXPIRY_DEFERRAL` after the first expiry not
+    /// yet written: a rebuild with a million entries costs about a second of CPU, and a million
+    /// distinct expiries would otherwise cost one every second.
     pub fn sweep(&mut self) -> Result<Vec<Decision>, OpError> {
         self.shield.sweep_auto_blocks();
         let mut next = self.store.clone();
         let expired = next.remove_expired(clock::now_unix_ms());
-        if !expired.is_empty() {
+        if expired.is_empty() && self.expiry_pending.is_none() {
+            return Ok(expired);
+        }
+        let pending = self.expiry_pending.get_or_insert_with(|| PendingExpiry {
+            origins: Default::default(),
+            since: Instant::now(),
+        });
+        pending
+            .origins
+            .extend(expired.iter().map(|d| d.origin.clone()));
+        let due = clock::monotonic_ns() >= self.shield.self_expiring_until_ns()
+            || pending.since.elapsed() >= MAX_EXPIRY_DEFERRAL;
+        if due {
             self.commit(next)?;
+        } else {
+            self.store = next;
         }
         Ok(expired)
     }

@@ -121,6 +121,9 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         started: Instant::now(),
         requested_capacity: caps,
         feeds: Default::default(),
+        audit: audit.clone(),
+        rules_reported: Default::default(),
+        expiry_pending: None,
     };
     if restored {
         drop_invalid_restored(&mut state, audit);

@@ -6,6 +6,7 @@
 
 use super::{KernelError, clock, loader::Kernel, mmap};
 use crate::model::{Action, Decision, DecisionRef};
+use crate::table::expiry::{self, ExpiryPlan, KernelRule};
 use crate::table::{Compiled, TableError, rules::RuleTable, v4, v6};
 use api_shield_common::{
     config::ShieldConfig,
@@ -40,6 +41,12 @@ pub struct ApplyStats {
     pub v4_nodes: u32,
     pub v6_trie_keys: usize,
     pub rules: usize,
+    /// The expiry grid the rules were compiled on (`table::expiry`); above 0 the rule table
+    /// was too small for the finest, and kernel expiries are later than they could be.
+    pub expiry_level: u32,
+    /// Expiring blocks the kernel holds with no expiry, the rule table being full even at the
+    /// coarsest grid: enforced, and removed on time by the daemon, but not if it is down.
+    pub unbounded_expiries: usize,
 }
 
 /// An auto-block as users see it.
@@ -50,6 +57,11 @@ pub struct AutoBlockView {
     pub expires_at_ms: u64,
 }
 
+/// How late the kernel may drop an expired entry by itself (its rule's expiry being its exact
+/// deadline rounded up) for the daemon to leave the tables as they are: the sweep interval, so
+/// an entry leaves the kernel no later than a sweep rebuilding the tables would remove it.
+pub const KERNEL_EXPIRY_SLACK_NS: u64 = 1_000_000_000;
+
 pub struct Shield {
     pub kernel: Kernel,
     cfg: ShieldConfig,
@@ -58,6 +70,9 @@ pub struct Shield {
     v6_tries: [BTreeMap<(u128, u8), u32>; 2],
     origins: BTreeMap<String, u32>,
     last: ApplyStats,
+    /// Until this monotonic time, every entry of the live tables that expires is dropped by
+    /// the kernel itself within `KERNEL_EXPIRY_SLACK_NS`; from then on one needs a rebuild.
+    self_expiring_until_ns: u64,
 }
 
 impl Shield {
@@ -94,6 +109,8 @@ impl Shield {
             v6_tries,
             origins: BTreeMap::new(),
             last: ApplyStats::default(),
+            // Adopted tables were compiled by another run: rebuild at the first expiry.
+            self_expiring_until_ns: 0,
         })
     }
 
@@ -145,6 +162,12 @@ impl Shield {
         self.last
     }
 
+    /// See `KERNEL_EXPIRY_SLACK_NS`: before this monotonic time, a sweep that only removes
+    /// expired entries need not rebuild the tables.
+    pub fn self_expiring_until_ns(&self) -> u64 {
+        self.self_expiring_until_ns
+    }
+
     /// Replaces the whole list state with `decisions` (expired ones are left out). On error
     /// nothing packets can see has changed.
     pub fn apply(&mut self, decisions: &[Decision]) -> Result<ApplyStats, ShieldError> {
@@ -160,22 +183,57 @@ impl Shield {
         let mut v4s: Vec<Compiled<Ipv4Net>> = Vec::new();
         let mut v6s: Vec<Compiled<Ipv6Net>> = Vec::new();
         let before: HashSet<u32> = self.rules.indices().collect();
+        let mut plan = ExpiryPlan::default();
+        let mut self_expiring_until_ns = u64::MAX;
         let result = (|| {
+            // First pass: what each entry is; expiring blocks wait for their rules, which are
+            // interned all together so the grid can be chosen for the whole table.
+            let mut pending: Vec<(IpNet, u32, u32, bool)> = Vec::new();
+            let mut expiring: Vec<(u32, u64)> = Vec::new();
             for d in decisions.into_iter().filter(|d| !d.is_expired(now_ms)) {
                 let origin = self.origin_id(d.origin)?;
-                let expires_at_ns = d.expires_at_ms.map_or(0, clock::mono_deadline);
-                let (action, expires_at_ns) = match d.action {
-                    // Allows do not expire in the kernel; the daemon removes them when due.
-                    Action::Allow => (entry::ACTION_ALLOW, 0),
-                    Action::Block => (entry::ACTION_BLOCK, expires_at_ns),
+                // Allows do not expire in the kernel; the daemon removes them when due.
+                let (action, expires) = match d.action {
+                    Action::Allow => (entry::ACTION_ALLOW, None),
+                    Action::Block => (entry::ACTION_BLOCK, d.expires_at_ms),
                 };
-                // Permanent entries name their origin directly; only expiring ones need a rule.
-                let rule = if expires_at_ns == 0 {
-                    entry::direct_origin(origin)
-                } else {
-                    self.rules.intern(origin, expires_at_ns)?
+                match (d.action, d.expires_at_ms) {
+                    (Action::Block, Some(at_ms)) => {
+                        expiring.push((origin, clock::mono_deadline(at_ms)));
+                    }
+                    // The kernel never drops an allow: its expiry needs a rebuild.
+                    (Action::Allow, Some(at_ms)) => {
+                        self_expiring_until_ns =
+                            self_expiring_until_ns.min(clock::mono_deadline(at_ms));
+                    }
+                    (_, None) => {}
+                }
+                pending.push((d.net, action, origin, expires.is_some()));
+            }
+            let (kernel_rules, chosen) =
+                expiry::intern_all(&mut self.rules, &expiring, clock::monotonic_ns());
+            plan = chosen;
+            for (k, &(_, exact)) in kernel_rules.iter().zip(&expiring) {
+                let by_itself = matches!(*k, KernelRule::Interned { expires_at_ns, .. }
+                    if expires_at_ns.saturating_sub(exact) <= KERNEL_EXPIRY_SLACK_NS);
+                if !by_itself {
+                    self_expiring_until_ns = self_expiring_until_ns.min(exact);
+                }
+            }
+            let mut kernel_rules = kernel_rules.into_iter();
+            for (net, action, origin, expires) in pending {
+                let kernel_rule = if expires { kernel_rules.next() } else { None };
+                // Permanent entries name their origin directly; only expiring ones need a
+                // rule, and one left without (the table is full) is held as permanent: the
+                // daemon still removes it on time.
+                let (rule, expires_at_ns) = match kernel_rule {
+                    Some(KernelRule::Interned {
+                        rule,
+                        expires_at_ns,
+                    }) => (rule, expires_at_ns),
+                    Some(KernelRule::Unbounded) | None => (entry::direct_origin(origin), 0),
                 };
-                match d.net {
+                match net {
                     IpNet::V4(net) => v4s.push(Compiled {
                         net,
                         action,
@@ -197,8 +255,13 @@ impl Shield {
             let keep: HashSet<u32> = before;
             self.rules.retain(&keep);
         }
-        let stats = result?;
+        let stats = ApplyStats {
+            expiry_level: plan.level,
+            unbounded_expiries: plan.unbounded,
+            ..result?
+        };
         self.last = stats;
+        self.self_expiring_until_ns = self_expiring_until_ns;
         Ok(stats)
     }
 
@@ -280,6 +343,7 @@ impl Shield {
             v4_nodes,
             v6_trie_keys: trie.len(),
             rules: self.rules.len(),
+            ..ApplyStats::default()
         })
     }
 

@@ -260,6 +260,22 @@ impl Collector for SnapshotCollector {
             None,
             s.maps.iter().map(|m| ([("map", m.map)], m.capacity)),
         )?;
+        gauges(
+            e,
+            "api_shield_rules_expiry_level",
+            "Grid on which kernel expiries are rounded up (0 = finest); above 0 the rule table is \
+             too small for the finest and kernel expiries are later than needed (raise rules)",
+            None,
+            [(NONE, u64::from(s.rules.level))],
+        )?;
+        gauges(
+            e,
+            "api_shield_rules_unbounded_expiries",
+            "Expiring blocks held in the kernel without expiry because the rule table is full: \
+             removed on time by the daemon, but not while it is down (raise rules)",
+            None,
+            [(NONE, s.rules.unbounded as u64)],
+        )?;
 
         let feeds = || {
             s.feeds
@@ -322,6 +338,7 @@ mod tests {
     use crate::gateway::EscalationOutcome;
     use crate::metrics::snapshot::MapFill;
     use crate::policy::Rule;
+    use crate::table::expiry::ExpiryPlan;
     use std::time::Duration;
 
     fn sample() -> Snapshot {
@@ -353,6 +370,10 @@ mod tests {
                     capacity: 8,
                 },
             ],
+            rules: ExpiryPlan {
+                level: 2,
+                unbounded: 5,
+            },
             ..Snapshot::default()
         };
         snapshot.origin_drops.insert(
@@ -396,6 +417,8 @@ mod tests {
             "api_shield_origin_entries{origin=\"cli\",action=\"block\"} 5",
             "api_shield_map_used{map=\"rules\"} 4",
             "api_shield_map_capacity{map=\"offenders\"} 8",
+            "api_shield_rules_expiry_level 2",
+            "api_shield_rules_unbounded_expiries 5",
             "# TYPE api_shield_build_info gauge",
             "api_shield_xdp_info{iface=\"eth0\",mode=\"skb\"} 1",
             "api_shield_monitor_mode 0",

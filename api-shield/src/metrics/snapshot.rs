@@ -11,6 +11,7 @@ use crate::daemon::link_watch::LinkState;
 use crate::daemon::ops::{ORIGIN_CONFIG, ORIGIN_KERNEL_NAME, State};
 use crate::feeds::FeedHealth;
 use crate::model::Action;
+use crate::table::expiry::ExpiryPlan;
 
 /// Fill level of one kernel map; `used` is `None` where the daemon does not track it.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +39,8 @@ pub struct Snapshot {
     /// Entries per `(origin, action)`.
     pub origin_entries: BTreeMap<(String, Action), u64>,
     pub maps: Vec<MapFill>,
+    /// How the rule table holds kernel expiries (coarsened grid, entries left without).
+    pub rules: ExpiryPlan,
     pub feeds: BTreeMap<String, FeedHealth>,
 }
 
@@ -117,6 +120,10 @@ impl Snapshot {
             origin_drops,
             origin_entries,
             maps,
+            rules: ExpiryPlan {
+                level: last.expiry_level,
+                unbounded: last.unbounded_expiries,
+            },
             feeds,
         })
     }

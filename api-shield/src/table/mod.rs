@@ -6,7 +6,13 @@
 //! any covering allow; otherwise the covering block that expires last (never is latest of
 //! all), then the longer prefix, then the entry given first. `precedence` encodes that order
 //! once and both families use it.
+//!
+//! "Expires" means the expiry the kernel holds (`expiry::kernel_expiry`, the exact deadline
+//! rounded up), not the daemon's exact one: the entry chosen is then the one whose kernel rule
+//! lasts longest, which is at least as long as every covering block's exact deadline, so an
+//! address stays blocked in the kernel for as long as any block covering it is due to.
 
+pub mod expiry;
 pub mod rules;
 pub mod v4;
 pub mod v6;
@@ -51,7 +57,7 @@ pub struct Compiled<N> {
     pub action: u32,
     /// Index into `RULES`, from `rules::RuleTable::intern`.
     pub rule: u32,
-    /// `CLOCK_MONOTONIC` ns; 0 never expires.
+    /// `CLOCK_MONOTONIC` ns as the rule holds it (rounded up, see `expiry`); 0 never expires.
     pub expires_at_ns: u64,
 }
 

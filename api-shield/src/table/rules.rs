@@ -98,6 +98,11 @@ impl RuleTable {
         Ok(index)
     }
 
+    /// The index of the rule for `origin` expiring at `expires_at_ns`, if one is held.
+    pub fn find(&self, origin: u32, expires_at_ns: u64) -> Option<u32> {
+        self.by_key.get(&(origin, expires_at_ns)).copied()
+    }
+
     /// Gives back every index not in `keep`, once nothing that will be read points to it any
     /// more; the next `intern` may hand it out with other content.
     pub fn retain(&mut self, keep: &HashSet<u32>) {
