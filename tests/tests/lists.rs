@@ -19,6 +19,8 @@ use tests::netns::{Host, Lab, Pace, Receiver, SERVER_V4, in_netns, ip, spawn_udp
 const PORT: u16 = 9000;
 /// Datagrams per probe.
 const N: u64 = 100;
+/// `nobody` on Debian: the owner of a link the daemon must not follow.
+const NOBODY: u32 = 65_534;
 /// Entries of each list in the replacement test.
 const BIG_LIST: u32 = 100_000;
 /// Replacements made while traffic flows.
@@ -313,7 +315,7 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
         "{LISTS_ONLY}[[feeds]]\nname = \"watched\"\npath = \"{}\"\nformat = \"netset\"\ninterval = \"200ms\"\n",
         path.display()
     );
-    let env = Env::new(&config);
+    let mut env = Env::new(&config);
     let wait_until = |what: &str, f: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !f() {
@@ -355,6 +357,43 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
         0,
         "the last good list must stay enforced after an emptying update"
     );
+
+    // A FIFO swapped in is refused at once: the watcher never blocks on it, the daemon answers.
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    wait_until("the feed to refuse the FIFO", &|| {
+        env.list_info("watched").is_some_and(|l| {
+            l["feed"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a regular file"))
+        })
+    });
+    // A link planted by someone other than root, to a root-only file: not followed, and no
+    // error quotes the file.
+    let secret = lab_dir.join("secret");
+    std::fs::write(&secret, "root-only-first-line\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&secret, &path).unwrap();
+    std::os::unix::fs::lchown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    wait_until("the feed to refuse the link", &|| {
+        env.list_info("watched").is_some_and(|l| {
+            l["feed"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("symlink") || e.contains("link"))
+        })
+    });
+    let listed = env.daemon.ok(&["lists", "--json"]).stdout;
+    assert!(!listed.contains("root-only-first-line"), "{listed}");
+    assert_eq!(env.probe(&env.lab.bad), 0, "the last good list must stay enforced");
+    // SIGTERM ends the daemon within its drain time whatever the feed is doing.
+    let started = Instant::now();
+    assert!(env.daemon.stop(), "the daemon did not stop cleanly on SIGTERM");
+    eprintln!("stopped {:?} after SIGTERM", started.elapsed());
     let _ = std::fs::remove_dir_all(&lab_dir);
 }
 
