@@ -188,7 +188,8 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {
-    eprintln!("api-shield: {message}");
+    // Messages may quote what a list line or a peer sent; the terminal gets it escaped.
+    eprintln!("api-shield: {}", crate::text::escape_keeping_lines(message));
     ExitCode::from(code)
 }
 
@@ -280,7 +281,9 @@ fn show(answer: Result<Response, control::ClientError>, json: bool, human: fn(&V
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                    crate::text::escape_json(
+                        &serde_json::to_string_pretty(&body).unwrap_or_default()
+                    )
                 );
             } else {
                 human(&body);
@@ -308,13 +311,16 @@ fn print_reload(body: &Value) {
 }
 
 fn print_change(body: &Value) {
-    println!("{}", serde_json::to_string(body).unwrap_or_default());
+    println!(
+        "{}",
+        crate::text::escape_json(&serde_json::to_string(body).unwrap_or_default())
+    );
 }
 
 fn print_status(body: &Value) {
     if let Value::Object(map) = body {
         for (k, v) in map {
-            println!("{k:>28}: {v}");
+            println!("{k:>28}: {}", crate::text::escape_json(&v.to_string()));
         }
     }
 }

@@ -84,6 +84,37 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` with unsafe characters escaped as [`escape`] does, line breaks kept: for multi-line
+/// messages (a refused reload lists one problem a line).
+pub fn escape_keeping_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| escape(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Serialized JSON with every unsafe character that serde leaves raw (DEL, C1 controls,
+/// bidirectional and invisible marks) written as a `\uXXXX` escape: the same JSON value, safe
+/// for a terminal.
+pub fn escape_json(json: &str) -> Cow<'_, str> {
+    // serde escapes C0 controls inside strings; raw line breaks and tabs are only the
+    // whitespace of pretty output, and stay.
+    let unsafe_in_json = |c: char| is_unsafe(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !json.chars().any(unsafe_in_json) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if unsafe_in_json(c) {
+            // Every unsafe character is in the Basic Multilingual Plane: one escape suffices.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +168,21 @@ mod tests {
         let out = escape("\u{1b}]0;pwned\u{7}\nnext\u{202E}");
         assert_eq!(out, "\\u{001B}]0;pwned\\u{0007}\\u{000A}next\\u{202E}");
         assert!(!out.chars().any(is_unsafe));
+    }
+
+    #[test]
+    fn json_escapes_keep_the_value() {
+        let value = serde_json::json!({"reason": "a\u{9b}31m\u{202E}b\u{7f}", "n": 1});
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        let safe = escape_json(&text);
+        assert!(
+            !safe.chars().any(|c| is_unsafe(c) && c != '\n'),
+            "{safe}"
+        );
+        assert!(safe.contains('\n'), "pretty output keeps its lines");
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back, value);
+        assert_eq!(escape_keeping_lines("a\u{1b}\nb"), "a\\u{001B}\nb");
     }
 
     #[test]

@@ -389,10 +389,17 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
     });
     let listed = env.daemon.ok(&["lists", "--json"]).stdout;
     assert!(!listed.contains("root-only-first-line"), "{listed}");
-    assert_eq!(env.probe(&env.lab.bad), 0, "the last good list must stay enforced");
+    assert_eq!(
+        env.probe(&env.lab.bad),
+        0,
+        "the last good list must stay enforced"
+    );
     // SIGTERM ends the daemon within its drain time whatever the feed is doing.
     let started = Instant::now();
-    assert!(env.daemon.stop(), "the daemon did not stop cleanly on SIGTERM");
+    assert!(
+        env.daemon.stop(),
+        "the daemon did not stop cleanly on SIGTERM"
+    );
     eprintln!("stopped {:?} after SIGTERM", started.elapsed());
     let _ = std::fs::remove_dir_all(&lab_dir);
 }

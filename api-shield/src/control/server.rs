@@ -14,7 +14,7 @@ use nix::unistd::{Gid, Group, Uid, User, getgrouplist};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::body::{self, BodyError, BodyLimits};
@@ -32,6 +32,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Request bodies (imports) read at once: each may hold up to `import.max_bytes` and its parse,
 /// so a control-group member opening many connections cannot multiply the memory.
 const MAX_BODIES_IN_FLIGHT: usize = 2;
+/// Control connections served at once: each may hold a request line of up to
+/// `MAX_REQUEST_BYTES` and what it decodes into, so their number bounds that memory. Far above
+/// what operators and their tools open; the rest are refused at once.
+const MAX_CONNECTIONS: usize = 64;
 /// Pause after a failed `accept` (such as running out of descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -258,19 +262,26 @@ pub async fn serve(
 ) {
     let mut connections = JoinSet::new();
     let bodies = Arc::new(Semaphore::new(MAX_BODIES_IN_FLIGHT));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(connection(
-                        stream,
-                        policy,
-                        Arc::clone(&handler),
-                        Arc::clone(&bodies),
-                    ));
-                }
+                Ok((stream, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(slot) => {
+                        connections.spawn(connection(
+                            stream,
+                            policy,
+                            Arc::clone(&handler),
+                            Arc::clone(&bodies),
+                            slot,
+                        ));
+                    }
+                    Err(_) => {
+                        connections.spawn(turn_away(stream));
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "control socket: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
@@ -286,11 +297,23 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
+/// Answers a connection over [`MAX_CONNECTIONS`] with a refusal and closes it.
+async fn turn_away(stream: UnixStream) {
+    let (_, mut write) = stream.into_split();
+    let busy = Response::error(
+        ErrorCode::Refused,
+        format!("the daemon already serves {MAX_CONNECTIONS} control connections; try again"),
+    );
+    let _ = tokio::time::timeout(IDLE_TIMEOUT, send(&mut write, &busy)).await;
+}
+
 async fn connection(
     stream: UnixStream,
     policy: PeerPolicy,
     handler: Arc<dyn Handler>,
     bodies: Arc<Semaphore>,
+    // Held for the connection's life.
+    _slot: OwnedSemaphorePermit,
 ) {
     let peer = match stream.peer_cred() {
         Ok(cred) => PeerCred {

@@ -94,9 +94,12 @@ impl Handler for DaemonHandler {
                 match body {
                     RequestBody::Bytes(bytes) => {
                         import::prepare(request, bytes).and_then(|prepared| {
-                            prepared.apply(
-                                &mut self.state.lock().unwrap_or_else(PoisonError::into_inner),
-                            )
+                            let applied = {
+                                let mut state =
+                                    self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                                prepared.apply(&mut state)
+                            };
+                            applied.map_err(import::Refusal::explained)
                         })
                     }
                     RequestBody::Refused(e) => Err(OpError::Invalid(e.to_string())),

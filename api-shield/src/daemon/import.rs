@@ -69,8 +69,9 @@ pub fn prepare(request: ImportRequest, bytes: Vec<u8>) -> Result<PreparedImport,
 }
 
 impl PreparedImport {
-    /// Screens the entries and swaps the list in, under the state lock.
-    pub fn apply(self, state: &mut State) -> Result<Value, OpError> {
+    /// Screens the entries and swaps the list in, under the state lock. A refusal is explained
+    /// by [`Refusal::explained`], once the lock is released (naming lines re-reads the text).
+    pub fn apply(self, state: &mut State) -> Result<Value, Refusal> {
         let Self {
             request,
             source,
@@ -84,20 +85,26 @@ impl PreparedImport {
         } else {
             OnLockout::Refuse
         };
-        let applied = state
-            .replace_list(&request.list, &source, &parsed.entries, on_lockout)
-            .map_err(|e| match e {
-                OpError::Lockout { refused, .. } => {
-                    let message = lockout_message(&text, &source, request.format, &refused);
-                    OpError::Lockout { refused, message }
-                }
-                other => other,
-            })?;
+        let applied = match state.replace_list(&request.list, &source, &parsed.entries, on_lockout)
+        {
+            Ok(applied) => applied,
+            Err(OpError::Lockout { refused, message }) => {
+                return Err(Refusal::Lockout {
+                    refused,
+                    message,
+                    text,
+                    source,
+                    format: request.format,
+                });
+            }
+            Err(other) => return Err(Refusal::Other(other)),
+        };
         Ok(json!({
             "list": request.list,
             "source": source,
             "entries": parsed.entries.len(),
             "duplicates": parsed.duplicates,
+            "skipped_total": parsed.skipped_total,
             "skipped": parsed.skipped.iter().map(|s| json!({"line": s.line, "text": s.text, "reason": s.reason})).collect::<Vec<_>>(),
             "format": parsed.format,
             "revision": applied.revision,
@@ -105,6 +112,38 @@ impl PreparedImport {
             "parse_ms": parse_ms,
             "total_ms": millis(started),
         }))
+    }
+}
+
+/// Why an import was not applied.
+pub enum Refusal {
+    /// Entries would cut this host off; the lines are named once the lock is released.
+    Lockout {
+        refused: Lockout,
+        message: String,
+        text: String,
+        source: String,
+        format: Format,
+    },
+    Other(OpError),
+}
+
+impl Refusal {
+    /// The error to answer, naming the source and line of the first refused entries.
+    pub fn explained(self) -> OpError {
+        match self {
+            Refusal::Lockout {
+                refused,
+                text,
+                source,
+                format,
+                ..
+            } => {
+                let message = lockout_message(&text, &source, format, &refused);
+                OpError::Lockout { refused, message }
+            }
+            Refusal::Other(e) => e,
+        }
     }
 }
 
@@ -118,13 +157,24 @@ fn lockout_message(text: &str, source: &str, format: Format, refused: &Lockout) 
     let named: Vec<String> = refused
         .refused
         .iter()
+        .take(MAX_NAMED_LOCKOUTS)
         .map(|c| match formats::line_of(text, format, &c.net) {
             Some(line) => format!("{source}:{line}: {c}"),
             None => format!("{source}: {c}"),
         })
         .collect();
+    let more = refused.refused.len().saturating_sub(named.len());
+    let rest = if more > 0 {
+        format!("; and {more} more")
+    } else {
+        String::new()
+    };
     format!(
-        "refusing to import: {}; nothing was applied (use --force to import anyway)",
+        "refusing to import: {}{rest}; nothing was applied (use --force to import anyway)",
         named.join("; ")
     )
 }
+
+/// Entries a lockout refusal names with their line; finding a line re-reads the text, and a
+/// list of a million such entries must not cost a million re-reads.
+const MAX_NAMED_LOCKOUTS: usize = 20;

@@ -98,11 +98,47 @@ fn parse<T: for<'de> Deserialize<'de>>(path: PathBuf, bytes: &[u8]) -> Result<T,
 }
 
 /// Writes durably and atomically; see `StateDir::write_atomic_with`.
-fn write_json(dir: &StateDir, name: &str, value: &impl Serialize) -> Result<(), SnapshotError> {
+/// Writes `value` as `name`, refusing to write more than `max` bytes: a start must be able to
+/// read back whatever was written, or the next boot would find a snapshot it refuses.
+fn write_json(
+    dir: &StateDir,
+    name: &str,
+    value: &impl Serialize,
+    max: u64,
+) -> Result<(), SnapshotError> {
     dir.write_atomic_with(name, |out| {
-        serde_json::to_writer(out, value).map_err(std::io::Error::from)
+        let mut capped = Capped {
+            inner: out,
+            left: max,
+        };
+        serde_json::to_writer(&mut capped, value).map_err(std::io::Error::from)
     })?;
     Ok(())
+}
+
+/// A writer that fails once more than `left` bytes were asked of it.
+struct Capped<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Capped<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let len = buf.len() as u64;
+        if len > self.left {
+            return Err(std::io::Error::other(
+                "the list is larger than a start reads back from the snapshot; nothing was \
+                 applied (split it into several lists)",
+            ));
+        }
+        let n = self.inner.write(buf)?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn origin_file(name: &str) -> String {
@@ -202,7 +238,7 @@ impl SnapshotDir {
                         })
                         .collect(),
                 };
-                write_json(&self.origins, &origin_file(name), &file)?;
+                write_json(&self.origins, &origin_file(name), &file, MAX_ORIGIN_BYTES)?;
             }
         }
         let index = Index {
@@ -214,7 +250,7 @@ impl SnapshotDir {
                 .map(|(n, l)| (n.to_string(), l.meta.clone()))
                 .collect(),
         };
-        write_json(&self.dir, INDEX, &index)?;
+        write_json(&self.dir, INDEX, &index, MAX_INDEX_BYTES)?;
         for name in changed {
             if store.origin(name).is_none() {
                 // A file left behind is named by no index: harmless, and replaced if the list
@@ -279,6 +315,21 @@ mod tests {
 
     fn ids() -> BTreeMap<String, u32> {
         BTreeMap::from([("cli".to_string(), 1), ("list-a".to_string(), 2)])
+    }
+
+    #[test]
+    fn nothing_larger_than_a_start_reads_back_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = open(dir.path());
+        let big = vec![7u8; 1000];
+        let err = write_json(&snap.origins, "big.json", &big, 100).unwrap_err();
+        assert!(
+            err.to_string().contains("larger than a start reads back"),
+            "{err}"
+        );
+        assert!(snap.origins.read("big.json", u64::MAX).unwrap().is_none());
+        write_json(&snap.origins, "big.json", &big, 10_000).unwrap();
+        assert!(snap.origins.read("big.json", 10_000).unwrap().is_some());
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Store {
             .or_insert_with(|| Arc::new(OriginList::new(source, now_ms)));
         let list = Arc::make_mut(list);
         list.meta.updated_at_ms = now_ms.max(list.meta.updated_at_ms);
-        list.meta.revision += 1;
+        list.meta.revision = list.meta.revision.saturating_add(1);
         list
     }
 
@@ -107,7 +107,7 @@ impl Store {
 
     /// Replaces origin `name` whole; returns its new revision.
     pub fn replace_origin(&mut self, name: &str, mut list: OriginList) -> u64 {
-        let revision = self.revision(name) + 1;
+        let revision = self.revision(name).saturating_add(1);
         list.meta.revision = revision;
         self.origins.insert(name.to_string(), Arc::new(list));
         revision

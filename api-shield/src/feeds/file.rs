@@ -244,6 +244,14 @@ fn load(feed: &FileFeed, sink: &dyn FeedSink) -> Result<usize, String> {
             "skipped a malformed line"
         );
     }
+    if parsed.skipped_total > parsed.skipped.len() {
+        tracing::warn!(
+            list = feed.name,
+            skipped = parsed.skipped_total,
+            "skipped malformed lines (the first {} are logged)",
+            parsed.skipped.len()
+        );
+    }
     let count = parsed.entries.len();
     if !feed.allow_shrink
         && let Some(current) = sink.current_len(&feed.name)

@@ -73,8 +73,11 @@ pub enum Format {
 pub struct Parsed {
     /// Distinct prefixes, in the order of their first appearance.
     pub entries: Vec<ListEntry>,
-    /// Invalid lines passed over (only with `skip_invalid`), in file order.
+    /// The first [`MAX_SKIPPED_KEPT`] invalid lines passed over (only with `skip_invalid`), in
+    /// file order: a file of junk must not cost memory per line.
     pub skipped: Vec<Skipped>,
+    /// Every invalid line passed over.
+    pub skipped_total: usize,
     /// The syntax actually used (never `Auto`).
     pub format: Format,
     /// Lines in the file.
@@ -187,6 +190,7 @@ pub fn parse(
     Ok(Parsed {
         entries,
         skipped: out.skipped,
+        skipped_total: out.skipped_total,
         format,
         lines,
         duplicates,
@@ -219,6 +223,7 @@ fn strip_bom(text: &str) -> &str {
 struct Collector<'f> {
     entries: Vec<ListEntry>,
     skipped: Vec<Skipped>,
+    skipped_total: usize,
     file: &'f str,
     skip_invalid: bool,
 }
@@ -228,6 +233,7 @@ impl<'f> Collector<'f> {
         Collector {
             entries: Vec::with_capacity(capacity),
             skipped: Vec::new(),
+            skipped_total: 0,
             file,
             skip_invalid,
         }
@@ -238,6 +244,9 @@ impl<'f> Collector<'f> {
     }
 
     fn invalid(&mut self, line: usize, raw: &str, message: String) -> Result<(), ListError> {
+        // Messages quote what the line held (a token, a set name): shown to the operator's
+        // terminal and kept in the audit log, so escaped and bounded whatever the line was.
+        let message = bounded(&message);
         if !self.skip_invalid {
             return Err(ListError {
                 file: self.file.to_owned(),
@@ -245,11 +254,14 @@ impl<'f> Collector<'f> {
                 message,
             });
         }
-        self.skipped.push(Skipped {
-            line,
-            text: shorten(raw.trim()),
-            reason: message,
-        });
+        self.skipped_total += 1;
+        if self.skipped.len() < MAX_SKIPPED_KEPT {
+            self.skipped.push(Skipped {
+                line,
+                text: shorten(raw.trim()),
+                reason: message,
+            });
+        }
         Ok(())
     }
 }
@@ -379,15 +391,32 @@ fn parse_token(token: &str) -> Result<IpNet, String> {
     })
 }
 
+/// Skipped lines reported by name; the rest are counted.
+pub const MAX_SKIPPED_KEPT: usize = 100;
+/// Longest message about one line, in characters.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// `text` cut to `MAX_SHOWN` bytes and escaped for terminals.
 fn shorten(text: &str) -> String {
     if text.len() <= MAX_SHOWN {
-        return text.to_owned();
+        return crate::text::escape(text).into_owned();
     }
     let mut end = MAX_SHOWN;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &text[..end])
+    format!("{}...", crate::text::escape(&text[..end]))
+}
+
+/// A message about a line, escaped and cut to `MAX_MESSAGE_CHARS`.
+fn bounded(message: &str) -> String {
+    let escaped = crate::text::escape(message);
+    if escaped.chars().count() <= MAX_MESSAGE_CHARS {
+        return escaped.into_owned();
+    }
+    let mut cut: String = escaped.chars().take(MAX_MESSAGE_CHARS).collect();
+    cut.push_str("...");
+    cut
 }
 
 fn is_exist_flag(token: &str) -> bool {
@@ -711,6 +740,29 @@ mod tests {
 
     fn ok(text: &str, format: Format) -> Parsed {
         parse(text, "test.list", format, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_file_of_junk_costs_a_counter_not_a_record_per_line() {
+        let junk = "x y\n".repeat(10_000);
+        let parsed = parse(&junk, "junk", Format::Plain, true).unwrap();
+        assert_eq!(parsed.skipped_total, 10_000);
+        assert_eq!(parsed.skipped.len(), MAX_SKIPPED_KEPT);
+        assert!(parsed.entries.is_empty());
+    }
+
+    #[test]
+    fn messages_quoting_a_line_are_escaped_and_bounded() {
+        let set_name = format!("\u{1b}[2J{}", "n".repeat(100_000));
+        let text = format!("create {set_name} list:set\n");
+        let err = parse(&text, "evil", Format::Ipset, false).unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.chars().any(crate::text::is_unsafe), "{shown:?}");
+        assert!(shown.len() < 1_000, "{} bytes", shown.len());
+        let skipped = parse("a\u{9b}31m b\n", "evil", Format::Plain, true).unwrap();
+        let s = &skipped.skipped[0];
+        assert!(!s.text.chars().any(crate::text::is_unsafe), "{s:?}");
+        assert!(!s.reason.chars().any(crate::text::is_unsafe), "{s:?}");
     }
 
     #[test]

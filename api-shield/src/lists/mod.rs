@@ -20,9 +20,16 @@ pub struct ListEntry {
 /// Whether a list name is acceptable as an origin: short, printable, no path characters.
 pub fn valid_list_name(name: &str) -> Result<(), String> {
     const MAX_LEN: usize = 64;
+    // The refusal quotes the name: cut and escaped, since it is the input being refused.
+    let shown = |name: &str| {
+        let cut: String = name.chars().take(MAX_LEN).collect();
+        let more = if cut.len() < name.len() { "..." } else { "" };
+        format!("{}{more}", crate::text::escape(&cut))
+    };
     if name.is_empty() || name.len() > MAX_LEN {
         return Err(format!(
-            "list name `{name}` must be 1 to {MAX_LEN} characters"
+            "list name `{}` must be 1 to {MAX_LEN} characters",
+            shown(name)
         ));
     }
     if !name
@@ -31,7 +38,8 @@ pub fn valid_list_name(name: &str) -> Result<(), String> {
         || name.starts_with('.')
     {
         return Err(format!(
-            "list name `{name}` may hold only letters, digits, `-`, `_` and `.`, and not start with `.`"
+            "list name `{}` may hold only letters, digits, `-`, `_` and `.`, and not start with `.`",
+            shown(name)
         ));
     }
     Ok(())
