@@ -175,10 +175,7 @@ mod tests {
         let value = serde_json::json!({"reason": "a\u{9b}31m\u{202E}b\u{7f}", "n": 1});
         let text = serde_json::to_string_pretty(&value).unwrap();
         let safe = escape_json(&text);
-        assert!(
-            !safe.chars().any(|c| is_unsafe(c) && c != '\n'),
-            "{safe}"
-        );
+        assert!(!safe.chars().any(|c| is_unsafe(c) && c != '\n'), "{safe}");
         assert!(safe.contains('\n'), "pretty output keeps its lines");
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back, value);
