@@ -146,6 +146,10 @@ pub struct ImportArgs {
     /// Import even lines that cover this host's own addresses or a management prefix.
     #[arg(long)]
     pub force: bool,
+    /// Replace the list even if that empties it or removes more than half of its entries
+    /// (a pipe whose producer failed half-way ends like a complete list).
+    #[arg(long)]
+    pub allow_shrink: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

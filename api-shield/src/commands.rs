@@ -245,6 +245,7 @@ fn import(socket: &std::path::Path, i: crate::cli::ImportArgs) -> ExitCode {
         format: i.format,
         skip_invalid: i.skip_invalid,
         force: i.force,
+        allow_shrink: i.allow_shrink,
     };
     let answer = control::request_with_body(socket, &req, source).map_err(|e| match e {
         control::ClientError::Source(io) => control::ClientError::Source(std::io::Error::new(

@@ -296,6 +296,44 @@ fn oversize_endless_cut_and_binary_imports_change_nothing() {
     assert!(failed >= 4, "refused imports are audited: {failed}");
 }
 
+/// A pipe whose producer failed half-way ends like a complete list: an import that would empty
+/// a list or take more than half of it away is refused unless `--allow-shrink` says it is meant.
+#[test]
+fn an_import_that_shrinks_a_list_by_half_is_held_back_unless_allowed() {
+    let env = Env::new();
+    let d = &env.daemon;
+    let mut full = format!("{}\n", env.lab.bad.v4);
+    for i in 0..9 {
+        full.push_str(&format!("198.19.3.{i}\n"));
+    }
+    let full = env.file("full.txt", full.as_bytes(), 0o644);
+    d.ok(&["import", path_str(&full), "--list", "cut"]);
+    let before = env.lists();
+    let cut = env.file("cut.txt", b"198.19.3.0\n198.19.3.1\n", 0o644);
+    let out = d.cli(&["import", path_str(&cut), "--list", "cut"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr.contains("from 10 to 2 entries") && out.stderr.contains("--allow-shrink"),
+        "{out:?}"
+    );
+    assert_eq!(env.lists(), before, "a held-back import changed the lists");
+    assert_eq!(env.bad_arrivals(), 0, "the full list stopped enforcing");
+    let out = d.cli(&[
+        "import",
+        path_str(&cut),
+        "--list",
+        "cut",
+        "--allow-shrink",
+        "--json",
+    ]);
+    assert!(out.success(), "{out:?}");
+    assert_eq!(
+        env.bad_arrivals(),
+        N,
+        "the shrunk list is not the one enforced"
+    );
+}
+
 /// Outside text (block reasons, ipset comments) with terminal escapes, bidirectional overrides
 /// or over 256 characters is refused naming what is wrong, and changes nothing.
 #[test]

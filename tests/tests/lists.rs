@@ -244,7 +244,12 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
     assert_eq!(env.probe(&env.bad_as(ONLY_A)), 0);
 
     // With --skip-invalid every bad line is reported and the rest applies.
-    let out = import(&env, &broken, "feed-a", &["--skip-invalid"]);
+    let out = import(
+        &env,
+        &broken,
+        "feed-a",
+        &["--skip-invalid", "--allow-shrink"],
+    );
     assert!(out.success(), "{}", out.stderr);
     let body: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(body["entries"], 2);

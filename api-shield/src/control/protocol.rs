@@ -52,6 +52,9 @@ pub enum Request {
         /// Import even lines that would cut off this host or a management prefix.
         #[serde(default)]
         force: bool,
+        /// Replace the list even if that empties it or removes more than half of it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        allow_shrink: bool,
     },
     /// Empties a named list.
     Flush {

@@ -593,6 +593,7 @@ mod tests {
             format: crate::lists::formats::Format::Auto,
             skip_invalid: false,
             force: false,
+            allow_shrink: false,
         }
     }
 

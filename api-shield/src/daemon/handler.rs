@@ -82,6 +82,7 @@ impl Handler for DaemonHandler {
                 format,
                 skip_invalid,
                 force,
+                allow_shrink,
             } => {
                 // Parsed before the state lock is taken: only the swap holds it.
                 let request = ImportRequest {
@@ -90,6 +91,7 @@ impl Handler for DaemonHandler {
                     format,
                     skip_invalid,
                     force,
+                    allow_shrink,
                 };
                 match body {
                     RequestBody::Bytes(bytes) => {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::guard::OnLockout;
 use super::ops::{OpError, State, origin_of};
+use crate::feeds::file::{DEFAULT_MAX_SHRINK_PERCENT, shrinks_too_much};
 use crate::lists::formats::{self, Format, Parsed};
 use crate::lockout::Lockout;
 use crate::text;
@@ -26,6 +27,7 @@ pub struct ImportRequest {
     pub format: Format,
     pub skip_invalid: bool,
     pub force: bool,
+    pub allow_shrink: bool,
 }
 
 /// A list parsed and ready to swap in.
@@ -80,6 +82,19 @@ impl PreparedImport {
             started,
             parse_ms,
         } = self;
+        let current = state
+            .store
+            .origin(&request.list)
+            .map_or(0, |l| l.entries.len());
+        let next = parsed.entries.len();
+        if !request.allow_shrink && shrinks_too_much(current, next, DEFAULT_MAX_SHRINK_PERCENT) {
+            return Err(Refusal::Other(OpError::Refused(format!(
+                "{source}: the list `{}` would go from {current} to {next} entries, losing more \
+                 than {DEFAULT_MAX_SHRINK_PERCENT}%; nothing was applied (a source cut short \
+                 looks like this; use --allow-shrink if it is meant)",
+                request.list
+            ))));
+        }
         let on_lockout = if request.force {
             OnLockout::Force
         } else {
