@@ -151,23 +151,31 @@ fn import_reads_as_the_caller_and_never_as_root() {
     assert!(last["args"]["bytes"].as_u64().is_some(), "{last}");
 }
 
-#[test]
-fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
-    let env = Env::new();
-    let d = &env.daemon;
+/// `import - --list piped` reading from a pipe the test holds, with `first` already written.
+fn piped_import(d: &Daemon, extra: &[&str], first: &[u8]) -> (Proc, std::process::ChildStdin) {
+    let mut args = vec!["import", "-", "--list", "piped"];
+    args.extend_from_slice(extra);
     let mut child = d
-        .cli_command(&["import", "-", "--list", "piped", "--json"])
+        .cli_command(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the import");
     let mut stdin = child.stdin.take().expect("the import's stdin");
-    let mut importer = Proc {
+    let importer = Proc {
         name: "import from a pipe",
         child,
     };
-    stdin.write_all(b"# from a pipe\n").expect("first bytes");
+    stdin.write_all(first).expect("first bytes");
+    (importer, stdin)
+}
+
+#[test]
+fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
+    let env = Env::new();
+    let d = &env.daemon;
+    let (mut importer, mut stdin) = piped_import(d, &["--json"], b"# from a pipe\n");
 
     // The import is pending: the daemon answers and changes state meanwhile.
     std::thread::sleep(Duration::from_millis(300));
@@ -193,19 +201,7 @@ fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
 
     // A pipe that stops sending is dropped after the read timeout; the list stays as it was.
     let before = env.lists();
-    let mut child = d
-        .cli_command(&["import", "-", "--list", "piped"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the import");
-    let mut stdin = child.stdin.take().expect("the import's stdin");
-    let mut stalled = Proc {
-        name: "import from a stalled pipe",
-        child,
-    };
-    stdin.write_all(b"198.18.6.7\n").expect("first bytes");
+    let (mut stalled, stdin) = piped_import(d, &[], b"198.18.6.7\n");
     let started = Instant::now();
     let out = stalled.child.wait_with_output_bounded();
     drop(stdin);
