@@ -212,11 +212,17 @@ pub fn read_feed_file(path: &Path, max_bytes: u64) -> Result<String, ReadError> 
 
 /// `message` with every `quoted` span replaced, and cut short: a parse error about a file the
 /// daemon read as root must not carry the file's content to whoever reads `lists`.
+///
+/// Everything from the first backtick to the last goes: the file's content only ever appears
+/// between backticks, and a backtick inside that content must not end the redaction early.
 pub fn without_content(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for (i, part) in message.split('`').enumerate() {
-        out.push_str(if i % 2 == 1 { "`…`" } else { part });
-    }
+    let mut out = match (message.find('`'), message.rfind('`')) {
+        (Some(first), Some(last)) if first < last => {
+            format!("{}`…`{}", &message[..first], &message[last + 1..])
+        }
+        (Some(first), _) => format!("{}`…`", &message[..first]),
+        _ => message.to_owned(),
+    };
     if out.chars().count() > MAX_ERROR_CHARS {
         out = out.chars().take(MAX_ERROR_CHARS).collect::<String>() + "…";
     }
@@ -332,6 +338,15 @@ mod tests {
         assert!(without_content(&long).chars().count() <= MAX_ERROR_CHARS + 1);
         // An unbalanced backtick hides the rest.
         assert_eq!(without_content("a `secret"), "a `…`");
+        // A backtick inside the content does not end the redaction.
+        assert_eq!(
+            without_content("f:3: `x`SECRET` is not an IP address"),
+            "f:3: `…` is not an IP address"
+        );
+        assert_eq!(
+            without_content("f:1: set `s` is of type `x`SECRET`, whose entries are not plain"),
+            "f:1: set `…`, whose entries are not plain"
+        );
     }
 
     #[test]
