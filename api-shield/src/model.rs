@@ -75,3 +75,10 @@ impl Decision {
         }
     }
 }
+
+/// Origin of decisions made through the CLI.
+pub const ORIGIN_CLI: &str = "cli";
+/// Origin of the config's management allowlist.
+pub const ORIGIN_CONFIG: &str = "config";
+/// Origin name shown for the kernel's own auto-blocks.
+pub const ORIGIN_KERNEL_NAME: &str = "kernel";

@@ -9,10 +9,10 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::escalate::StateEscalator;
 use super::ops::State;
 use crate::audit::AuditLog;
 use crate::gateway::config::GatewayConfig;
-use crate::gateway::escalate::StateEscalator;
 use crate::gateway::jwks_http::HttpJwksFetcher;
 use crate::gateway::live::{Live, SharedLive};
 use crate::gateway::password_pool::PasswordPool;

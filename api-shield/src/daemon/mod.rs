@@ -2,6 +2,7 @@
 //! follow kernel events, expire decisions, reload on SIGHUP. Exiting leaves the program
 //! attached and enforcing.
 
+pub mod escalate;
 pub mod events;
 pub mod gateway;
 pub mod guard;

@@ -22,12 +22,7 @@ use std::time::Instant;
 
 pub use super::lists::UpdateError;
 
-/// Origin of decisions made through the CLI.
-pub const ORIGIN_CLI: &str = "cli";
-/// Origin of the config's management allowlist.
-pub const ORIGIN_CONFIG: &str = "config";
-/// Origin name shown for the kernel's own auto-blocks.
-pub const ORIGIN_KERNEL_NAME: &str = "kernel";
+pub use crate::model::{ORIGIN_CLI, ORIGIN_CONFIG, ORIGIN_KERNEL_NAME};
 /// Longest reason text kept with a decision.
 
 #[derive(Debug, thiserror::Error)]

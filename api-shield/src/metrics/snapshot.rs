@@ -8,9 +8,10 @@ use api_shield_common::verdict;
 
 use crate::config::Mode;
 use crate::daemon::link_watch::LinkState;
-use crate::daemon::ops::{ORIGIN_CONFIG, ORIGIN_KERNEL_NAME, State};
+use crate::daemon::ops::State;
 use crate::feeds::FeedHealth;
 use crate::model::Action;
+use crate::model::{ORIGIN_CONFIG, ORIGIN_KERNEL_NAME};
 use crate::table::expiry::ExpiryPlan;
 
 /// Fill level of one kernel map; `used` is `None` where the daemon does not track it.

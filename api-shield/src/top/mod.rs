@@ -137,7 +137,7 @@ impl Poller {
             socket,
             &Request::List {
                 action: Some(Action::Block),
-                origin: (!full_blocked).then(|| crate::daemon::ops::ORIGIN_KERNEL_NAME.into()),
+                origin: (!full_blocked).then(|| crate::model::ORIGIN_KERNEL_NAME.into()),
             },
         )?;
         if full_blocked {

@@ -245,7 +245,7 @@ impl Model {
         let blocked = blocks(&sample.blocked);
         self.offenders = blocked
             .iter()
-            .filter(|b| b.origin == crate::daemon::ops::ORIGIN_KERNEL_NAME)
+            .filter(|b| b.origin == crate::model::ORIGIN_KERNEL_NAME)
             .cloned()
             .collect();
         if sample.full_blocked {
@@ -253,7 +253,7 @@ impl Model {
         } else {
             // Only the kernel's were read this time: keep the others from the last full read.
             self.latest
-                .retain(|b| b.origin != crate::daemon::ops::ORIGIN_KERNEL_NAME);
+                .retain(|b| b.origin != crate::model::ORIGIN_KERNEL_NAME);
             self.latest.extend(self.offenders.iter().cloned());
         }
         self.latest.sort_by(|a, b| {

@@ -257,7 +257,7 @@ fn draw_offenders(frame: &mut Frame, model: &Model, ui: &Ui, area: Rect) {
     let kernel_rate = model
         .lists
         .iter()
-        .find(|l| l.name == crate::daemon::ops::ORIGIN_KERNEL_NAME)
+        .find(|l| l.name == crate::model::ORIGIN_KERNEL_NAME)
         .and_then(|l| l.drop_rate);
     let heading = format!(
         "offenders by {}: {} auto-blocked, {} drop/s (no per-source rates)",
