@@ -672,6 +672,46 @@ mod tests {
         server.stop().await;
     }
 
+    /// Idle connections cannot pile up past `MAX_CONNECTIONS`: the next one is refused at once,
+    /// and a slot freed is served again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn connections_past_the_cap_are_refused_at_once() {
+        let server = Server::start(own_policy());
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            held.push(UnixStream::connect(&server.path).await.unwrap());
+        }
+        // Accepted in order: wait until the server has taken every slot.
+        let path = server.path.clone();
+        let refused = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match client::request(&path, &Request::Status) {
+                    Ok(Response::Error { message, .. }) => return message,
+                    _ if std::time::Instant::now() > deadline => panic!("never refused"),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(refused.contains("control connections"), "{refused}");
+        held.clear();
+        let path = server.path.clone();
+        let served = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                match client::request(&path, &Request::Status) {
+                    Ok(Response::Ok { .. }) => return,
+                    _ if std::time::Instant::now() > deadline => panic!("never served again"),
+                    _ => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        served.await.unwrap();
+        server.stop().await;
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn one_connection_carries_several_exchanges() {
         let server = Server::start(own_policy());
