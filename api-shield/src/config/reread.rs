@@ -1,16 +1,10 @@
 //! The files the daemon reads again after start, when it may no longer be root: each must be
 //! readable by `run_as`, or the first SIGHUP (or feed change) would fail instead of the start.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::Config;
-
-/// A file the daemon reads after giving up root, with the setting that names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RereadFile {
-    pub setting: String,
-    pub path: PathBuf,
-}
+pub use crate::privilege::RereadFile;
 
 impl Config {
     /// The config file itself (re-read on SIGHUP), the gateway's policy and TLS files

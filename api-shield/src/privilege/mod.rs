@@ -14,6 +14,7 @@
 //!   mounts, namespaces, module or kexec loading, reboot.
 
 mod readable;
+pub use readable::RereadFile;
 
 use std::collections::BTreeMap;
 
@@ -49,10 +50,7 @@ pub enum PrivilegeError {
 
 /// Resolves `run_as` and checks it can read `files` (see `readable`): what `check-config`
 /// reports and what `run` checks before it changes anything.
-pub fn check_run_as(
-    name: &str,
-    files: &[crate::config::RereadFile],
-) -> Result<ServiceUser, PrivilegeError> {
+pub fn check_run_as(name: &str, files: &[RereadFile]) -> Result<ServiceUser, PrivilegeError> {
     let user = ServiceUser::resolve(name)?;
     let problems = user.unreadable(files)?;
     if problems.is_empty() {

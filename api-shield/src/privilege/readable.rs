@@ -11,12 +11,19 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::unistd::Uid;
 
 use super::{PrivilegeError, ServiceUser};
-use crate::config::RereadFile;
+
+/// A file the daemon reads after giving up root, with the setting that names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RereadFile {
+    pub setting: String,
+    pub path: PathBuf,
+}
 
 impl ServiceUser {
     /// The files of `files` this user cannot open for reading, each as `setting path: error`.
