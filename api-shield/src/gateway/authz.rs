@@ -55,7 +55,7 @@ use super::metrics::GatewayMetrics;
 use super::password_pool::{self, PasswordPool};
 use crate::accept::Accept;
 use crate::accept::slots::SlotLimits;
-use crate::policy::{Decision, Headers, RequestMeta};
+use crate::policy::{AccessDecision, Headers, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
@@ -317,7 +317,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// The answer to the proxy for `decision`.
-pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
+pub fn respond(dialect: Dialect, decision: &AccessDecision) -> Response<Full<Bytes>> {
     let engine_status = decision.status();
     // nginx treats anything but 2xx/401/403 from the subrequest as an error (500); the engine's
     // status stays in the status header for `auth_request_set`.

@@ -13,7 +13,7 @@ use super::time::CalendarWindow;
 /// Every problem found in a policy configuration, each with the path of the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid policy configuration:\n  {}", .problems.join("\n  "))]
-pub struct ConfigErrors {
+pub struct InvalidPolicy {
     /// `path: message`, one per problem.
     pub problems: Vec<String>,
 }
@@ -27,11 +27,11 @@ impl Problems {
         self.0.push(format!("{path}: {message}"));
     }
 
-    pub(crate) fn into_result(self) -> Result<(), ConfigErrors> {
+    pub(crate) fn into_result(self) -> Result<(), InvalidPolicy> {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(ConfigErrors { problems: self.0 })
+            Err(InvalidPolicy { problems: self.0 })
         }
     }
 }
@@ -677,14 +677,14 @@ pub const MAX_RULE_COUNT: u32 = 10_000;
 
 impl PolicyConfig {
     /// Parses TOML.
-    pub fn from_toml_str(text: &str) -> Result<Self, ConfigErrors> {
-        toml::from_str(text).map_err(|e| ConfigErrors {
+    pub fn from_toml_str(text: &str) -> Result<Self, InvalidPolicy> {
+        toml::from_str(text).map_err(|e| InvalidPolicy {
             problems: vec![e.to_string()],
         })
     }
 
     /// Structural checks: names, references, ranges. Returns every problem found.
-    pub fn validate(&self) -> Result<(), ConfigErrors> {
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
         let mut p = Problems::default();
         self.check(&mut p);
         p.into_result()

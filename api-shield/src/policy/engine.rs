@@ -16,10 +16,10 @@ use serde::Serialize;
 use super::apikey::ApiKeyStore;
 use super::basic::BasicStore;
 use super::config::{
-    AuthMethod, ConfigErrors, KeyPart, PolicyConfig, Problems, QuotaScope, RouteConfig, Unmatched,
+    AuthMethod, InvalidPolicy, KeyPart, PolicyConfig, Problems, QuotaScope, RouteConfig, Unmatched,
     default_identity_header,
 };
-use super::decision::{Decision, DenyReason, Verdict};
+use super::decision::{AccessDecision, DenyReason, Verdict};
 use super::detector::{Detector, Escalation};
 use super::headers;
 use super::jwks::{JwksCache, JwksFetcher};
@@ -128,7 +128,7 @@ struct Lineage<'a> {
 )]
 pub enum Step {
     /// Decided without any password hash (none needed, or answered from the success cache).
-    Decided(Decision),
+    Decided(AccessDecision),
     /// A Basic password must be hashed first: run the check (off any event loop), then call
     /// [`Engine::finish`] with the same request. Or answer [`PasswordCheck::unavailable`].
     Password(PasswordCheck),
@@ -170,7 +170,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Validates `config`, loads every key and hash, and builds an engine with fresh state.
     /// Every problem is reported, each with its path.
-    pub fn new(config: PolicyConfig, fetcher: Arc<dyn JwksFetcher>) -> Result<Self, ConfigErrors> {
+    pub fn new(config: PolicyConfig, fetcher: Arc<dyn JwksFetcher>) -> Result<Self, InvalidPolicy> {
         let limiter = Arc::new(Limiter::new(
             config.limiter.max_tracked_keys,
             config.limiter.when_full,
@@ -194,7 +194,7 @@ impl Engine {
     /// URLs, the fetcher and the counters, the failure budget and the remembered password
     /// successes (of users whose hash did not change). A changed `[limiter]`, `[detector]` or
     /// `[password_budget]` section starts that part afresh.
-    pub fn reload(&self, config: PolicyConfig) -> Result<Self, ConfigErrors> {
+    pub fn reload(&self, config: PolicyConfig) -> Result<Self, InvalidPolicy> {
         let limiter = if config.limiter == self.config.limiter {
             self.limiter.clone()
         } else {
@@ -231,7 +231,7 @@ impl Engine {
         config: PolicyConfig,
         fetcher: Arc<dyn JwksFetcher>,
         state: Lineage<'_>,
-    ) -> Result<Self, ConfigErrors> {
+    ) -> Result<Self, InvalidPolicy> {
         let Lineage {
             limiter,
             detector,
@@ -422,7 +422,7 @@ impl Engine {
 
     /// Decides one request at `now`, computing any password hash on the calling thread.
     /// A transport with an event loop uses [`Self::begin`] and [`Self::finish`] instead.
-    pub fn check(&self, req: &RequestMeta, now: Now) -> Decision {
+    pub fn check(&self, req: &RequestMeta, now: Now) -> AccessDecision {
         match self.begin(req, now) {
             Step::Decided(d) => d,
             Step::Password(check) => self.finish(req, check.run(), now),
@@ -442,7 +442,7 @@ impl Engine {
     /// Completes the decision of `req` (the same request given to [`Self::begin`]) with the
     /// verdict of its password check. A verdict computed for another credential counts as a
     /// wrong password.
-    pub fn finish(&self, req: &RequestMeta, verdict: PasswordVerdict, now: Now) -> Decision {
+    pub fn finish(&self, req: &RequestMeta, verdict: PasswordVerdict, now: Now) -> AccessDecision {
         match self.evaluate(req, now, Some(verdict)) {
             Ok(d) => d,
             // With a verdict given, authentication never asks for another hash.
@@ -455,9 +455,9 @@ impl Engine {
         req: &RequestMeta,
         now: Now,
         verdict: Option<PasswordVerdict>,
-    ) -> Result<Decision, PasswordCheck> {
+    ) -> Result<AccessDecision, PasswordCheck> {
         let normalized = normalize_path(&req.path);
-        let mut d = Decision {
+        let mut d = AccessDecision {
             path: normalized.clone().unwrap_or_default(),
             verdict: Verdict::Allow,
             reason: None,
@@ -543,7 +543,7 @@ impl Engine {
         Ok(d)
     }
 
-    fn count(&self, d: &Decision) {
+    fn count(&self, d: &AccessDecision) {
         let c = &self.counters;
         let counter = match d.verdict {
             Verdict::Allow => &c.allowed,
@@ -559,7 +559,7 @@ impl Engine {
             .fetch_add(d.escalations.len() as u64, Ordering::Relaxed);
     }
 
-    fn upstream_plumbing(&self, route: &Route, d: &mut Decision) {
+    fn upstream_plumbing(&self, route: &Route, d: &mut AccessDecision) {
         let cfg = &route.cfg;
         if cfg.strip_credentials {
             if cfg
@@ -586,7 +586,7 @@ impl Engine {
         req: &RequestMeta,
         now: Now,
         verdict: Option<PasswordVerdict>,
-        d: &mut Decision,
+        d: &mut AccessDecision,
     ) -> Result<(), Stop> {
         let cfg = &route.cfg;
         let realm = &self.config.realm;

@@ -19,7 +19,7 @@ use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
 use crate::gateway::live::Live;
 use crate::gateway::password_pool;
-use crate::policy::{Decision, Headers, RequestMeta};
+use crate::policy::{AccessDecision, Headers, RequestMeta};
 
 /// Listener label of the gateway's requests in the metrics.
 pub const METRICS_LISTENER: &str = "proxy";
@@ -164,7 +164,7 @@ fn append_pairs(h: &mut HeaderMap, pairs: &[(String, String)]) {
 
 /// The engine's denial: 401 with `WWW-Authenticate`, 403, or 429 with `Retry-After` and the
 /// `RateLimit` headers. The body says no more than the status (no oracle for guessing).
-fn denial(decision: &Decision) -> Response<ProxyBody> {
+fn denial(decision: &AccessDecision) -> Response<ProxyBody> {
     let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut r = text(status, status.canonical_reason().unwrap_or("denied"));
     append_pairs(r.headers_mut(), &decision.response_headers);
@@ -206,7 +206,7 @@ fn strip_query(query: Option<&str>, remove: &[String]) -> Option<String> {
 #[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed")]
 async fn forward(
     mut req: Request<Incoming>,
-    decision: &Decision,
+    decision: &AccessDecision,
     live: &Live,
     shared: &ProxyShared,
     client: IpAddr,
