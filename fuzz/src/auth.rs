@@ -12,7 +12,7 @@ use api_shield::policy::apikey::{hash_api_key, parse_hash};
 use api_shield::policy::basic::parse_authorization;
 use api_shield::policy::config::AuthMethod;
 use api_shield::policy::jwks::{JwksCache, MAX_JWKS_KEYS, ParsedJwks, parse_jwks};
-use api_shield::policy::jwt::{VerifyKey, key_from_jwk, parse_algorithms};
+use api_shield::policy::keys::{VerifyKey, key_from_jwk, parse_algorithms};
 use api_shield::policy::{
     AccessDecision, DenyReason, Engine, Identity, NoFetcher, Now, PolicyConfig, RequestMeta,
     Verdict,
@@ -356,7 +356,7 @@ fn check_key_set(text: &str, allowed: &[Algorithm]) {
     }
 }
 
-/// `jwt::key_from_jwk` on any JWK, for either set of algorithms, with and without symmetric
+/// `keys::key_from_jwk` on any JWK, for either set of algorithms, with and without symmetric
 /// keys and a configured `kid`; each key it loads then verifies the fixture tokens (a signature
 /// only ever verifies under an algorithm the key allows). The input also goes through
 /// `jwks::parse_jwks` and `JwksCache::install` as a key set.

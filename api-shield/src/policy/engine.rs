@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use super::apikey::ApiKeyStore;
 use super::basic::BasicStore;
+use super::check::{InvalidPolicy, Problems};
 use super::config::{
-    AuthMethod, InvalidPolicy, KeyPart, PolicyConfig, Problems, QuotaScope, RouteConfig, Unmatched,
-    default_identity_header,
+    AuthMethod, KeyPart, PolicyConfig, QuotaScope, RouteConfig, Unmatched, default_identity_header,
 };
 use super::decision::{AccessDecision, DenyReason, Verdict};
 use super::detector::{Detector, Escalation};

@@ -17,6 +17,7 @@
 
 pub mod apikey;
 pub mod basic;
+pub mod check;
 pub mod config;
 pub mod decision;
 pub mod detector;
@@ -25,6 +26,7 @@ pub mod headers;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod password_budget;
 pub mod path;
@@ -32,7 +34,8 @@ pub mod quota;
 pub mod request;
 pub mod time;
 
-pub use config::{InvalidPolicy, PolicyConfig};
+pub use check::InvalidPolicy;
+pub use config::PolicyConfig;
 pub use decision::{AccessDecision, DenyReason, Verdict};
 pub use detector::{Escalation, Rule};
 pub use engine::{Engine, EngineStats, Step};
