@@ -29,7 +29,7 @@ pub enum LiveError {
         source: InvalidPolicy,
     },
     #[error(transparent)]
-    Tls(#[from] tls::ListenerTlsError),
+    Tls(#[from] Box<tls::ListenerTlsError>),
 }
 
 pub struct Live {

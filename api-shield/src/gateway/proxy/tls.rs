@@ -55,8 +55,8 @@ pub enum ListenerTlsError {
 }
 
 /// The acceptor of `l`, or `None` for a plain-HTTP listener. Errors name the file and what
-/// is wrong with it.
-pub fn acceptor(l: &ListenerConfig) -> Result<Option<TlsAcceptor>, ListenerTlsError> {
+/// is wrong with it (boxed: paths and sources make the error large, and it is rare).
+pub fn acceptor(l: &ListenerConfig) -> Result<Option<TlsAcceptor>, Box<ListenerTlsError>> {
     let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) else {
         return Ok(None);
     };
