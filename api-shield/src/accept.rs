@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub mod http;
 pub mod slots;
 
 use slots::{RefusalCounters, Slot, SlotLimits, Slots};

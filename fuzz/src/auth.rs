@@ -12,9 +12,10 @@ use api_shield::policy::apikey::{hash_api_key, parse_hash};
 use api_shield::policy::basic::parse_authorization;
 use api_shield::policy::config::AuthMethod;
 use api_shield::policy::jwks::{JwksCache, MAX_JWKS_KEYS, ParsedJwks, parse_jwks};
-use api_shield::policy::jwt::{VerifyKey, key_from_jwk, parse_algorithms};
+use api_shield::policy::keys::{VerifyKey, key_from_jwk, parse_algorithms};
 use api_shield::policy::{
-    Decision, DenyReason, Engine, Identity, NoFetcher, Now, PolicyConfig, RequestMeta, Verdict,
+    AccessDecision, DenyReason, Engine, Identity, NoFetcher, Now, PolicyConfig, RequestMeta,
+    Verdict,
 };
 use base64::Engine as _;
 use jsonwebtoken::jwk::Jwk;
@@ -157,7 +158,7 @@ impl Fixture {
     /// Checks `req` and judges the decision: a refusal is a 401 with a challenge; a request let
     /// in carries one of the valid credentials and gets its identity.
     fn check(&self, req: &RequestMeta) {
-        let d: Decision = self.engine.check(req, self.now);
+        let d: AccessDecision = self.engine.check(req, self.now);
         match &d.verdict {
             // Many password checks in a row spend the engine's password budget, which
             // protects the CPU from bad-password floods: a 429 naming it, with no identity.
@@ -355,7 +356,7 @@ fn check_key_set(text: &str, allowed: &[Algorithm]) {
     }
 }
 
-/// `jwt::key_from_jwk` on any JWK, for either set of algorithms, with and without symmetric
+/// `keys::key_from_jwk` on any JWK, for either set of algorithms, with and without symmetric
 /// keys and a configured `kid`; each key it loads then verifies the fixture tokens (a signature
 /// only ever verifies under an algorithm the key allows). The input also goes through
 /// `jwks::parse_jwks` and `JwksCache::install` as a key set.

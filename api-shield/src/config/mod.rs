@@ -173,8 +173,9 @@ pub struct Autoblock {
     pub events_per_second: u32,
 }
 
-/// Sizes of the kernel maps, fixed when the program is loaded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Sizes of the kernel maps, fixed when the program is loaded: what the configuration asks
+/// for, and what the kernel reports it has (pinned maps keep the size they were created with).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Capacity {
     /// 16-slot second-level nodes of the IPv4 table; an isolated /32 needs 2, a /25../28

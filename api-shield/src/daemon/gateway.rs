@@ -160,7 +160,8 @@ impl Gateway {
              rest is reloaded"
                 .to_string()
         });
-        let next = Live::load(cfg, Some(&current), Arc::clone(&self.fetcher))?;
+        let next = Live::load(cfg, Some(&current), Arc::clone(&self.fetcher))
+            .map_err(|e| e.to_string())?;
         Ok((next, warning))
     }
 

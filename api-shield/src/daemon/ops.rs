@@ -563,13 +563,5 @@ fn check_reason(reason: Option<String>) -> Result<Option<String>, OpError> {
 
 /// The capacity the config asks for, in the kernel module's terms.
 pub fn capacity_of(config: &Config) -> Capacity {
-    let c = &config.capacity;
-    Capacity {
-        v4_nodes: c.v4_nodes,
-        rules: c.rules,
-        v6_entries: c.v6_entries,
-        sketch_width: c.sketch_width,
-        offenders: c.offenders,
-        auto_blocks: c.auto_blocks,
-    }
+    config.capacity
 }

@@ -31,7 +31,6 @@
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,10 +38,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -54,8 +51,9 @@ use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
 use super::password_pool::{self, PasswordPool};
 use crate::accept::Accept;
+use crate::accept::http::{Http1Limits, serve_http1};
 use crate::accept::slots::SlotLimits;
-use crate::policy::{Decision, Headers, RequestMeta};
+use crate::policy::{AccessDecision, Headers, RequestMeta};
 
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Check requests are small; a proxy's pool of keep-alive connections stays well below.
@@ -160,30 +158,17 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let service = service_fn(move |req| {
         let shared = Arc::clone(&shared);
         async move { Ok::<_, std::convert::Infallible>(handle(&shared, peer, &req).await) }
     });
-    let mut conn = pin!(
-        http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .serve_connection(TokioIo::new(stream), service)
-    );
-    let stop = async { stopping.wait_for(|stop| *stop).await.is_ok() };
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        true = stop => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let limits = Http1Limits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        max_buf_size: Some(MAX_HEAD_BYTES),
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "check endpoint connection ended with an error");
-    }
+    serve_http1(stream, peer, service, limits, stopping, "check endpoint").await;
 }
 
 /// Which proxy asked.
@@ -317,7 +302,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
 }
 
 /// The answer to the proxy for `decision`.
-pub fn respond(dialect: Dialect, decision: &Decision) -> Response<Full<Bytes>> {
+pub fn respond(dialect: Dialect, decision: &AccessDecision) -> Response<Full<Bytes>> {
     let engine_status = decision.status();
     // nginx treats anything but 2xx/401/403 from the subrequest as an error (500); the engine's
     // status stays in the status header for `auth_request_set`.

@@ -253,6 +253,41 @@ impl GatewayConfig {
                 self.envoy_prefix
             ));
         }
+        self.listener_problems(&mut problems);
+        for (route, url) in &self.upstreams {
+            if let Err(e) = super::proxy::upstream::parse_base(url) {
+                problems.push(format!("gateway.upstreams.{route} = `{url}`: {e}"));
+            }
+        }
+        if let Some(url) = &self.default_upstream
+            && let Err(e) = super::proxy::upstream::parse_base(url)
+        {
+            problems.push(format!("gateway.default_upstream = `{url}`: {e}"));
+        }
+        self.limit_problems(&mut problems);
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("header", t.header),
+            ("body", t.body),
+            ("idle", t.idle),
+            ("upstream_connect", t.upstream_connect),
+            ("upstream_response", t.upstream_response),
+            ("upstream_idle", t.upstream_idle),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("gateway.timeouts.{name}: must be positive"));
+            }
+        }
+        if self.quota_state.save_interval.is_zero() {
+            problems.push(
+                "gateway.quota_state.save_interval: must be positive (`enabled = false` turns saving off)"
+                    .into(),
+            );
+        }
+        problems
+    }
+
+    fn listener_problems(&self, problems: &mut Vec<String>) {
         for (i, l) in self.listeners.iter().enumerate() {
             let at = format!("gateway.listeners[{i}] ({})", l.listen);
             if l.tls_cert.is_some() != l.tls_key.is_some() {
@@ -273,16 +308,9 @@ impl GatewayConfig {
                 problems.push(format!("{at}: same address as gateway.check_listen"));
             }
         }
-        for (route, url) in &self.upstreams {
-            if let Err(e) = super::proxy::upstream::parse_base(url) {
-                problems.push(format!("gateway.upstreams.{route} = `{url}`: {e}"));
-            }
-        }
-        if let Some(url) = &self.default_upstream
-            && let Err(e) = super::proxy::upstream::parse_base(url)
-        {
-            problems.push(format!("gateway.default_upstream = `{url}`: {e}"));
-        }
+    }
+
+    fn limit_problems(&self, problems: &mut Vec<String>) {
         if self.limits.max_header_bytes < MIN_HEADER_BYTES {
             problems.push(format!(
                 "gateway.limits.max_header_bytes = {}: must be at least {MIN_HEADER_BYTES}",
@@ -309,26 +337,6 @@ impl GatewayConfig {
                 self.threads
             ));
         }
-        let t = &self.timeouts;
-        for (name, d) in [
-            ("header", t.header),
-            ("body", t.body),
-            ("idle", t.idle),
-            ("upstream_connect", t.upstream_connect),
-            ("upstream_response", t.upstream_response),
-            ("upstream_idle", t.upstream_idle),
-        ] {
-            if d.is_zero() {
-                problems.push(format!("gateway.timeouts.{name}: must be positive"));
-            }
-        }
-        if self.quota_state.save_interval.is_zero() {
-            problems.push(
-                "gateway.quota_state.save_interval: must be positive (`enabled = false` turns saving off)"
-                    .into(),
-            );
-        }
-        problems
     }
 
     /// Whether `peer` may name the client in forwarding headers.

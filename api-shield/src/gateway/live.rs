@@ -3,7 +3,9 @@
 //! routes) or per accept (TLS, timeouts), so a reload drops nothing in flight.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,7 +13,24 @@ use tokio_rustls::TlsAcceptor;
 
 use super::config::GatewayConfig;
 use super::proxy::{tls, upstream::Routing};
-use crate::policy::{Engine, JwksFetcher, PolicyConfig};
+use crate::policy::{Engine, InvalidPolicy, JwksFetcher, PolicyConfig};
+
+/// Why a gateway configuration cannot be served; every problem is named.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// Problems of the settings or of the routing between them and the policy.
+    #[error("{}", .0.join("; "))]
+    Problems(Vec<String>),
+    #[error("gateway.policy_file {}: {source}", path.display())]
+    PolicyRead { path: PathBuf, source: io::Error },
+    #[error("gateway.policy_file {}: {source}", path.display())]
+    Policy {
+        path: PathBuf,
+        source: InvalidPolicy,
+    },
+    #[error(transparent)]
+    Tls(#[from] Box<tls::ListenerTlsError>),
+}
 
 pub struct Live {
     pub cfg: GatewayConfig,
@@ -31,17 +50,23 @@ impl Live {
         cfg: GatewayConfig,
         previous: Option<&Live>,
         fetcher: Arc<dyn JwksFetcher>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LiveError> {
         let problems = cfg.problems();
         if !problems.is_empty() {
-            return Err(problems.join("; "));
+            return Err(LiveError::Problems(problems));
         }
-        let at = |e: &dyn std::fmt::Display| {
-            format!("gateway.policy_file {}: {e}", cfg.policy_file.display())
+        let path = || cfg.policy_file.clone();
+        let invalid = |source| LiveError::Policy {
+            path: path(),
+            source,
         };
-        let text = std::fs::read_to_string(&cfg.policy_file).map_err(|e| at(&e))?;
-        let policy = PolicyConfig::from_toml_str(&text).map_err(|e| at(&e))?;
-        let routing = Routing::new(&cfg, &policy).map_err(|p| p.join("; "))?;
+        let text =
+            std::fs::read_to_string(&cfg.policy_file).map_err(|source| LiveError::PolicyRead {
+                path: path(),
+                source,
+            })?;
+        let policy = PolicyConfig::from_toml_str(&text).map_err(invalid)?;
+        let routing = Routing::new(&cfg, &policy).map_err(LiveError::Problems)?;
         let mut acceptors = HashMap::new();
         for l in &cfg.listeners {
             acceptors.insert(l.listen, tls::acceptor(l)?);
@@ -50,7 +75,7 @@ impl Live {
             Some(p) => p.engine.reload(policy),
             None => Engine::new(policy, fetcher),
         }
-        .map_err(|e| at(&e))?;
+        .map_err(invalid)?;
         Ok(Self {
             cfg,
             engine: Arc::new(engine),

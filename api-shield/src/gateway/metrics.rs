@@ -44,7 +44,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::escalate::EscalationOutcome;
 use crate::accept::slots::RefusalCounters;
-use crate::policy::{Decision, DenyReason, PasswordOutcome, Rule, Verdict};
+use crate::policy::{AccessDecision, DenyReason, PasswordOutcome, Rule, Verdict};
 
 /// The `route` label of a request that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -109,7 +109,7 @@ impl AuthOutcome {
 
     /// The outcome of `decision`. A dry-run route reports the authentication failure it did
     /// not enforce (with a 2xx status), so that dry runs show what enforcing would refuse.
-    pub fn of(decision: &Decision) -> Self {
+    pub fn of(decision: &AccessDecision) -> Self {
         match &decision.reason {
             Some(DenyReason::MissingCredentials) => Self::Missing,
             Some(DenyReason::InvalidCredentials { .. }) => Self::Invalid,
@@ -234,7 +234,7 @@ impl GatewayMetrics {
 
     /// Counts one answer of `listener` decided by `decision`; `status` is what the client got
     /// (an upstream's status when the request went through).
-    pub fn record(&self, listener: &'static str, decision: &Decision, status: u16) {
+    pub fn record(&self, listener: &'static str, decision: &AccessDecision, status: u16) {
         let route = decision.route.as_deref().unwrap_or(NO_ROUTE);
         self.count_request(listener, route, status, AuthOutcome::of(decision));
         if let Some(outcome) = decision.password {
@@ -410,7 +410,7 @@ mod tests {
             engine.check(&req, Now::system())
         };
         let mut expected = Vec::new();
-        let mut answer = |decision: Decision, route: &str, class: &str, auth: &str| {
+        let mut answer = |decision: AccessDecision, route: &str, class: &str, auth: &str| {
             m.record("check", &decision, decision.status());
             expected.push(requests("check", route, class, auth));
         };

@@ -42,7 +42,7 @@ mod tests {
     use crate::policy::NoFetcher;
     use std::sync::Arc;
 
-    fn load_engine(cfg: &GatewayConfig) -> Result<(), String> {
+    fn load_engine(cfg: &GatewayConfig) -> Result<(), live::LiveError> {
         live::Live::load(cfg.clone(), None, Arc::new(NoFetcher)).map(|_| ())
     }
 
@@ -60,14 +60,15 @@ mod tests {
             policy_file: path.clone(),
             ..GatewayConfig::default()
         };
-        let err = load_engine(&cfg).unwrap_err();
+        let err = load_engine(&cfg).unwrap_err().to_string();
         assert!(err.contains("policy.toml"), "{err}");
         assert!(err.contains("nope") && err.contains("hash"), "{err}");
         let missing = GatewayConfig {
             policy_file: dir.path().join("missing.toml"),
             ..GatewayConfig::default()
         };
-        assert!(load_engine(&missing).unwrap_err().contains("missing.toml"));
+        let err = load_engine(&missing).unwrap_err().to_string();
+        assert!(err.contains("missing.toml"), "{err}");
         std::fs::write(&path, "").unwrap();
         assert!(load_engine(&cfg).is_ok());
     }

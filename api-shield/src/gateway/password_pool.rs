@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::policy::{
-    Decision, Engine, Now, PasswordCheck, PasswordVerdict, RequestMeta, Step, password,
+    AccessDecision, Engine, Now, PasswordCheck, PasswordVerdict, RequestMeta, Step, password,
 };
 
 /// `Retry-After` of a 503 for a full queue: hashes take tens of milliseconds, so a second
@@ -106,7 +106,7 @@ fn work(rx: &Mutex<Receiver<Job>>) {
 
 /// Decides `req` with `engine`, hashing a password (if one is needed) on `pool`. A full pool
 /// gives 503 with `Retry-After`.
-pub async fn decide(engine: &Engine, pool: &PasswordPool, req: &RequestMeta) -> Decision {
+pub async fn decide(engine: &Engine, pool: &PasswordPool, req: &RequestMeta) -> AccessDecision {
     match engine.begin(req, Now::system()) {
         Step::Decided(d) => d,
         Step::Password(check) => {

@@ -115,17 +115,9 @@ pub struct ShieldMaps {
     _tables: Vec<MapData>,
 }
 
-/// Sizes as the kernel actually has them (pinned maps keep the size they were created with).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Capacity {
-    /// 16-slot nodes per copy of the IPv4 table (`V4_TBL8`).
-    pub v4_nodes: u32,
-    pub rules: u32,
-    pub v6_entries: u32,
-    pub sketch_width: u32,
-    pub offenders: u32,
-    pub auto_blocks: u32,
-}
+/// Sizes as the kernel actually has them (pinned maps keep the size they were created with):
+/// the same shape the configuration asks for.
+pub use crate::config::Capacity;
 
 impl ShieldMaps {
     /// Builds the handles from a source of maps by name (a fresh load or the pin directory).

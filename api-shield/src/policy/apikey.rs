@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::config::{ApiKeyConfig, Problems};
+use super::check::Problems;
+use super::config::ApiKeyConfig;
 use super::identity::Grant;
 
 /// Longest API key accepted from a client (longer ones are refused before hashing).

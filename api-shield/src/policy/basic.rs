@@ -13,7 +13,8 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use argon2::PasswordHash;
 use base64::Engine as _;
 
-use super::config::{BasicUserConfig, Problems};
+use super::check::Problems;
+use super::config::{BasicUserConfig, MAX_NAME_LEN};
 use super::identity::Grant;
 use super::password::{PasswordCheck, PasswordVerdict, StoredHash, SuccessCache};
 
@@ -56,27 +57,39 @@ pub enum Lookup<'a> {
     Hash(PasswordCheck),
 }
 
+/// Why a configured password hash was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("not a valid bcrypt hash: {0}")]
+    Bcrypt(bcrypt::BcryptError),
+    #[error("not a PHC string: {0}")]
+    NotPhc(argon2::password_hash::phc::Error),
+    #[error("algorithm {0:?} refused: use argon2id or bcrypt")]
+    Algorithm(String),
+    #[error("argon2id hash lacks a salt or an output")]
+    MissingSaltOrOutput,
+    #[error("bad argon2 parameters: {0}")]
+    Params(argon2::password_hash::Error),
+}
+
 /// Parses a stored hash: argon2id PHC (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`) or bcrypt
 /// (`$2a$`, `$2b$`, `$2y$`).
-fn parse_stored(text: &str) -> Result<StoredHash, String> {
+fn parse_stored(text: &str) -> Result<StoredHash, HashError> {
     if text.starts_with("$2a$") || text.starts_with("$2b$") || text.starts_with("$2y$") {
         // bcrypt's own parser is private; a check against the empty password validates the form.
         return match bcrypt::verify("", text) {
             Ok(_) => Ok(StoredHash::Bcrypt(text.to_owned())),
-            Err(e) => Err(format!("not a valid bcrypt hash: {e}")),
+            Err(e) => Err(HashError::Bcrypt(e)),
         };
     }
-    let parsed = PasswordHash::new(text).map_err(|e| format!("not a PHC string: {e}"))?;
+    let parsed = PasswordHash::new(text).map_err(HashError::NotPhc)?;
     if parsed.algorithm.as_str() != "argon2id" {
-        return Err(format!(
-            "algorithm {:?} refused: use argon2id or bcrypt",
-            parsed.algorithm.as_str()
-        ));
+        return Err(HashError::Algorithm(parsed.algorithm.as_str().to_owned()));
     }
     if parsed.salt.is_none() || parsed.hash.is_none() {
-        return Err("argon2id hash lacks a salt or an output".into());
+        return Err(HashError::MissingSaltOrOutput);
     }
-    argon2::Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    argon2::Params::try_from(&parsed).map_err(HashError::Params)?;
     Ok(StoredHash::Argon2id(Box::new(parsed)))
 }
 
@@ -134,7 +147,7 @@ impl BasicStore {
 
     /// The cached grant of `user` with `password`, or the hash to compute to find out.
     pub fn lookup(&self, user: &str, password: &str, now: Instant) -> Lookup<'_> {
-        if password.len() > MAX_PASSWORD_LEN || user.len() > super::config::MAX_NAME_LEN {
+        if password.len() > MAX_PASSWORD_LEN || user.len() > MAX_NAME_LEN {
             return Lookup::Refused;
         }
         let Some(entry) = self.users.get(user) else {

@@ -13,8 +13,8 @@ use super::quota::LimitStatus;
 /// Allow, or deny with a status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Verdict {
-    /// Forward upstream (with [`Decision::upstream_headers`] set and
-    /// [`Decision::strip_headers`] removed).
+    /// Forward upstream (with [`AccessDecision::upstream_headers`] set and
+    /// [`AccessDecision::strip_headers`] removed).
     Allow,
     /// Answer the client directly.
     Deny {
@@ -66,7 +66,7 @@ pub enum DenyReason {
 
 /// The engine's answer.
 #[derive(Clone, Debug, Serialize)]
-pub struct Decision {
+pub struct AccessDecision {
     /// Allow or deny. In dry-run, always `Allow`; see [`Self::dry_run_would_deny`].
     pub verdict: Verdict,
     /// Why it was (or would have been) denied.
@@ -101,7 +101,7 @@ pub struct Decision {
     pub password: Option<PasswordOutcome>,
 }
 
-impl Decision {
+impl AccessDecision {
     /// Whether the request goes upstream.
     pub fn is_allowed(&self) -> bool {
         self.verdict == Verdict::Allow

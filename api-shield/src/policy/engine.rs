@@ -4,94 +4,36 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
 use super::apikey::ApiKeyStore;
 use super::basic::BasicStore;
-use super::config::{
-    AuthMethod, ConfigErrors, KeyPart, PolicyConfig, Problems, QuotaScope, RouteConfig, Unmatched,
-    default_identity_header,
-};
-use super::decision::{Decision, DenyReason, Verdict};
+use super::config::{AuthMethod, PolicyConfig, RouteConfig, Unmatched};
+use super::decision::{AccessDecision, DenyReason, Verdict};
 use super::detector::{Detector, Escalation};
 use super::headers;
 use super::jwks::{JwksCache, JwksFetcher};
 use super::jwt::JwtVerifier;
 use super::password::{PasswordCheck, PasswordVerdict};
 use super::password_budget::PasswordBudget;
-use super::path::{normalize_path, prefix_matches};
+use super::path::normalize_path;
 use super::quota::{LimitSpec, Limiter};
 use super::request::RequestMeta;
 use super::time::Now;
 
 mod authn;
+mod build;
 mod limits;
+mod routing;
+mod stats;
 
 use authn::AuthStop;
+use routing::{Plan, Route};
+use stats::Counters;
 
-struct Plan {
-    rates: Vec<(LimitSpec, Vec<KeyPart>)>,
-    quotas: Vec<(LimitSpec, QuotaScope)>,
-}
-
-#[derive(Debug)]
-enum HostMatch {
-    Any,
-    Exact(String),
-    /// `*.example.com` → `.example.com`
-    Suffix(String),
-}
-
-impl HostMatch {
-    fn rank(&self, host: &str) -> Option<u8> {
-        match self {
-            Self::Any => Some(0),
-            Self::Exact(h) => (h == host).then_some(2),
-            Self::Suffix(s) => (host.len() > s.len() && host.ends_with(s.as_str())).then_some(1),
-        }
-    }
-}
-
-struct Route {
-    cfg: RouteConfig,
-    host: HostMatch,
-    prefix: String,
-    limits: Vec<(LimitSpec, Vec<KeyPart>)>,
-}
-
-/// Request counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct EngineStats {
-    /// Allowed (including dry-run passes).
-    pub allowed: u64,
-    /// 401s.
-    pub unauthorized: u64,
-    /// 403s.
-    pub forbidden: u64,
-    /// 429s.
-    pub throttled: u64,
-    /// Denials not applied because of dry-run.
-    pub dry_run_would_deny: u64,
-    /// Escalations produced.
-    pub escalations: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    allowed: AtomicU64,
-    unauthorized: AtomicU64,
-    forbidden: AtomicU64,
-    throttled: AtomicU64,
-    dry_run: AtomicU64,
-    escalations: AtomicU64,
-}
+pub use stats::EngineStats;
 
 /// The policy engine. `Send + Sync`; share it behind an `Arc`.
 pub struct Engine {
@@ -110,16 +52,6 @@ pub struct Engine {
     identity_headers: Vec<String>,
 }
 
-/// The state an engine inherits from its predecessor (or starts afresh with).
-struct Lineage<'a> {
-    limiter: Arc<Limiter>,
-    detector: Arc<Detector>,
-    budget: Arc<PasswordBudget>,
-    basic: Option<&'a BasicStore>,
-    jwks: &'a [Arc<JwksCache>],
-    counters: Arc<Counters>,
-}
-
 /// What [`Engine::begin`] got to.
 #[derive(Debug)]
 #[expect(
@@ -128,7 +60,7 @@ struct Lineage<'a> {
 )]
 pub enum Step {
     /// Decided without any password hash (none needed, or answered from the success cache).
-    Decided(Decision),
+    Decided(AccessDecision),
     /// A Basic password must be hashed first: run the check (off any event loop), then call
     /// [`Engine::finish`] with the same request. Or answer [`PasswordCheck::unavailable`].
     Password(PasswordCheck),
@@ -140,15 +72,6 @@ enum Stop {
     Deny(Verdict, DenyReason),
     /// A password hash is needed to go on.
     Hash(PasswordCheck),
-}
-
-impl Engine {
-    fn budget_for(config: &PolicyConfig) -> Arc<PasswordBudget> {
-        Arc::new(PasswordBudget::new(
-            config.password_budget.clone(),
-            config.limiter.ipv6_prefix,
-        ))
-    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -168,187 +91,9 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Validates `config`, loads every key and hash, and builds an engine with fresh state.
-    /// Every problem is reported, each with its path.
-    pub fn new(config: PolicyConfig, fetcher: Arc<dyn JwksFetcher>) -> Result<Self, ConfigErrors> {
-        let limiter = Arc::new(Limiter::new(
-            config.limiter.max_tracked_keys,
-            config.limiter.when_full,
-        ));
-        let detector = Arc::new(Detector::new(config.detector.clone()));
-        let budget = Self::budget_for(&config);
-        let state = Lineage {
-            limiter,
-            detector,
-            budget,
-            basic: None,
-            jwks: &[],
-            counters: Arc::default(),
-        };
-        Self::build(config, fetcher, state)
-    }
-
-    /// A new engine from `config` that keeps this one's state where it still applies: limit
-    /// counters (keyed by stable limit ids, so an unchanged limit continues exactly where it
-    /// was: a reload never refills a bucket), the detector's windows, JWKS caches of unchanged
-    /// URLs, the fetcher and the counters, the failure budget and the remembered password
-    /// successes (of users whose hash did not change). A changed `[limiter]`, `[detector]` or
-    /// `[password_budget]` section starts that part afresh.
-    pub fn reload(&self, config: PolicyConfig) -> Result<Self, ConfigErrors> {
-        let limiter = if config.limiter == self.config.limiter {
-            self.limiter.clone()
-        } else {
-            Arc::new(Limiter::new(
-                config.limiter.max_tracked_keys,
-                config.limiter.when_full,
-            ))
-        };
-        let detector = if config.detector == self.config.detector {
-            self.detector.clone()
-        } else {
-            Arc::new(Detector::new(config.detector.clone()))
-        };
-        let budget = if self.password_budget.settings()
-            == (&config.password_budget, config.limiter.ipv6_prefix)
-        {
-            self.password_budget.clone()
-        } else {
-            Self::budget_for(&config)
-        };
-        let jwks = self.jwt.jwks_caches();
-        let state = Lineage {
-            limiter,
-            detector,
-            budget,
-            basic: Some(&self.basic),
-            jwks: &jwks,
-            counters: self.counters.clone(),
-        };
-        Self::build(config, self.fetcher.clone(), state)
-    }
-
-    fn build(
-        config: PolicyConfig,
-        fetcher: Arc<dyn JwksFetcher>,
-        state: Lineage<'_>,
-    ) -> Result<Self, ConfigErrors> {
-        let Lineage {
-            limiter,
-            detector,
-            budget,
-            basic,
-            jwks,
-            counters,
-        } = state;
-        let mut p = Problems::default();
-        config.check(&mut p);
-        if !config.jwt_issuers.is_empty()
-            && jsonwebtoken::crypto::CryptoProvider::try_get_default().is_none()
-        {
-            p.add(
-                "jwt_issuers",
-                "jsonwebtoken has no crypto provider (build feature problem)",
-            );
-            return Err(p.into_result().unwrap_err());
-        }
-        let api_keys = ApiKeyStore::build(&config.api_keys, &mut p);
-        let basic = BasicStore::build(&config.basic_users, basic, &mut p);
-        let jwt = JwtVerifier::build(&config.jwt_issuers, &fetcher, jwks, &mut p);
-        p.into_result()?;
-
-        let compile_rates = |owner: &str, rates: &[super::config::RateLimitConfig]| {
-            rates
-                .iter()
-                .map(|r| {
-                    let id = format!("{owner}/{}", r.name);
-                    let spec =
-                        LimitSpec::gcra(&id, &r.name, r.rate, r.per, r.burst.unwrap_or(r.rate));
-                    (spec, r.key.clone())
-                })
-                .collect::<Vec<_>>()
-        };
-        let plans = config
-            .plans
-            .iter()
-            .map(|(name, plan)| {
-                let owner = format!("plan/{name}");
-                let quotas = plan
-                    .quota
-                    .iter()
-                    .map(|q| {
-                        let id = format!("{owner}/{}", q.name);
-                        (LimitSpec::window(&id, &q.name, q.limit, q.window), q.scope)
-                    })
-                    .collect();
-                (
-                    name.clone(),
-                    Plan {
-                        rates: compile_rates(&owner, &plan.rate),
-                        quotas,
-                    },
-                )
-            })
-            .collect();
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                host: match r.host.as_deref().map(str::to_ascii_lowercase) {
-                    None => HostMatch::Any,
-                    Some(h) => match h.strip_prefix('*') {
-                        Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
-                        None => HostMatch::Exact(h),
-                    },
-                },
-                prefix: normalize_path(&r.path_prefix)
-                    .unwrap_or_else(|_| r.path_prefix.clone())
-                    .trim_end_matches('/')
-                    .to_owned(),
-                limits: compile_rates(&format!("route/{}", r.name), &r.rate),
-                cfg: r.clone(),
-            })
-            .collect();
-        let mut identity_headers: Vec<String> = config
-            .routes
-            .iter()
-            .flat_map(|r| std::iter::once(&r.identity_header).chain(r.plan_header.as_ref()))
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        identity_headers.push(default_identity_header());
-        identity_headers.sort();
-        identity_headers.dedup();
-        Ok(Self {
-            identity_headers,
-            config,
-            api_keys,
-            basic,
-            jwt,
-            plans,
-            routes,
-            limiter,
-            detector,
-            password_budget: budget,
-            fetcher,
-            counters,
-        })
-    }
-
     /// The configuration this engine was built from.
     pub fn config(&self) -> &PolicyConfig {
         &self.config
-    }
-
-    /// Request counters since the first engine of this lineage (kept across reloads).
-    pub fn stats(&self) -> EngineStats {
-        let c = &self.counters;
-        EngineStats {
-            allowed: c.allowed.load(Ordering::Relaxed),
-            unauthorized: c.unauthorized.load(Ordering::Relaxed),
-            forbidden: c.forbidden.load(Ordering::Relaxed),
-            throttled: c.throttled.load(Ordering::Relaxed),
-            dry_run_would_deny: c.dry_run.load(Ordering::Relaxed),
-            escalations: c.escalations.load(Ordering::Relaxed),
-        }
     }
 
     /// The limiter (for its stats).
@@ -395,34 +140,9 @@ impl Engine {
             .count()
     }
 
-    fn route_for(&self, req: &RequestMeta, path: &str) -> Option<&Route> {
-        let host = req.host_name();
-        self.routes
-            .iter()
-            .filter(|r| {
-                r.cfg.methods.is_empty()
-                    || r.cfg
-                        .methods
-                        .iter()
-                        .any(|m| m.eq_ignore_ascii_case(&req.method))
-            })
-            .filter(|r| prefix_matches(path, &r.prefix, r.cfg.case_insensitive))
-            .filter_map(|r| {
-                let rank = r.host.rank(&host)?;
-                // Host match, then longest prefix, then a route naming the method.
-                Some(((rank, r.prefix.len(), !r.cfg.methods.is_empty()), r))
-            })
-            .max_by_key(|(score, _)| *score)
-            .map(|(_, r)| r)
-    }
-
-    fn has_plan(&self, name: &str) -> bool {
-        self.plans.contains_key(name)
-    }
-
     /// Decides one request at `now`, computing any password hash on the calling thread.
     /// A transport with an event loop uses [`Self::begin`] and [`Self::finish`] instead.
-    pub fn check(&self, req: &RequestMeta, now: Now) -> Decision {
+    pub fn check(&self, req: &RequestMeta, now: Now) -> AccessDecision {
         match self.begin(req, now) {
             Step::Decided(d) => d,
             Step::Password(check) => self.finish(req, check.run(), now),
@@ -442,7 +162,7 @@ impl Engine {
     /// Completes the decision of `req` (the same request given to [`Self::begin`]) with the
     /// verdict of its password check. A verdict computed for another credential counts as a
     /// wrong password.
-    pub fn finish(&self, req: &RequestMeta, verdict: PasswordVerdict, now: Now) -> Decision {
+    pub fn finish(&self, req: &RequestMeta, verdict: PasswordVerdict, now: Now) -> AccessDecision {
         match self.evaluate(req, now, Some(verdict)) {
             Ok(d) => d,
             // With a verdict given, authentication never asks for another hash.
@@ -455,24 +175,9 @@ impl Engine {
         req: &RequestMeta,
         now: Now,
         verdict: Option<PasswordVerdict>,
-    ) -> Result<Decision, PasswordCheck> {
+    ) -> Result<AccessDecision, PasswordCheck> {
         let normalized = normalize_path(&req.path);
-        let mut d = Decision {
-            path: normalized.clone().unwrap_or_default(),
-            verdict: Verdict::Allow,
-            reason: None,
-            route: None,
-            identity: None,
-            plan: None,
-            limits: Vec::new(),
-            response_headers: Vec::new(),
-            upstream_headers: Vec::new(),
-            strip_headers: Vec::new(),
-            strip_query_params: Vec::new(),
-            dry_run_would_deny: None,
-            escalations: Vec::new(),
-            password: None,
-        };
+        let mut d = allowed(normalized.clone().unwrap_or_default());
         // Client-sent copies of every configured identity and plan header go, whatever the
         // route (also with no route and `unmatched = "allow"`).
         d.strip_headers
@@ -509,23 +214,7 @@ impl Engine {
             }
         };
         if let Err((verdict, reason)) = outcome {
-            if dry {
-                tracing::info!(
-                    route = %route.cfg.name,
-                    client = %req.client_ip,
-                    ?reason,
-                    "dry-run: request would be denied"
-                );
-                d.dry_run_would_deny = Some(verdict);
-                d.reason = Some(reason);
-                // The client sees a normal response: only informational rate-limit headers stay.
-                d.response_headers.retain(|(n, _)| {
-                    self.config.headers.on_allow && n.to_ascii_lowercase().starts_with("ratelimit")
-                });
-            } else {
-                d.verdict = verdict;
-                d.reason = Some(reason);
-            }
+            self.apply_denial(route, req, verdict, reason, &mut d);
         }
         if dry {
             for e in &mut d.escalations {
@@ -543,23 +232,35 @@ impl Engine {
         Ok(d)
     }
 
-    fn count(&self, d: &Decision) {
-        let c = &self.counters;
-        let counter = match d.verdict {
-            Verdict::Allow => &c.allowed,
-            Verdict::Deny { status: 401, .. } => &c.unauthorized,
-            Verdict::Deny { status: 429, .. } => &c.throttled,
-            Verdict::Deny { .. } => &c.forbidden,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if d.dry_run_would_deny.is_some() {
-            c.dry_run.fetch_add(1, Ordering::Relaxed);
+    /// Denies `d`, or in dry-run only notes the denial: the client sees a normal response.
+    fn apply_denial(
+        &self,
+        route: &Route,
+        req: &RequestMeta,
+        verdict: Verdict,
+        reason: DenyReason,
+        d: &mut AccessDecision,
+    ) {
+        if route.cfg.dry_run {
+            tracing::info!(
+                route = %route.cfg.name,
+                client = %req.client_ip,
+                ?reason,
+                "dry-run: request would be denied"
+            );
+            d.dry_run_would_deny = Some(verdict);
+            d.reason = Some(reason);
+            // Only informational rate-limit headers stay.
+            d.response_headers.retain(|(n, _)| {
+                self.config.headers.on_allow && n.to_ascii_lowercase().starts_with("ratelimit")
+            });
+        } else {
+            d.verdict = verdict;
+            d.reason = Some(reason);
         }
-        c.escalations
-            .fetch_add(d.escalations.len() as u64, Ordering::Relaxed);
     }
 
-    fn upstream_plumbing(&self, route: &Route, d: &mut Decision) {
+    fn upstream_plumbing(&self, route: &Route, d: &mut AccessDecision) {
         let cfg = &route.cfg;
         if cfg.strip_credentials {
             if cfg
@@ -586,10 +287,9 @@ impl Engine {
         req: &RequestMeta,
         now: Now,
         verdict: Option<PasswordVerdict>,
-        d: &mut Decision,
+        d: &mut AccessDecision,
     ) -> Result<(), Stop> {
         let cfg = &route.cfg;
-        let realm = &self.config.realm;
         let mut grant_plan = None;
         if !cfg.auth.is_empty() {
             let Some((method, presented)) = self.presented(cfg, req) else {
@@ -644,6 +344,15 @@ impl Engine {
                 }
             }
         }
+        self.authorise(cfg, d)?;
+        d.plan = grant_plan.or_else(|| cfg.default_plan.clone());
+        self.limit(route, req, now, d)
+            .map_err(|(verdict, reason)| Stop::Deny(verdict, reason))
+    }
+
+    /// The route's required scopes and roles, for an authenticated request.
+    fn authorise(&self, cfg: &RouteConfig, d: &mut AccessDecision) -> Result<(), Stop> {
+        let realm = &self.config.realm;
         if let Some(identity) = &d.identity {
             let missing: Vec<&String> = cfg
                 .require_scopes
@@ -673,9 +382,7 @@ impl Engine {
                 ));
             }
         }
-        d.plan = grant_plan.or_else(|| cfg.default_plan.clone());
-        self.limit(route, req, now, d)
-            .map_err(|(verdict, reason)| Stop::Deny(verdict, reason))
+        Ok(())
     }
 
     /// Feeds the detector with the upstream's answer to a forwarded request: 404s count as
@@ -701,6 +408,26 @@ impl Engine {
             self.counters.escalations.fetch_add(1, Ordering::Relaxed);
         }
         e
+    }
+}
+
+/// An allowing decision for `path`, to be filled in.
+fn allowed(path: String) -> AccessDecision {
+    AccessDecision {
+        path,
+        verdict: Verdict::Allow,
+        reason: None,
+        route: None,
+        identity: None,
+        plan: None,
+        limits: Vec::new(),
+        response_headers: Vec::new(),
+        upstream_headers: Vec::new(),
+        strip_headers: Vec::new(),
+        strip_query_params: Vec::new(),
+        dry_run_would_deny: None,
+        escalations: Vec::new(),
+        password: None,
     }
 }
 

@@ -22,7 +22,7 @@ use std::{
 use jsonwebtoken::{Algorithm, jwk::Jwk};
 use serde_json::Value;
 
-use super::jwt::{VerifyKey, key_from_jwk};
+use super::keys::{KeyError, VerifyKey, key_from_jwk};
 
 /// Largest key-set document accepted.
 pub const MAX_JWKS_BYTES: usize = 512 * 1024;
@@ -33,6 +33,22 @@ pub const MAX_JWKS_KEYS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("JWKS fetch failed: {0}")]
 pub struct JwksFetchError(pub String);
+
+/// Why a key set was not installed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwksError {
+    #[error(transparent)]
+    Fetch(#[from] JwksFetchError),
+    #[error("document over {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    /// Not JSON (the parser's message).
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("no \"keys\" array")]
+    NoKeys,
+    #[error("no usable key ({skipped} skipped)")]
+    NoUsableKey { skipped: usize },
+}
 
 /// Fetches a JWKS document (the transport implements it; no socket lives in the engine).
 pub trait JwksFetcher: Send + Sync {
@@ -58,7 +74,7 @@ pub struct ParsedJwks {
     /// Keys without a `kid`.
     pub unnamed: Vec<Arc<VerifyKey>>,
     /// Why each unusable key was skipped, in document order.
-    pub skipped: Vec<String>,
+    pub skipped: Vec<KeyError>,
 }
 
 impl ParsedJwks {
@@ -74,19 +90,19 @@ impl ParsedJwks {
 /// are skipped, not errors: an exotic key must not make the whole set unreadable. The document
 /// itself is an error when it is too large, not JSON, or has no `keys` array; one without a
 /// usable key is not (the cache refuses it).
-pub fn parse_jwks(body: &str, algorithms: &[Algorithm]) -> Result<ParsedJwks, String> {
+pub fn parse_jwks(body: &str, algorithms: &[Algorithm]) -> Result<ParsedJwks, JwksError> {
     if body.len() > MAX_JWKS_BYTES {
-        return Err(format!("document over {MAX_JWKS_BYTES} bytes"));
+        return Err(JwksError::TooLarge);
     }
-    let doc: Value = serde_json::from_str(body).map_err(|e| format!("not JSON: {e}"))?;
+    let doc: Value = serde_json::from_str(body).map_err(|e| JwksError::NotJson(e.to_string()))?;
     let entries = doc
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or("no \"keys\" array")?;
+        .ok_or(JwksError::NoKeys)?;
     let mut parsed = ParsedJwks::default();
     for entry in entries.iter().take(MAX_JWKS_KEYS) {
         let key = serde_json::from_value::<Jwk>(entry.clone())
-            .map_err(|e| e.to_string())
+            .map_err(|e| KeyError::Rejected(e.to_string()))
             .and_then(|jwk| key_from_jwk(&jwk, None, algorithms, false));
         match key {
             Ok(key) => match key.kid.clone() {
@@ -254,7 +270,7 @@ impl JwksCache {
         let result = self
             .fetcher
             .fetch(&self.url)
-            .map_err(|e| e.to_string())
+            .map_err(JwksError::from)
             .and_then(|body| self.install(&body, now));
         match result {
             Ok(_) => {
@@ -263,7 +279,7 @@ impl JwksCache {
             }
             Err(e) => {
                 tracing::warn!(url = %self.url, error = %e, "JWKS refresh failed; keeping the previous keys");
-                state.last_error = Some(e);
+                state.last_error = Some(e.to_string());
                 false
             }
         }
@@ -271,14 +287,16 @@ impl JwksCache {
 
     /// Parses a JWKS document (see [`parse_jwks`]) and replaces the keys. A document with no
     /// usable key is an error and changes nothing.
-    pub fn install(&self, body: &str, now: Instant) -> Result<usize, String> {
+    pub fn install(&self, body: &str, now: Instant) -> Result<usize, JwksError> {
         let parsed = parse_jwks(body, &self.algorithms)?;
         for e in &parsed.skipped {
             tracing::debug!(url = %self.url, error = %e, "JWKS key skipped");
         }
         let usable = parsed.usable();
         if usable == 0 {
-            return Err(format!("no usable key ({} skipped)", parsed.skipped.len()));
+            return Err(JwksError::NoUsableKey {
+                skipped: parsed.skipped.len(),
+            });
         }
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = KeySet {
             by_kid: parsed.by_kid,

@@ -1,11 +1,11 @@
-//! OAuth2 bearer JWTs: key loading (PEM, inline JWK, JWKS), signature and claim checks.
+//! OAuth2 bearer JWTs: signature and claim checks, with keys loaded by [`super::keys`] (PEM,
+//! inline JWK) or fetched by [`super::jwks`].
 //!
 //! Defences, each one tested:
 //! - `alg: none` and unsigned tokens: `none` is not an algorithm `jsonwebtoken` can parse, and
 //!   a token always needs a signature from a configured key.
-//! - Algorithm confusion: every key carries the algorithms it may verify, derived from its own
-//!   family (an RSA key never verifies HS256), and an issuer may not mix HMAC with public-key
-//!   algorithms. The token's `alg` must be allowed by the issuer *and* by the key.
+//! - Algorithm confusion: every key carries the algorithms it may verify (see [`super::keys`]).
+//!   The token's `alg` must be allowed by the issuer *and* by the key.
 //! - Claims are checked here, against the caller's clock: `iss` exact, `aud` intersecting the
 //!   configured audiences (required), `exp` (required by default) and `nbf` with leeway. Claims
 //!   of the wrong JSON type are refused, not ignored.
@@ -13,73 +13,20 @@
 
 use std::{collections::HashSet, fmt, str::FromStr, sync::Arc};
 
-use base64::Engine as _;
-use jsonwebtoken::{
-    Algorithm, DecodingKey, Validation,
-    errors::ErrorKind,
-    jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse},
-};
+use jsonwebtoken::{Algorithm, Header, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
-use super::config::{self, JwtIssuerConfig, Problems};
+use super::check::{Problems, is_token_text};
+use super::config::{JwtIssuerConfig, MAX_NAME_LEN};
 use super::identity::Grant;
 use super::jwks::{JwksCache, JwksFetcher};
+use super::keys::{VerifyKey, b64url, key_from_config, parse_algorithms};
 use super::time::Now;
 
 /// Longest token accepted.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Most keys tried for one token.
 pub const MAX_CANDIDATE_KEYS: usize = 4;
-/// Smallest RSA modulus accepted (RFC 7518 §3.3).
-pub const MIN_RSA_BITS: usize = 2048;
-/// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size; we ask 32 bytes).
-pub const MIN_HMAC_BYTES: usize = 32;
-
-/// A verification key with the algorithms it may verify.
-#[derive(Clone)]
-pub struct VerifyKey {
-    /// Key id, matched against the token's `kid`.
-    pub kid: Option<String>,
-    key: DecodingKey,
-    algorithms: Vec<Algorithm>,
-}
-
-impl fmt::Debug for VerifyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyKey")
-            .field("kid", &self.kid)
-            .field("family", &self.key.family())
-            .field("algorithms", &self.algorithms)
-            .finish_non_exhaustive()
-    }
-}
-
-impl VerifyKey {
-    /// Whether this key may verify `alg`.
-    pub fn allows(&self, alg: Algorithm) -> bool {
-        self.algorithms.contains(&alg)
-    }
-
-    /// The algorithms this key may verify.
-    pub fn algorithms(&self) -> &[Algorithm] {
-        &self.algorithms
-    }
-
-    /// Verifies the signature of a JWS in compact form (any payload, JSON or not) with this key,
-    /// if its header's `alg` is one this key may verify. Claims are not looked at.
-    pub fn verify_jws(&self, compact: &str) -> bool {
-        let Some((message, signature)) = compact.rsplit_once('.') else {
-            return false;
-        };
-        let Ok(header) = jsonwebtoken::decode_header(compact) else {
-            return false;
-        };
-        self.allows(header.alg)
-            && !signature.is_empty()
-            && jsonwebtoken::crypto::verify(signature, message.as_bytes(), &self.key, header.alg)
-                .unwrap_or(false)
-    }
-}
 
 /// Why a token was refused. Holds nothing from the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -114,222 +61,6 @@ pub enum JwtError {
     /// The identity claim is absent or unusable (empty, too long, control characters).
     #[error("bad identity claim")]
     BadIdentity,
-}
-
-/// Parses algorithm names; refuses `none`, unknown names, and HMAC mixed with public-key ones.
-pub fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, String> {
-    if names.is_empty() {
-        return Err("list at least one algorithm".into());
-    }
-    let mut out = Vec::new();
-    for n in names {
-        let alg = Algorithm::from_str(n).map_err(|_| {
-            format!("{n:?} is not an accepted algorithm (HS256/384/512, RS256/384/512, PS256/384/512, ES256/384, EdDSA)")
-        })?;
-        if !out.contains(&alg) {
-            out.push(alg);
-        }
-    }
-    let hmac = out
-        .iter()
-        .filter(|a| a.family() == jsonwebtoken::AlgorithmFamily::Hmac)
-        .count();
-    if hmac != 0 && hmac != out.len() {
-        return Err("HMAC and public-key algorithms may not be mixed on one issuer".into());
-    }
-    Ok(out)
-}
-
-/// The algorithms of `allowed` that a key of `family` (and, for EC, `curve`) can verify,
-/// narrowed to `declared` if the key names its own algorithm.
-fn algorithms_for(
-    family: jsonwebtoken::AlgorithmFamily,
-    curve: Option<&EllipticCurve>,
-    declared: Option<Algorithm>,
-    allowed: &[Algorithm],
-) -> Result<Vec<Algorithm>, String> {
-    let algs: Vec<Algorithm> = allowed
-        .iter()
-        .copied()
-        .filter(|a| a.family() == family)
-        .filter(|a| match curve {
-            Some(EllipticCurve::P256) => *a == Algorithm::ES256,
-            Some(EllipticCurve::P384) => *a == Algorithm::ES384,
-            _ => true,
-        })
-        .filter(|a| declared.is_none_or(|d| d == *a))
-        .collect();
-    if algs.is_empty() {
-        return Err(format!(
-            "a {family:?} key{} fits none of the issuer's algorithms {allowed:?}",
-            declared
-                .map(|d| format!(" declared for {d:?}"))
-                .unwrap_or_default()
-        ));
-    }
-    Ok(algs)
-}
-
-fn b64url(s: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|_| "invalid base64url".to_owned())
-}
-
-fn rsa_bits(n: &[u8]) -> usize {
-    let n = match n.iter().position(|b| *b != 0) {
-        Some(i) => &n[i..],
-        None => return 0,
-    };
-    n.len() * 8 - n[0].leading_zeros() as usize
-}
-
-/// Loads a public key or certificate from PEM.
-pub fn key_from_pem(
-    pem: &str,
-    kid: Option<String>,
-    allowed: &[Algorithm],
-) -> Result<VerifyKey, String> {
-    if pem.contains("PRIVATE KEY") {
-        return Err("this is a private key: configure the public key".into());
-    }
-    let bytes = pem.as_bytes();
-    let (key, curve) = if let Ok(k) = DecodingKey::from_rsa_pem(bytes) {
-        let jwk = Jwk::from_decoding_key(&k, None).map_err(|e| format!("bad RSA key: {e}"))?;
-        if let AlgorithmParameters::RSA(p) = &jwk.algorithm {
-            let bits = rsa_bits(&b64url(&p.n)?);
-            if bits < MIN_RSA_BITS {
-                return Err(format!("RSA key of {bits} bits: at least {MIN_RSA_BITS}"));
-            }
-        }
-        (k, None)
-    } else if let Ok(k) = DecodingKey::from_ec_pem(bytes) {
-        let curve = match k.try_get_as_bytes().map(<[u8]>::len) {
-            Ok(65) => EllipticCurve::P256,
-            Ok(97) => EllipticCurve::P384,
-            _ => return Err("EC key: only P-256 and P-384 are supported".into()),
-        };
-        (k, Some(curve))
-    } else if let Ok(k) = DecodingKey::from_ed_pem(bytes) {
-        if k.try_get_as_bytes().map(<[u8]>::len) != Ok(32) {
-            return Err("EdDSA key: only Ed25519 is supported".into());
-        }
-        (k, None)
-    } else {
-        return Err("not a PEM public key (RSA, EC P-256/P-384, Ed25519) or certificate".into());
-    };
-    let algorithms = algorithms_for(key.family(), curve.as_ref(), None, allowed)?;
-    Ok(VerifyKey {
-        kid,
-        key,
-        algorithms,
-    })
-}
-
-/// Loads an HMAC secret given in base64 (standard or URL-safe alphabet).
-pub fn key_from_secret(
-    secret_b64: &str,
-    kid: Option<String>,
-    allowed: &[Algorithm],
-) -> Result<VerifyKey, String> {
-    let s = secret_b64.trim().trim_end_matches('=');
-    let secret = base64::engine::general_purpose::STANDARD_NO_PAD
-        .decode(s)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s))
-        .map_err(|_| "secret_base64 is not base64".to_owned())?;
-    if secret.len() < MIN_HMAC_BYTES {
-        return Err(format!(
-            "HMAC secret of {} bytes: at least {MIN_HMAC_BYTES}",
-            secret.len()
-        ));
-    }
-    let key = DecodingKey::from_secret(&secret).map_err(|e| e.to_string())?;
-    let algorithms = algorithms_for(key.family(), None, None, allowed)?;
-    Ok(VerifyKey {
-        kid,
-        key,
-        algorithms,
-    })
-}
-
-/// Loads a JWK. `allow_symmetric` is false for keys from a JWKS URL: a published key set must
-/// never carry an HMAC secret, and accepting one would let anyone who can read it mint tokens.
-pub fn key_from_jwk(
-    jwk: &Jwk,
-    kid: Option<String>,
-    allowed: &[Algorithm],
-    allow_symmetric: bool,
-) -> Result<VerifyKey, String> {
-    if let Some(u) = &jwk.common.public_key_use
-        && *u != PublicKeyUse::Signature
-    {
-        return Err("key is not for signatures (use)".into());
-    }
-    if let Some(ops) = &jwk.common.key_operations
-        && !ops.contains(&KeyOperations::Verify)
-    {
-        return Err("key_ops lacks verify".into());
-    }
-    let declared = match jwk.common.key_algorithm {
-        Some(ka) => Some(
-            Algorithm::try_from(ka)
-                .map_err(|_| format!("alg {ka} is not a signature algorithm"))?,
-        ),
-        None => None,
-    };
-    let kid = kid.or_else(|| jwk.common.key_id.clone());
-    let (key, curve) = match &jwk.algorithm {
-        AlgorithmParameters::RSA(p) => {
-            let bits = rsa_bits(&b64url(&p.n)?);
-            if bits < MIN_RSA_BITS {
-                return Err(format!("RSA key of {bits} bits: at least {MIN_RSA_BITS}"));
-            }
-            b64url(&p.e)?;
-            (
-                DecodingKey::from_rsa_components(&p.n, &p.e).map_err(|e| e.to_string())?,
-                None,
-            )
-        }
-        AlgorithmParameters::EllipticCurve(p) => {
-            let len = match p.curve {
-                EllipticCurve::P256 => 32,
-                EllipticCurve::P384 => 48,
-                _ => return Err("EC key: only P-256 and P-384 are supported".into()),
-            };
-            if b64url(&p.x)?.len() != len || b64url(&p.y)?.len() != len {
-                return Err("EC key: coordinates of the wrong length".into());
-            }
-            (
-                DecodingKey::from_ec_components(&p.x, &p.y).map_err(|e| e.to_string())?,
-                Some(p.curve.clone()),
-            )
-        }
-        AlgorithmParameters::OctetKeyPair(p) => {
-            if p.curve != EllipticCurve::Ed25519 || b64url(&p.x)?.len() != 32 {
-                return Err("OKP key: only Ed25519 (32-byte x) is supported".into());
-            }
-            (
-                DecodingKey::from_ed_components(&p.x).map_err(|e| e.to_string())?,
-                None,
-            )
-        }
-        AlgorithmParameters::OctetKey(p) => {
-            if !allow_symmetric {
-                return Err("symmetric (oct) keys are refused from a key set URL".into());
-            }
-            if b64url(&p.value)?.len() < MIN_HMAC_BYTES {
-                return Err(format!("HMAC secret shorter than {MIN_HMAC_BYTES} bytes"));
-            }
-            (DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?, None)
-        }
-        _ => return Err("unsupported key type".into()),
-    };
-    let algorithms = algorithms_for(key.family(), curve.as_ref(), declared, allowed)?;
-    Ok(VerifyKey {
-        kid,
-        key,
-        algorithms,
-    })
 }
 
 /// A verified token's grant and issuer.
@@ -393,20 +124,10 @@ impl JwtVerifier {
             };
             let mut keys = Vec::new();
             for (k, kc) in c.keys.iter().enumerate() {
-                let loaded = if let Some(pem) = &kc.pem {
-                    key_from_pem(pem, kc.kid.clone(), &algorithms)
-                } else if let Some(secret) = &kc.secret_base64 {
-                    key_from_secret(secret, kc.kid.clone(), &algorithms)
-                } else if let Some(text) = &kc.jwk {
-                    serde_json::from_str::<Jwk>(text)
-                        .map_err(|e| format!("not a JWK: {e}"))
-                        .and_then(|jwk| key_from_jwk(&jwk, kc.kid.clone(), &algorithms, true))
-                } else {
-                    continue; // reported by PolicyConfig::check
-                };
-                match loaded {
-                    Ok(key) => keys.push(Arc::new(key)),
-                    Err(e) => problems.add(format!("{at}.keys[{k}]"), e),
+                match key_from_config(kc, &algorithms) {
+                    Some(Ok(key)) => keys.push(Arc::new(key)),
+                    Some(Err(e)) => problems.add(format!("{at}.keys[{k}]"), e),
+                    None => {} // reported by PolicyConfig::check
                 }
             }
             let jwks = c.jwks.as_ref().map(|j| {
@@ -461,11 +182,23 @@ impl JwtVerifier {
         now: Now,
         plans: &dyn Fn(&str) -> bool,
     ) -> Result<JwtGrant, JwtError> {
+        let (issuer, header) = self.pick_issuer(token)?;
+        let alg = header.alg;
+        let candidates = issuer.candidates(header.kid.as_deref(), alg, now);
+        if candidates.is_empty() {
+            return Err(JwtError::UnknownKey);
+        }
+        let claims = decode_claims(token, alg, &candidates)?;
+        issuer.check_claims(&claims, now)?;
+        issuer.grant(&claims, plans)
+    }
+
+    /// The issuer a token names and its header, read before the signature is checked only to
+    /// pick the issuer and key: nothing else is trusted until `decode` has verified it.
+    fn pick_issuer(&self, token: &str) -> Result<(&Issuer, Header), JwtError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Err(JwtError::Malformed);
         }
-        // Header and issuer are read before the signature is checked, only to pick the issuer
-        // and key; nothing else is trusted until `decode` has verified the signature.
         let mut parts = token.split('.');
         let (Some(head), Some(_), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -496,62 +229,42 @@ impl JwtVerifier {
             .iter()
             .find(|i| i.issuer == iss)
             .ok_or(JwtError::WrongIssuer)?;
-        let alg = header.alg;
-        if !issuer.algorithms.contains(&alg) {
+        if !issuer.algorithms.contains(&header.alg) {
             return Err(JwtError::AlgorithmNotAllowed);
         }
-        let kid = header.kid.as_deref();
-        let mut candidates: Vec<Arc<VerifyKey>> = issuer
-            .keys
-            .iter()
-            .filter(|k| match kid {
-                Some(kid) => k.kid.as_deref().is_none_or(|k| k == kid),
-                None => true,
-            })
-            .filter(|k| k.allows(alg))
-            .cloned()
-            .collect();
-        if candidates.is_empty()
-            && let Some(jwks) = &issuer.jwks
-        {
-            candidates = jwks
-                .keys_for(kid, now.mono)
-                .into_iter()
-                .filter(|k| k.allows(alg))
-                .collect();
-        }
-        if candidates.is_empty() {
-            return Err(JwtError::UnknownKey);
-        }
-        let mut validation = Validation::new(alg);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let mut claims = None;
-        for key in candidates.iter().take(MAX_CANDIDATE_KEYS) {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-                Ok(data) => {
-                    claims = Some(data.claims);
-                    break;
-                }
-                Err(e) => match e.kind() {
-                    ErrorKind::InvalidSignature
-                    | ErrorKind::InvalidEcdsaKey
-                    | ErrorKind::InvalidEddsaKey
-                    | ErrorKind::InvalidRsaKey(_)
-                    | ErrorKind::InvalidKeyFormat => continue,
-                    ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                        return Err(JwtError::AlgorithmNotAllowed);
-                    }
-                    _ => return Err(JwtError::Malformed),
-                },
-            }
-        }
-        let claims = claims.ok_or(JwtError::BadSignature)?;
-        issuer.check_claims(&claims, now)?;
-        issuer.grant(&claims, plans)
+        Ok((issuer, header))
     }
+}
+
+/// The claims of `token`, verified with the first of `candidates` (at most
+/// [`MAX_CANDIDATE_KEYS`] are tried) whose signature matches.
+fn decode_claims(
+    token: &str,
+    alg: Algorithm,
+    candidates: &[Arc<VerifyKey>],
+) -> Result<Map<String, Value>, JwtError> {
+    let mut validation = Validation::new(alg);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    for key in candidates.iter().take(MAX_CANDIDATE_KEYS) {
+        match jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), &validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => match e.kind() {
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidEddsaKey
+                | ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidKeyFormat => {}
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                    return Err(JwtError::AlgorithmNotAllowed);
+                }
+                _ => return Err(JwtError::Malformed),
+            },
+        }
+    }
+    Err(JwtError::BadSignature)
 }
 
 fn numeric(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, JwtError> {
@@ -577,6 +290,29 @@ fn strings(v: Option<&Value>, split_spaces: bool) -> Result<Vec<String>, JwtErro
 }
 
 impl Issuer {
+    /// The keys that may verify a token of `kid` and `alg`: the configured ones, else the key
+    /// set's (which may refresh it).
+    fn candidates(&self, kid: Option<&str>, alg: Algorithm, now: Now) -> Vec<Arc<VerifyKey>> {
+        let configured: Vec<Arc<VerifyKey>> = self
+            .keys
+            .iter()
+            .filter(|k| match kid {
+                Some(kid) => k.kid.as_deref().is_none_or(|k| k == kid),
+                None => true,
+            })
+            .filter(|k| k.allows(alg))
+            .cloned()
+            .collect();
+        match &self.jwks {
+            Some(jwks) if configured.is_empty() => jwks
+                .keys_for(kid, now.mono)
+                .into_iter()
+                .filter(|k| k.allows(alg))
+                .collect(),
+            _ => configured,
+        }
+    }
+
     fn check_claims(&self, claims: &Map<String, Value>, now: Now) -> Result<(), JwtError> {
         let t = now
             .wall
@@ -615,7 +351,7 @@ impl Issuer {
             Some(Value::Number(n)) => n.to_string(),
             _ => return Err(JwtError::BadIdentity),
         };
-        if identity.len() > config::MAX_NAME_LEN || !config::is_token_text(&identity) {
+        if identity.len() > MAX_NAME_LEN || !is_token_text(&identity) {
             return Err(JwtError::BadIdentity);
         }
         let scopes = strings(claims.get(&self.scope_claim), true)?;

@@ -6,7 +6,7 @@
 //! request's metadata into a [`RequestMeta`], and calls [`Engine::check`] with the current
 //! [`Now`] (or, on an event loop, [`Engine::begin`], which hands a Basic password that must be
 //! hashed back as a [`PasswordCheck`] to run elsewhere, then [`Engine::finish`]). The
-//! [`Decision`] says whether to forward, which headers to set, strip and return,
+//! [`AccessDecision`] says whether to forward, which headers to set, strip and return,
 //! and carries any [`Escalation`] for the daemon to push into the kernel. After the upstream
 //! answers, the transport calls [`Engine::observe_response`] so that 404 probing and upstream
 //! 401/429s feed the detector.
@@ -17,6 +17,7 @@
 
 pub mod apikey;
 pub mod basic;
+pub mod check;
 pub mod config;
 pub mod decision;
 pub mod detector;
@@ -25,6 +26,7 @@ pub mod headers;
 pub mod identity;
 pub mod jwks;
 pub mod jwt;
+pub mod keys;
 pub mod password;
 pub mod password_budget;
 pub mod path;
@@ -32,8 +34,9 @@ pub mod quota;
 pub mod request;
 pub mod time;
 
-pub use config::{ConfigErrors, PolicyConfig};
-pub use decision::{Decision, DenyReason, Verdict};
+pub use check::InvalidPolicy;
+pub use config::PolicyConfig;
+pub use decision::{AccessDecision, DenyReason, Verdict};
 pub use detector::{Escalation, Rule};
 pub use engine::{Engine, EngineStats, Step};
 pub use identity::Identity;

@@ -23,7 +23,7 @@ use std::{
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use ring::hmac;
 
-use super::decision::{Decision, DenyReason, Verdict};
+use super::decision::{AccessDecision, DenyReason, Verdict};
 
 /// How long a successful check is remembered.
 pub const SUCCESS_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -157,16 +157,16 @@ impl PasswordCheck {
     }
 
     /// The decision when the transport cannot run the check now: see [`unavailable`].
-    pub fn unavailable(&self, retry_after: Duration) -> Decision {
+    pub fn unavailable(&self, retry_after: Duration) -> AccessDecision {
         unavailable(self.route.clone(), retry_after)
     }
 }
 
 /// The decision for a password the transport could not check now (its pool is full): 503
 /// with `Retry-After`, nothing hashed, nothing counted against the client.
-pub fn unavailable(route: Option<String>, retry_after: Duration) -> Decision {
+pub fn unavailable(route: Option<String>, retry_after: Duration) -> AccessDecision {
     let secs = retry_after.as_secs().max(1);
-    Decision {
+    AccessDecision {
         verdict: Verdict::Deny {
             status: 503,
             www_authenticate: None,

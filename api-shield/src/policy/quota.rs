@@ -313,6 +313,48 @@ enum Place {
     Refused,
 }
 
+/// The shards one check holds locked, in index order (`guards[i]` locks shard `order[i]`).
+#[derive(Clone, Copy)]
+struct Locked<'a> {
+    order: &'a [usize],
+}
+
+impl Locked<'_> {
+    /// Where shard `shard` is among the guards.
+    fn index(self, shard: usize) -> usize {
+        self.order.binary_search(&shard).unwrap_or(0)
+    }
+
+    /// The slot a place holds now, if any.
+    fn slot<'s>(
+        self,
+        place: &Place,
+        spec: &LimitSpec,
+        guards: &'s [MutexGuard<'_, Shard>],
+        overflow: Option<&'s HashMap<Arc<str>, Slot>>,
+    ) -> Option<&'s Slot> {
+        match place {
+            Place::Tracked { shard, key } => guards[self.index(*shard)].slots.get(key),
+            Place::Overflow => overflow.and_then(|m| m.get(&spec.id)),
+            Place::Refused => None,
+        }
+    }
+}
+
+/// The status of a limit whose key found no room (`when_full = "deny"`).
+fn refused(spec: &LimitSpec) -> LimitStatus {
+    LimitStatus {
+        name: spec.name.clone(),
+        quota: spec.quota(),
+        window_secs: spec.window_secs(),
+        remaining: 0,
+        reset_secs: ceil_secs(SWEEP_INTERVAL),
+        allowed: false,
+        retry_after: SWEEP_INTERVAL,
+        untracked: true,
+    }
+}
+
 impl Limiter {
     /// A limiter holding at most `max_keys` slots (16 shards from 1024 keys up, else one).
     pub fn new(max_keys: usize, when_full: WhenFull) -> Self {
@@ -360,18 +402,78 @@ impl Limiter {
         let mut order: Vec<usize> = keyed.iter().map(|(s, _)| *s).collect();
         order.sort_unstable();
         order.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = order
+        let mut guards: Vec<MutexGuard<'_, Shard>> = order
             .iter()
-            .map(|&i| (i, self.shards[i].lock().unwrap_or_else(|e| e.into_inner())))
+            .map(|&i| self.shards[i].lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
-        let guard_of = |i: usize| order.binary_search(&i).unwrap_or(0);
+        let locked = Locked { order: &order };
+        let places = self.place(keyed, locked, &mut guards, now);
+        let mut overflow = places
+            .iter()
+            .any(|p| matches!(p, Place::Overflow))
+            .then(|| self.overflow.lock().unwrap_or_else(|e| e.into_inner()));
 
-        // Where each slot lives; new keys reserve room in their shard.
-        let mut new_in_shard = vec![0usize; order.len()];
+        let mut out = Vec::with_capacity(requests.len());
+        let mut commits = Vec::with_capacity(requests.len());
+        for ((spec, _), place) in requests.iter().zip(&places) {
+            let (mut status, next) = match place {
+                Place::Refused => (refused(spec), None),
+                _ => evaluate(
+                    spec,
+                    locked.slot(place, spec, &guards, overflow.as_deref()),
+                    now,
+                ),
+            };
+            if matches!(place, Place::Overflow) {
+                status.untracked = true;
+            }
+            commits.push(next);
+            out.push(status);
+        }
+        self.count_untracked(&places);
+        if !out.iter().all(|s| s.allowed) {
+            // Nothing is committed: report what the allowing limits hold now, unconsumed.
+            for ((spec, _), (status, place)) in requests.iter().zip(out.iter_mut().zip(&places)) {
+                if status.allowed {
+                    let slot = locked.slot(place, spec, &guards, overflow.as_deref());
+                    (status.remaining, status.reset_secs) = peek(spec, slot, now);
+                }
+            }
+        } else {
+            for ((spec, _), (place, next)) in requests.iter().zip(places.into_iter().zip(commits)) {
+                let Some(next) = next else { continue };
+                match place {
+                    Place::Tracked { shard, key } => {
+                        let shard = &mut guards[locked.index(shard)];
+                        shard.slots.insert(key, next);
+                        shard.changes = shard.changes.wrapping_add(1);
+                    }
+                    Place::Overflow => {
+                        if let Some(map) = overflow.as_mut() {
+                            map.insert(spec.id.clone(), next);
+                        }
+                    }
+                    Place::Refused => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Where each key's slot lives; a new key reserves room in its shard, sweeping it when
+    /// full, else goes to the overflow map or is refused, as `when_full` says.
+    fn place(
+        &self,
+        keyed: Vec<(usize, String)>,
+        locked: Locked<'_>,
+        guards: &mut [MutexGuard<'_, Shard>],
+        now: Now,
+    ) -> Vec<Place> {
+        let mut new_in_shard = vec![0usize; locked.order.len()];
         let mut places = Vec::with_capacity(keyed.len());
         for (shard, key) in keyed {
-            let g = guard_of(shard);
-            let sh = &mut guards[g].1;
+            let g = locked.index(shard);
+            let sh = &mut guards[g];
             if sh.slots.contains_key(&key) || sh.slots.len() + new_in_shard[g] < self.cap_per_shard
             {
                 new_in_shard[g] += usize::from(!sh.slots.contains_key(&key));
@@ -390,43 +492,11 @@ impl Limiter {
                 });
             }
         }
-        let mut overflow = places
-            .iter()
-            .any(|p| matches!(p, Place::Overflow))
-            .then(|| self.overflow.lock().unwrap_or_else(|e| e.into_inner()));
+        places
+    }
 
-        let mut out = Vec::with_capacity(requests.len());
-        let mut commits = Vec::with_capacity(requests.len());
-        for ((spec, _), place) in requests.iter().zip(&places) {
-            let (mut status, next) = match place {
-                Place::Tracked { shard, key } => {
-                    evaluate(spec, guards[guard_of(*shard)].1.slots.get(key), now)
-                }
-                Place::Overflow => {
-                    let slot = overflow.as_ref().and_then(|m| m.get(&spec.id).copied());
-                    evaluate(spec, slot.as_ref(), now)
-                }
-                Place::Refused => {
-                    let st = LimitStatus {
-                        name: spec.name.clone(),
-                        quota: spec.quota(),
-                        window_secs: spec.window_secs(),
-                        remaining: 0,
-                        reset_secs: ceil_secs(SWEEP_INTERVAL),
-                        allowed: false,
-                        retry_after: SWEEP_INTERVAL,
-                        untracked: true,
-                    };
-                    (st, None)
-                }
-            };
-            if matches!(place, Place::Overflow) {
-                status.untracked = true;
-            }
-            commits.push(next);
-            out.push(status);
-        }
-        for place in &places {
+    fn count_untracked(&self, places: &[Place]) {
+        for place in places {
             match place {
                 Place::Overflow => {
                     self.overflowed.fetch_add(1, Ordering::Relaxed);
@@ -437,42 +507,6 @@ impl Limiter {
                 Place::Tracked { .. } => {}
             }
         }
-        if !out.iter().all(|s| s.allowed) {
-            // Nothing is committed: report what the allowing limits hold now, unconsumed.
-            for ((spec, _), (status, place)) in requests.iter().zip(out.iter_mut().zip(&places)) {
-                if !status.allowed {
-                    continue;
-                }
-                let slot = match place {
-                    Place::Tracked { shard, key } => {
-                        guards[guard_of(*shard)].1.slots.get(key).copied()
-                    }
-                    Place::Overflow => overflow.as_ref().and_then(|m| m.get(&spec.id).copied()),
-                    Place::Refused => None,
-                };
-                let (remaining, reset_secs) = peek(spec, slot.as_ref(), now);
-                status.remaining = remaining;
-                status.reset_secs = reset_secs;
-            }
-        } else {
-            for ((spec, _), (place, next)) in requests.iter().zip(places.into_iter().zip(commits)) {
-                let Some(next) = next else { continue };
-                match place {
-                    Place::Tracked { shard, key } => {
-                        let shard = &mut guards[guard_of(shard)].1;
-                        shard.slots.insert(key, next);
-                        shard.changes = shard.changes.wrapping_add(1);
-                    }
-                    Place::Overflow => {
-                        if let Some(map) = overflow.as_mut() {
-                            map.insert(spec.id.clone(), next);
-                        }
-                    }
-                    Place::Refused => {}
-                }
-            }
-        }
-        out
     }
 }
 

@@ -186,14 +186,14 @@ impl BatchRequest {
         let mut add = Vec::with_capacity(self.add.len());
         for (index, item) in self.add.into_iter().enumerate() {
             let net = check(EntryField::Add, index, &item.net)?;
-            let fail = |detail: String| EntryError {
+            let fail = |detail: AddError| EntryError {
                 field: EntryField::Add,
                 index,
                 message: format!("add[{index}]: {detail}"),
             };
             let ttl = item.ttl_secs.map(checked_ttl).transpose().map_err(fail)?;
             if let Some(reason) = &item.reason {
-                check_reason(reason).map_err(fail)?;
+                crate::text::check("reason", reason).map_err(|e| fail(e.into()))?;
             }
             add.push(ListEntry {
                 net,
@@ -215,18 +215,23 @@ impl BatchRequest {
     }
 }
 
-fn checked_ttl(secs: u64) -> Result<Duration, String> {
-    match secs {
-        0 => Err("ttl_secs must be at least 1; omit it for an entry that stays".to_owned()),
-        s if s > MAX_TTL_SECS => Err(format!(
-            "ttl_secs {s} is more than a year ({MAX_TTL_SECS}); omit it for an entry that stays"
-        )),
-        s => Ok(Duration::from_secs(s)),
-    }
+/// What is wrong with an entry to add, besides its prefix.
+#[derive(Debug, thiserror::Error)]
+enum AddError {
+    #[error("ttl_secs must be at least 1; omit it for an entry that stays")]
+    ZeroTtl,
+    #[error("ttl_secs {0} is more than a year ({MAX_TTL_SECS}); omit it for an entry that stays")]
+    LongTtl(u64),
+    #[error(transparent)]
+    Reason(#[from] crate::text::TextError),
 }
 
-fn check_reason(reason: &str) -> Result<(), String> {
-    crate::text::check("reason", reason).map_err(|e| e.to_string())
+fn checked_ttl(secs: u64) -> Result<Duration, AddError> {
+    match secs {
+        0 => Err(AddError::ZeroTtl),
+        s if s > MAX_TTL_SECS => Err(AddError::LongTtl(s)),
+        s => Ok(Duration::from_secs(s)),
+    }
 }
 
 #[cfg(test)]

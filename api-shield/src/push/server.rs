@@ -1,18 +1,12 @@
 //! The listener: TCP (and TLS) connections served by hyper's HTTP/1.1 server.
 
-use crate::accept::Accept;
-use crate::accept::slots::{RefusalCounters, SlotLimits};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +16,12 @@ use super::backend::PushBackend;
 use super::config::PushConfig;
 use super::routes::{self, State};
 use super::{PushError, tls};
+use crate::accept::Accept;
+use crate::accept::http::{Http1Limits, serve_http1, tls_handshake};
+use crate::accept::slots::{RefusalCounters, SlotLimits};
+
+/// Names the listener in logs.
+const WHAT: &str = "push API";
 
 /// A client must send a request's headers within this time, also on an idle keep-alive
 /// connection, so silent clients cannot hold connections open.
@@ -121,16 +121,11 @@ impl PushListener {
             per_source: MAX_CONNECTIONS_PER_SOURCE,
             ..SlotLimits::total(MAX_CONNECTIONS)
         };
-        Accept::new(
-            "push API",
-            limits,
-            RefusalCounters::default(),
-            SHUTDOWN_GRACE,
-        )
-        .serve(self.listener, shutdown, |stream, peer, stopping| {
-            connection(stream, peer, tls.clone(), Arc::clone(&state), stopping)
-        })
-        .await;
+        Accept::new(WHAT, limits, RefusalCounters::default(), SHUTDOWN_GRACE)
+            .serve(self.listener, shutdown, |stream, peer, stopping| {
+                connection(stream, peer, tls.clone(), Arc::clone(&state), stopping)
+            })
+            .await;
         Ok(())
     }
 }
@@ -142,42 +137,15 @@ async fn connection(
     state: Arc<State>,
     stopping: watch::Receiver<bool>,
 ) {
-    let Some(acceptor) = tls else {
-        return http(stream, peer, state, stopping).await;
-    };
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => http(stream, peer, state, stopping).await,
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "push API: TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "push API: TLS handshake timed out"),
-    }
-}
-
-async fn http<S>(
-    stream: S,
-    peer: SocketAddr,
-    state: Arc<State>,
-    mut stopping: watch::Receiver<bool>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     let service = service_fn(move |req| routes::handle(Arc::clone(&state), peer, req));
-    let mut conn = pin!(
-        http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
-    );
-    // `wait_for` yields a guard that must not live across an await, hence the `is_ok`.
-    let stop = async { stopping.wait_for(|stop| *stop).await.is_ok() };
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        true = stop => {
-            // Finishes the request in flight, if any, then closes.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let limits = Http1Limits {
+        header_read_timeout: HEADER_READ_TIMEOUT,
+        max_buf_size: None,
     };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "push API connection ended with an error");
+    let Some(acceptor) = tls else {
+        return serve_http1(stream, peer, service, limits, stopping, WHAT).await;
+    };
+    if let Some(tls) = tls_handshake(&acceptor, stream, TLS_HANDSHAKE_TIMEOUT, WHAT, peer).await {
+        serve_http1(tls, peer, service, limits, stopping, WHAT).await;
     }
 }

@@ -14,12 +14,13 @@ use tokio::time::timeout;
 
 use super::body::{self, BodyStop, Guarded, ProxyBody, StopFlag};
 use super::upgrade::{self, Upgrade};
+use super::upstream::Upstream;
 use super::{ConnInfo, ProxyShared};
 use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
 use crate::gateway::live::Live;
 use crate::gateway::password_pool;
-use crate::policy::{Decision, Headers, RequestMeta};
+use crate::policy::{AccessDecision, Headers, RequestMeta};
 
 /// Listener label of the gateway's requests in the metrics.
 pub const METRICS_LISTENER: &str = "proxy";
@@ -164,7 +165,7 @@ fn append_pairs(h: &mut HeaderMap, pairs: &[(String, String)]) {
 
 /// The engine's denial: 401 with `WWW-Authenticate`, 403, or 429 with `Retry-After` and the
 /// `RateLimit` headers. The body says no more than the status (no oracle for guessing).
-fn denial(decision: &Decision) -> Response<ProxyBody> {
+fn denial(decision: &AccessDecision) -> Response<ProxyBody> {
     let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::FORBIDDEN);
     let mut r = text(status, status.canonical_reason().unwrap_or("denied"));
     append_pairs(r.headers_mut(), &decision.response_headers);
@@ -203,10 +204,85 @@ fn strip_query(query: Option<&str>, remove: &[String]) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
+/// Replaces the client's `X-Forwarded-*`, `X-Real-IP` and `Forwarded` headers with the
+/// gateway's own; the `X-Forwarded-For` chain of a trusted proxy is kept and extended.
+fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    trusted_peer: bool,
+    info: ConnInfo,
+    client: IpAddr,
+    host: &str,
+) {
+    let mut forwarded_for = if trusted_peer && info.proxied_client.is_none() {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    if !forwarded_for.is_empty() {
+        forwarded_for.push_str(", ");
+    }
+    forwarded_for.push_str(&if info.proxied_client.is_some() {
+        client.to_string()
+    } else {
+        canonical_peer(info)
+    });
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REAL_IP,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::FORWARDED);
+    let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(headers, X_FORWARDED_FOR, &forwarded_for);
+    set(headers, X_REAL_IP, &client.to_string());
+    set(
+        headers,
+        X_FORWARDED_PROTO,
+        if info.tls { "https" } else { "http" },
+    );
+    if !host.is_empty() {
+        set(headers, X_FORWARDED_HOST, host);
+        // HTTP/2 carries the host in `:authority`; HTTP/1.1 upstreams need `Host`.
+        set(headers, header::HOST, host);
+    }
+}
+
+/// The answer when the upstream request failed: the body's fault when the client's body was
+/// cut off (too large, too slow), else the upstream's.
+fn upstream_failed(
+    body: Option<BodyStop>,
+    upstream: &Upstream,
+    e: &dyn std::fmt::Display,
+) -> Response<ProxyBody> {
+    match body {
+        Some(BodyStop::TooLarge) => text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        Some(BodyStop::TimedOut) => text(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received in time",
+        ),
+        None => {
+            tracing::warn!(upstream = %upstream.authority, error = %e, "gateway: upstream request failed");
+            text(StatusCode::BAD_GATEWAY, "upstream unavailable")
+        }
+    }
+}
+
 #[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed")]
 async fn forward(
     mut req: Request<Incoming>,
-    decision: &Decision,
+    decision: &AccessDecision,
     live: &Live,
     shared: &ProxyShared,
     client: IpAddr,
@@ -252,51 +328,13 @@ async fn forward(
     for name in &decision.strip_headers {
         headers.remove(name.as_str());
     }
-    let trusted_peer = live.cfg.trusts(info.peer.ip());
-    let mut forwarded_for = if trusted_peer && info.proxied_client.is_none() {
-        headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(", ")
-    } else {
-        String::new()
-    };
-    if !forwarded_for.is_empty() {
-        forwarded_for.push_str(", ");
-    }
-    forwarded_for.push_str(&if info.proxied_client.is_some() {
-        client.to_string()
-    } else {
-        canonical_peer(info)
-    });
-    for name in [
-        &X_FORWARDED_FOR,
-        &X_FORWARDED_PROTO,
-        &X_FORWARDED_HOST,
-        &X_REAL_IP,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove(header::FORWARDED);
-    let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    set(&mut headers, X_FORWARDED_FOR, &forwarded_for);
-    set(&mut headers, X_REAL_IP, &client.to_string());
-    set(
+    set_forwarding_headers(
         &mut headers,
-        X_FORWARDED_PROTO,
-        if info.tls { "https" } else { "http" },
+        live.cfg.trusts(info.peer.ip()),
+        info,
+        client,
+        host,
     );
-    if !host.is_empty() {
-        set(&mut headers, X_FORWARDED_HOST, host);
-        // HTTP/2 carries the host in `:authority`; HTTP/1.1 upstreams need `Host`.
-        set(&mut headers, header::HOST, host);
-    }
     append_pairs(&mut headers, &decision.upstream_headers);
 
     let flag = StopFlag::default();
@@ -312,21 +350,7 @@ async fn forward(
 
     let answer = match timeout(timeouts.upstream_response, shared.client.request(up)).await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            return match flag.get() {
-                Some(BodyStop::TooLarge) => {
-                    text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-                }
-                Some(BodyStop::TimedOut) => text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body not received in time",
-                ),
-                None => {
-                    tracing::warn!(upstream = %upstream.authority, error = %e, "gateway: upstream request failed");
-                    text(StatusCode::BAD_GATEWAY, "upstream unavailable")
-                }
-            };
-        }
+        Ok(Err(e)) => return upstream_failed(flag.get(), upstream, &e),
         Err(_) => {
             tracing::warn!(upstream = %upstream.authority, "gateway: upstream response timed out");
             return text(StatusCode::GATEWAY_TIMEOUT, "upstream timed out");

@@ -22,7 +22,6 @@ pub mod upstream;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,10 +42,13 @@ use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
 use super::password_pool::PasswordPool;
 use crate::accept::Accept;
+use crate::accept::http::{Ended, drive, tls_handshake};
 use crate::accept::slots::{SlotLimits, Slots};
 use idle::{Activity, IdleIo};
 use upstream::UpstreamClient;
 
+/// Names the listener in logs.
+const WHAT: &str = "gateway";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Everything a request handler needs.
@@ -243,7 +245,7 @@ async fn serve(
 ) {
     let scarce = slots.scarce();
     let accept = Accept {
-        what: "gateway",
+        what: WHAT,
         slots,
         grace: SHUTDOWN_GRACE,
     };
@@ -312,34 +314,18 @@ async fn connection(
         proxied_client,
         tls: acceptor.is_some(),
     };
-    let activity = Activity::default();
     match acceptor {
         Some(acceptor) => {
-            let tls = match timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "gateway: TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "gateway: TLS handshake timed out");
-                    return;
-                }
+            let Some(tls) = tls_handshake(&acceptor, stream, header_timeout, WHAT, peer).await
+            else {
+                return;
             };
             let versions = if tls.get_ref().1.alpn_protocol() == Some(tls::ALPN_H2) {
                 Versions::Http2
             } else {
                 Versions::Http1
             };
-            serve_http(
-                IdleIo::new(tls, activity.clone()),
-                activity,
-                info,
-                versions,
-                shared,
-                ends,
-            )
-            .await;
+            serve_http(tls, info, versions, shared, ends).await;
         }
         None => {
             let versions = if cfg.http2 {
@@ -347,22 +333,13 @@ async fn connection(
             } else {
                 Versions::Http1
             };
-            serve_http(
-                IdleIo::new(stream, activity.clone()),
-                activity,
-                info,
-                versions,
-                shared,
-                ends,
-            )
-            .await;
+            serve_http(stream, info, versions, shared, ends).await;
         }
     }
 }
 
 async fn serve_http<T>(
     io: T,
-    activity: Activity,
     info: ConnInfo,
     versions: Versions,
     shared: Arc<ProxyShared>,
@@ -377,6 +354,8 @@ async fn serve_http<T>(
         mut stopping,
         scarce,
     } = ends;
+    let activity = Activity::default();
+    let io = IdleIo::new(io, activity.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -409,20 +388,14 @@ async fn serve_http<T>(
             response
         }
     });
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        () = activity.idle_or_scarce(idle_limit, header_limit, scarce) => {
-            tracing::debug!(peer = %info.peer, "gateway: idle connection closed");
-            return;
-        }
-        true = async { stopping.wait_for(|stop| *stop).await.is_ok() } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let idle = async {
+        activity
+            .idle_or_scarce(idle_limit, header_limit, scarce)
+            .await;
+        tracing::debug!(peer = %info.peer, "gateway: idle connection closed");
     };
-    if let Err(e) = result {
-        tracing::debug!(peer = %info.peer, error = %e, "gateway connection ended with an error");
+    if drive(conn, &mut stopping, idle, WHAT, info.peer).await != Ended::Closed {
         return;
     }
     // An upgraded connection goes on as a tunnel, still this connection: its slot, its idle

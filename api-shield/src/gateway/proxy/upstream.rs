@@ -21,19 +21,34 @@ pub struct Upstream {
     pub prefix: String,
 }
 
+/// Why an upstream base URL was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("not a URL: {0}")]
+    NotUrl(#[from] hyper::http::uri::InvalidUri),
+    #[error("must be an http:// URL (upstreams are reached over plain HTTP/1.1)")]
+    NotHttp,
+    #[error("has no host")]
+    NoHost,
+    #[error("must not carry credentials")]
+    Credentials,
+    #[error("must not carry a query")]
+    Query,
+}
+
 /// Parses an upstream base URL. Only `http://`: the upstream is on this host or its private
 /// network, and TLS towards it would spend the CPU the gateway saves.
-pub fn parse_base(url: &str) -> Result<Upstream, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+pub fn parse_base(url: &str) -> Result<Upstream, UpstreamUrlError> {
+    let uri: Uri = url.parse()?;
     if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err("must be an http:// URL (upstreams are reached over plain HTTP/1.1)".into());
+        return Err(UpstreamUrlError::NotHttp);
     }
-    let authority = uri.authority().cloned().ok_or("has no host")?;
+    let authority = uri.authority().cloned().ok_or(UpstreamUrlError::NoHost)?;
     if authority.as_str().contains('@') {
-        return Err("must not carry credentials".into());
+        return Err(UpstreamUrlError::Credentials);
     }
     if uri.query().is_some() {
-        return Err("must not carry a query".into());
+        return Err(UpstreamUrlError::Query);
     }
     Ok(Upstream {
         authority,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::super::basic::{self, Lookup};
 use super::super::config::{AuthMethod, RouteConfig};
-use super::super::decision::Decision;
+use super::super::decision::AccessDecision;
 use super::super::headers;
 use super::super::identity::{Grant, Identity};
 use super::super::jwt::JwtError;
@@ -75,7 +75,7 @@ impl Engine {
         client: Option<IpAddr>,
         now: Now,
         verdict: Option<PasswordVerdict>,
-        d: &mut Decision,
+        d: &mut AccessDecision,
     ) -> Result<(Identity, Option<String>), AuthStop> {
         let from_grant = |g: &Grant, m| (Identity::from_grant(g, m), g.plan.clone());
         match presented {
@@ -113,7 +113,7 @@ impl Engine {
         client: Option<IpAddr>,
         now: Now,
         verdict: Option<PasswordVerdict>,
-        d: &mut Decision,
+        d: &mut AccessDecision,
     ) -> Result<&Grant, AuthStop> {
         let mut failed = || {
             // A client known only as a trusted proxy has no budget of its own: spending the

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::super::config::{HeaderConfig, KeyPart, QuotaScope};
-use super::super::decision::{Decision, DenyReason, Verdict};
+use super::super::decision::{AccessDecision, DenyReason, Verdict};
 use super::super::headers;
 use super::super::identity::Identity;
 use super::super::quota::{LimitSpec, LimitStatus, ip_key};
@@ -18,7 +18,7 @@ impl Engine {
         route: &Route,
         req: &RequestMeta,
         now: Now,
-        d: &mut Decision,
+        d: &mut AccessDecision,
     ) -> Result<(), (Verdict, DenyReason)> {
         // No per-address key for a client known only as a trusted proxy: that limit would
         // throttle everyone behind the proxy. Limits keyed on it are left out.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::*;
 use crate::policy::{
-    Decision, DenyReason, Engine, NoFetcher, PolicyConfig, RequestMeta, Rule, Verdict,
+    AccessDecision, DenyReason, Engine, NoFetcher, PolicyConfig, RequestMeta, Rule, Verdict,
     apikey::hash_api_key,
     basic::tests::{argon2id_hash, bcrypt_hash},
     config::AuthMethod,
@@ -127,7 +127,7 @@ pub(super) fn get(path: &str) -> RequestMeta {
     RequestMeta::new(CLIENT.parse().unwrap(), "GET", "api.example", path)
 }
 
-fn status(d: &Decision) -> u16 {
+fn status(d: &AccessDecision) -> u16 {
     d.status()
 }
 

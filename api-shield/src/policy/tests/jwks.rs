@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::policy::{
-    config::{JwksConfig, Problems},
+    check::Problems,
+    config::JwksConfig,
     jwks::{JwksCache, JwksFetchError, JwksFetcher},
     jwt::{JwtError, JwtVerifier},
 };

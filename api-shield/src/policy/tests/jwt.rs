@@ -8,9 +8,10 @@ use serde_json::json;
 
 use super::*;
 use crate::policy::{
-    config::Problems,
+    check::Problems,
     jwks::{JwksFetcher, NoFetcher},
-    jwt::{self, JwtError, JwtVerifier},
+    jwt::{JwtError, JwtVerifier},
+    keys,
 };
 
 const ALL: [Algorithm; 12] = [
@@ -170,12 +171,12 @@ fn an_rsa_public_key_used_as_an_hmac_secret_is_refused() {
         );
     }
     // The key itself never verifies HMAC, whatever the issuer allows.
-    let key = jwt::key_from_pem(RSA_PUB, None, &[Algorithm::RS256, Algorithm::PS256]).unwrap();
+    let key = keys::key_from_pem(RSA_PUB, None, &[Algorithm::RS256, Algorithm::PS256]).unwrap();
     assert!(!key.allows(Algorithm::HS256));
     assert_eq!(key.algorithms(), &[Algorithm::RS256, Algorithm::PS256]);
     // An issuer may not mix HMAC with public-key algorithms at all.
-    assert!(jwt::parse_algorithms(&["RS256".into(), "HS256".into()]).is_err());
-    assert!(jwt::parse_algorithms(&["none".into()]).is_err());
+    assert!(keys::parse_algorithms(&["RS256".into(), "HS256".into()]).is_err());
+    assert!(keys::parse_algorithms(&["none".into()]).is_err());
     // An EC key of the other curve, or a token claiming the other EC algorithm, fails too.
     let v = verifier(&[issuer(
         &["ES256", "ES384"],
@@ -228,36 +229,40 @@ fn keys_are_chosen_by_kid() {
 fn bad_key_material_is_named() {
     let algs = [Algorithm::RS256];
     assert!(
-        jwt::key_from_pem(RSA_KEY, None, &algs)
+        keys::key_from_pem(RSA_KEY, None, &algs)
             .unwrap_err()
+            .to_string()
             .contains("private key")
     );
     assert!(
-        jwt::key_from_pem(RSA1024_PUB, None, &algs)
+        keys::key_from_pem(RSA1024_PUB, None, &algs)
             .unwrap_err()
+            .to_string()
             .contains("1024 bits")
     );
-    assert!(jwt::key_from_pem("garbage", None, &algs).is_err());
+    assert!(keys::key_from_pem("garbage", None, &algs).is_err());
     assert!(
-        jwt::key_from_pem(ED_PUB, None, &algs)
+        keys::key_from_pem(ED_PUB, None, &algs)
             .unwrap_err()
+            .to_string()
             .contains("fits none")
     );
-    assert!(jwt::key_from_secret(&b64(b"short"), None, &[Algorithm::HS256]).is_err());
+    assert!(keys::key_from_secret(&b64(b"short"), None, &[Algorithm::HS256]).is_err());
     // A truncated Ed25519 JWK would make the verifier index out of bounds: refused first.
     let jwk: Jwk = serde_json::from_value(json!({"kty":"OKP","crv":"Ed25519","x":"AAAA"})).unwrap();
-    assert!(jwt::key_from_jwk(&jwk, None, &[Algorithm::EdDSA], true).is_err());
+    assert!(keys::key_from_jwk(&jwk, None, &[Algorithm::EdDSA], true).is_err());
     let jwk: Jwk = serde_json::from_value(json!({"kty":"oct","k": b64url(HMAC_SECRET)})).unwrap();
     assert!(
-        jwt::key_from_jwk(&jwk, None, &[Algorithm::HS256], false)
+        keys::key_from_jwk(&jwk, None, &[Algorithm::HS256], false)
             .unwrap_err()
+            .to_string()
             .contains("oct")
     );
-    assert!(jwt::key_from_jwk(&jwk, None, &[Algorithm::HS256], true).is_ok());
+    assert!(keys::key_from_jwk(&jwk, None, &[Algorithm::HS256], true).is_ok());
     let jwk: Jwk =
         serde_json::from_value(json!({"kty":"oct","k": b64url(HMAC_SECRET), "use": "enc"}))
             .unwrap();
-    assert!(jwt::key_from_jwk(&jwk, None, &[Algorithm::HS256], true).is_err());
+    assert!(keys::key_from_jwk(&jwk, None, &[Algorithm::HS256], true).is_err());
 }
 
 /// RFC 7515 appendix A.1: the HS256 example, key as a JWK (`oct`).
@@ -267,7 +272,7 @@ const RFC7515_A1_JWK: &str = r#"{"kty":"oct","k":"AyM1SysPpbyDfgZld3umj1qzKObwVM
 #[test]
 fn rfc7515_a1_hs256_vector() {
     let jwk: Jwk = serde_json::from_str(RFC7515_A1_JWK).unwrap();
-    let key = jwt::key_from_jwk(&jwk, None, &[Algorithm::HS256], true).unwrap();
+    let key = keys::key_from_jwk(&jwk, None, &[Algorithm::HS256], true).unwrap();
     assert!(key.verify_jws(RFC7515_A1_TOKEN));
     // One character of the signature changed ("dBjf" → "eBjf").
     let tampered = RFC7515_A1_TOKEN.replace(".dBjf", ".eBjf");
@@ -311,20 +316,20 @@ fn rfc8037_a4_eddsa_vector() {
         "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
     }))
     .unwrap();
-    let key = jwt::key_from_jwk(&jwk, None, &[Algorithm::EdDSA], false).unwrap();
+    let key = keys::key_from_jwk(&jwk, None, &[Algorithm::EdDSA], false).unwrap();
     let jws = "eyJhbGciOiJFZERTQSJ9.RXhhbXBsZSBvZiBFZDI1NTE5IHNpZ25pbmc.hgyY0il_MGCjP0JzlnLWG1PPOt7-09PGcvMg3AIbQR6dWbhijcNR4ki4iylGjg5BhVsPt9g7sVvpAr_MuM0KAg";
     assert!(key.verify_jws(jws));
     assert!(!key.verify_jws(&jws.replace("RXhhbXBsZSBvZiBF", "RXhhbXBsZSBvZiBG")));
     // The same key refuses to verify under another algorithm name.
     let other =
-        jwt::key_from_jwk(&jwk, None, &[Algorithm::EdDSA, Algorithm::ES256], false).unwrap();
+        keys::key_from_jwk(&jwk, None, &[Algorithm::EdDSA, Algorithm::ES256], false).unwrap();
     assert_eq!(other.algorithms(), &[Algorithm::EdDSA]);
 }
 
 #[test]
 fn debug_output_holds_no_key_material() {
     let key =
-        jwt::key_from_secret(&b64(HMAC_SECRET), Some("k".into()), &[Algorithm::HS256]).unwrap();
+        keys::key_from_secret(&b64(HMAC_SECRET), Some("k".into()), &[Algorithm::HS256]).unwrap();
     let dbg = format!("{key:?}");
     assert!(
         !dbg.contains("test-only") && !dbg.contains(&b64(HMAC_SECRET)),

@@ -23,7 +23,7 @@ fn from(ip: &str, pass: &str) -> RequestMeta {
 }
 
 /// `begin`, then the hash if one is handed out: the decision and whether a hash was needed.
-fn two_step(e: &Engine, req: &RequestMeta) -> (crate::policy::Decision, bool) {
+fn two_step(e: &Engine, req: &RequestMeta) -> (crate::policy::AccessDecision, bool) {
     match e.begin(req, now()) {
         Step::Decided(d) => (d, false),
         Step::Password(check) => (e.finish(req, check.run(), now()), true),
