@@ -7,7 +7,7 @@
 //! helper installs when it is missing.
 
 use api_shield::feeds::crowdsec::{self, CrowdsecConfig};
-use api_shield::feeds::{FeedHealth, FeedSink, SharedHealth};
+use api_shield::feeds::{FeedHealth, FeedSink, SharedHealth, SinkError};
 use api_shield::kernel::clock;
 use api_shield::lists::ListEntry;
 use api_shield::model::{Action, Decision};
@@ -17,6 +17,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ struct KernelSink {
 }
 
 impl KernelSink {
-    fn publish(&self, list: &BTreeMap<IpNet, ListEntry>) -> Result<(), String> {
+    fn publish(&self, list: &BTreeMap<IpNet, ListEntry>) -> Result<(), SinkError> {
         let now = clock::now_unix_ms();
         let decisions: Vec<Decision> = list
             .values()
@@ -72,12 +73,17 @@ impl KernelSink {
             .shield
             .apply(&decisions)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(SinkError::new)
     }
 }
 
 impl FeedSink for KernelSink {
-    fn replace(&self, origin: &str, _source: &str, entries: Vec<ListEntry>) -> Result<(), String> {
+    fn replace(
+        &self,
+        origin: &str,
+        _source: &str,
+        entries: Vec<ListEntry>,
+    ) -> Result<(), SinkError> {
         assert_eq!(origin, ORIGIN);
         let next: BTreeMap<IpNet, ListEntry> = entries.into_iter().map(|e| (e.net, e)).collect();
         // Held across the kernel write, so the test never sees a verdict the list lacks.
@@ -94,7 +100,7 @@ impl FeedSink for KernelSink {
         _source: &str,
         add: Vec<ListEntry>,
         remove: Vec<IpNet>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         assert_eq!(origin, ORIGIN);
         let mut list = lock(&self.list);
         let mut next = list.clone();
@@ -164,6 +170,27 @@ fn wait_verdict(
     eprintln!("{what}: {took:?}");
 }
 
+/// Writes a bouncer key as the daemon's reader insists on it: a new file of mode 0600.
+fn write_key(path: &Path, key: &[u8]) {
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(key))
+        .expect("write the bouncer key");
+}
+
+/// The daemon's `[crowdsec]` section for a local API at `addr`, polled every second into
+/// list [`ORIGIN`].
+fn crowdsec_section(addr: &str, key_file: &Path) -> String {
+    format!(
+        "[crowdsec]\nurl = \"http://{addr}\"\napi_key_file = \"{}\"\ninterval = \"1s\"\n\
+         list = \"{ORIGIN}\"\n",
+        key_file.display()
+    )
+}
+
 fn health_now(health: &SharedHealth) -> FeedHealth {
     lock(health).clone()
 }
@@ -178,13 +205,7 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
 
     // The key goes through the daemon's own reader, which insists on a private file.
     let key_file = lapi.dir.join("bouncer.key");
-    OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| f.write_all(lapi.api_key.as_bytes()))
-        .expect("write the bouncer key");
+    write_key(&key_file, lapi.api_key.as_bytes());
     let cfg = CrowdsecConfig {
         url: lapi.url(),
         interval: INTERVAL,
@@ -382,13 +403,7 @@ fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
     }
     lapi.delete_ip(&BAD_V4.to_string());
     let key_file = lapi.dir.join("daemon-bouncer.key");
-    OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| f.write_all(lapi.api_key.as_bytes()))
-        .expect("write the bouncer key");
+    write_key(&key_file, lapi.api_key.as_bytes());
     lapi.add_range(COVERS_SERVER_V4, TTL);
     lapi.add_range(COVERS_SERVER_V6, TTL);
     lapi.add_ip(&BAD_V4.to_string(), TTL);
@@ -399,11 +414,7 @@ fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
     let _relay = TcpRelay::start(&lab.server.netns, listen, target);
     let daemon = Daemon::start(
         &lab,
-        &format!(
-            "{KERNEL_QUIET}[crowdsec]\nurl = \"http://{LAPI_IN_LAB}\"\napi_key_file = \"{}\"\n\
-             interval = \"1s\"\nlist = \"{ORIGIN}\"\n",
-            key_file.display()
-        ),
+        &format!("{KERNEL_QUIET}{}", crowdsec_section(LAPI_IN_LAB, &key_file)),
     );
     let rx = Receiver::start(&lab.server, UDP_PORT);
     let lists = || match daemon.json(&["lists", "--json"]) {
@@ -549,24 +560,11 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
     );
     // Any key: the stand-in does not check it, but the daemon insists on a private file.
     let key_file = daemon.dir.join("bouncer.key");
-    OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| f.write_all(b"hostile-test-key"))
-        .expect("write the bouncer key");
+    write_key(&key_file, b"hostile-test-key");
     OpenOptions::new()
         .append(true)
         .open(&daemon.config)
-        .and_then(|mut f| {
-            write!(
-                f,
-                "[crowdsec]\nurl = \"http://{STANDIN_IN_LAB}\"\napi_key_file = \"{}\"\n\
-                 interval = \"1s\"\nlist = \"{ORIGIN}\"\n",
-                key_file.display()
-            )
-        })
+        .and_then(|mut f| f.write_all(crowdsec_section(STANDIN_IN_LAB, &key_file).as_bytes()))
         .expect("add the crowdsec section");
     daemon.spawn();
     let pid = daemon.pid().expect("the daemon runs");
