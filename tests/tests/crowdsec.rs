@@ -195,6 +195,81 @@ fn health_now(health: &SharedHealth) -> FeedHealth {
     lock(health).clone()
 }
 
+/// The feed of the daemon, run against the real local API into a [`KernelSink`] over the real
+/// XDP program.
+struct KernelFeed {
+    harness: Arc<Mutex<Harness>>,
+    sink: Arc<KernelSink>,
+    health: SharedHealth,
+    feed: crowdsec::FeedThread,
+}
+
+/// The test frames: a banned address, its neighbour, one inside the banned range, a banned
+/// IPv6 address.
+struct Frames {
+    ban: Vec<u8>,
+    neighbour: Vec<u8>,
+    in_range: Vec<u8>,
+    v6: Vec<u8>,
+}
+
+impl KernelFeed {
+    /// Starts the feed with the bouncer key of `lapi`, read through the daemon's own reader
+    /// (which insists on a private file), and waits for its first full sync.
+    fn start(lapi: &Lapi) -> Self {
+        let key_file = lapi.dir.join("bouncer.key");
+        write_key(&key_file, lapi.api_key.as_bytes());
+        let cfg = CrowdsecConfig {
+            url: lapi.url(),
+            interval: INTERVAL,
+            ..CrowdsecConfig::new(key_file)
+        };
+        cfg.validate().expect("a valid feed configuration");
+        let key = cfg.read_api_key().expect("read the bouncer key");
+        let harness = Arc::new(Mutex::new(Harness::configured(|_| {})));
+        let sink = Arc::new(KernelSink {
+            list: Mutex::default(),
+            harness: harness.clone(),
+            calls: Mutex::default(),
+        });
+        let health: SharedHealth = Arc::default();
+        let feed = crowdsec::spawn(cfg, key, sink.clone(), health.clone()).expect("start the feed");
+        let this = Self {
+            harness,
+            sink,
+            health,
+            feed,
+        };
+        wait_for(
+            "the first full sync",
+            || this.health().syncs_total >= 1,
+            || format!("{:?}", this.health()),
+        );
+        assert_eq!(lock(&this.sink.calls).first(), Some(&"replace"));
+        this
+    }
+
+    fn health(&self) -> FeedHealth {
+        health_now(&self.health)
+    }
+
+    fn verdict(&self, frame: &[u8]) -> u32 {
+        verdict(&self.harness, frame)
+    }
+
+    #[track_caller]
+    fn wait_verdict(&self, frame: &[u8], want: u32, what: &str) {
+        wait_verdict(&self.harness, frame, want, what, &self.health);
+    }
+
+    fn replaces(&self) -> usize {
+        lock(&self.sink.calls)
+            .iter()
+            .filter(|c| **c == "replace")
+            .count()
+    }
+}
+
 #[test]
 fn crowdsec_decisions_reach_the_kernel_maps() {
     let mut lapi = Lapi::start();
@@ -202,51 +277,41 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     lapi.delete_ip(&BANNED.to_string());
     lapi.delete_range(RANGE);
     lapi.delete_ip(BANNED_V6);
-
-    // The key goes through the daemon's own reader, which insists on a private file.
-    let key_file = lapi.dir.join("bouncer.key");
-    write_key(&key_file, lapi.api_key.as_bytes());
-    let cfg = CrowdsecConfig {
-        url: lapi.url(),
-        interval: INTERVAL,
-        ..CrowdsecConfig::new(key_file)
+    let feed = KernelFeed::start(&lapi);
+    let frames = Frames {
+        ban: frame(BANNED),
+        neighbour: frame(NEIGHBOUR),
+        in_range: frame(IN_RANGE),
+        v6: frame_v6(BANNED_V6),
     };
-    cfg.validate().expect("a valid feed configuration");
-    let key = cfg.read_api_key().expect("read the bouncer key");
+    bans_and_deletions_reach_the_kernel(&mut lapi, &feed, &frames);
+    let down = an_outage_changes_nothing(&mut lapi, &feed, &frames);
+    recovery_resyncs_in_full(&mut lapi, &feed, &frames, &down);
 
-    let harness = Arc::new(Mutex::new(Harness::configured(|_| {})));
-    let sink = Arc::new(KernelSink {
-        list: Mutex::default(),
-        harness: harness.clone(),
-        calls: Mutex::default(),
-    });
-    let health: SharedHealth = Arc::default();
-    let feed = crowdsec::spawn(cfg, key, sink.clone(), health.clone()).expect("start the feed");
+    let KernelFeed { feed, health, .. } = feed;
+    feed.stop();
+    let last = health_now(&health);
+    assert!(!last.degraded && last.last_success_ms.is_some(), "{last:?}");
+}
 
-    wait_for(
-        "the first full sync",
-        || health_now(&health).syncs_total >= 1,
-        || format!("{:?}", health_now(&health)),
-    );
-    assert_eq!(lock(&sink.calls).first(), Some(&"replace"));
-    let ban = frame(BANNED);
-    let neighbour = frame(NEIGHBOUR);
-    let in_range = frame(IN_RANGE);
-    let v6 = frame_v6(BANNED_V6);
-    for (f, name) in [(&ban, "banned"), (&in_range, "in range"), (&v6, "v6")] {
-        assert_eq!(verdict(&harness, f), XDP_PASS, "{name} before any decision");
+/// `cscli` bans of an address, a range and an IPv6 address are dropped; a deleted ban passes.
+fn bans_and_deletions_reach_the_kernel(lapi: &mut Lapi, feed: &KernelFeed, frames: &Frames) {
+    for (f, name) in [
+        (&frames.ban, "banned"),
+        (&frames.in_range, "in range"),
+        (&frames.v6, "v6"),
+    ] {
+        assert_eq!(feed.verdict(f), XDP_PASS, "{name} before any decision");
     }
 
     lapi.add_ip(&BANNED.to_string(), TTL);
-    wait_verdict(
-        &harness,
-        &ban,
-        XDP_DROP,
-        "cscli ban of 198.18.9.5 dropped",
-        &health,
+    feed.wait_verdict(&frames.ban, XDP_DROP, "cscli ban of 198.18.9.5 dropped");
+    assert_eq!(
+        feed.verdict(&frames.neighbour),
+        XDP_PASS,
+        "198.18.9.6 passes"
     );
-    assert_eq!(verdict(&harness, &neighbour), XDP_PASS, "198.18.9.6 passes");
-    let entry = lock(&sink.list)[&"198.18.9.5/32".parse::<IpNet>().unwrap()].clone();
+    let entry = lock(&feed.sink.list)[&"198.18.9.5/32".parse::<IpNet>().unwrap()].clone();
     let ttl = entry.ttl.expect("CrowdSec decisions expire");
     assert!(
         ttl > Duration::from_secs(3_500) && ttl <= Duration::from_secs(3_600),
@@ -261,50 +326,43 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     );
 
     lapi.add_range(RANGE, TTL);
-    wait_verdict(
-        &harness,
-        &in_range,
+    feed.wait_verdict(
+        &frames.in_range,
         XDP_DROP,
         "cscli ban of 198.18.10.0/24 dropped",
-        &health,
     );
-
     lapi.add_ip(BANNED_V6, TTL);
-    wait_verdict(
-        &harness,
-        &v6,
-        XDP_DROP,
-        "cscli ban of 2001:db8:9::5 dropped",
-        &health,
-    );
+    feed.wait_verdict(&frames.v6, XDP_DROP, "cscli ban of 2001:db8:9::5 dropped");
 
     lapi.delete_ip(&BANNED.to_string());
-    wait_verdict(
-        &harness,
-        &ban,
-        XDP_PASS,
-        "deleted ban of 198.18.9.5 passes",
-        &health,
+    feed.wait_verdict(&frames.ban, XDP_PASS, "deleted ban of 198.18.9.5 passes");
+    assert_eq!(feed.verdict(&frames.in_range), XDP_DROP, "the range stays");
+    assert!(
+        lock(&feed.sink.calls)
+            .iter()
+            .skip(1)
+            .all(|c| *c == "update")
     );
-    assert_eq!(verdict(&harness, &in_range), XDP_DROP, "the range stays");
-    assert!(lock(&sink.calls).iter().skip(1).all(|c| *c == "update"));
+}
 
-    // An outage: enforcement must not change, health must say so.
-    let before = health_now(&health);
-    let nets_before: Vec<IpNet> = lock(&sink.list).keys().copied().collect();
+/// The local API stops: enforcement must not change, health must say so. Returns the health
+/// while down.
+fn an_outage_changes_nothing(lapi: &mut Lapi, feed: &KernelFeed, frames: &Frames) -> FeedHealth {
+    let before = feed.health();
+    let nets_before: Vec<IpNet> = lock(&feed.sink.list).keys().copied().collect();
     lapi.stop();
     wait_for(
         "health degraded while the local API is down",
         || {
-            let h = health_now(&health);
+            let h = feed.health();
             h.degraded && h.errors_total > before.errors_total
         },
-        || format!("{:?}", health_now(&health)),
+        || format!("{:?}", feed.health()),
     );
     // Rounds still in flight while crowdsec shut down may have succeeded; from the first
     // failure on, none may.
-    let first_failure = health_now(&health);
-    let list_down = lock(&sink.list).clone();
+    let first_failure = feed.health();
+    let list_down = lock(&feed.sink.list).clone();
     assert_eq!(
         list_down.keys().copied().collect::<Vec<_>>(),
         nets_before,
@@ -312,7 +370,7 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     );
     // Several failed rounds (backoff 1 s, 2 s, ... capped at the interval).
     thread::sleep(3 * INTERVAL);
-    let down = health_now(&health);
+    let down = feed.health();
     assert!(
         down.degraded && down.errors_total >= first_failure.errors_total + 2,
         "{down:?}"
@@ -327,63 +385,60 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
         "no sync while down"
     );
     assert_eq!(
-        verdict(&harness, &in_range),
+        feed.verdict(&frames.in_range),
         XDP_DROP,
         "198.18.10.77 still dropped"
     );
     assert_eq!(
-        verdict(&harness, &v6),
+        feed.verdict(&frames.v6),
         XDP_DROP,
         "2001:db8:9::5 still dropped"
     );
-    assert_eq!(verdict(&harness, &ban), XDP_PASS);
-    assert_eq!(*lock(&sink.list), list_down, "the list is kept as it was");
+    assert_eq!(feed.verdict(&frames.ban), XDP_PASS);
+    assert_eq!(
+        *lock(&feed.sink.list),
+        list_down,
+        "the list is kept as it was"
+    );
+    down
+}
 
-    let replaces = lock(&sink.calls)
-        .iter()
-        .filter(|c| **c == "replace")
-        .count();
+/// The local API comes back: one full resync restores the list as it was, and deltas flow
+/// again.
+fn recovery_resyncs_in_full(
+    lapi: &mut Lapi,
+    feed: &KernelFeed,
+    frames: &Frames,
+    down: &FeedHealth,
+) {
+    let replaces = feed.replaces();
     lapi.start_again();
     wait_for(
         "health recovered after the local API came back",
         || {
-            let h = health_now(&health);
+            let h = feed.health();
             !h.degraded && h.syncs_total > down.syncs_total
         },
-        || format!("{:?}", health_now(&health)),
+        || format!("{:?}", feed.health()),
     );
-    assert_eq!(
-        lock(&sink.calls)
-            .iter()
-            .filter(|c| **c == "replace")
-            .count(),
-        replaces + 1,
-        "recovery resyncs in full"
-    );
-    assert_eq!(verdict(&harness, &in_range), XDP_DROP);
-    assert_eq!(verdict(&harness, &v6), XDP_DROP);
-    assert_eq!(verdict(&harness, &ban), XDP_PASS);
+    assert_eq!(feed.replaces(), replaces + 1, "recovery resyncs in full");
+    assert_eq!(feed.verdict(&frames.in_range), XDP_DROP);
+    assert_eq!(feed.verdict(&frames.v6), XDP_DROP);
+    assert_eq!(feed.verdict(&frames.ban), XDP_PASS);
     // Other decisions may live in the same database; ours must be there as they were.
-    let resynced = lock(&sink.list).clone();
+    let resynced = lock(&feed.sink.list).clone();
     for net in [RANGE, "2001:db8:9::5/128"] {
         let net: IpNet = net.parse().expect("a prefix");
         assert!(resynced.contains_key(&net), "{net}: {resynced:?}");
     }
     assert!(!resynced.contains_key(&IpNet::from(std::net::IpAddr::V4(BANNED))));
 
-    // And deltas flow again after the resync.
     lapi.delete_range(RANGE);
-    wait_verdict(
-        &harness,
-        &in_range,
+    feed.wait_verdict(
+        &frames.in_range,
         XDP_PASS,
         "deleted range passes after recovery",
-        &health,
     );
-
-    feed.stop();
-    let last = health_now(&health);
-    assert!(!last.degraded && last.last_success_ms.is_some(), "{last:?}");
 }
 
 /// Covers the lab server's own addresses (198.18.1.1, 2001:db8:1:1::1) and no address of the
@@ -417,11 +472,7 @@ fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
         &format!("{KERNEL_QUIET}{}", crowdsec_section(LAPI_IN_LAB, &key_file)),
     );
     let rx = Receiver::start(&lab.server, UDP_PORT);
-    let lists = || match daemon.json(&["lists", "--json"]) {
-        serde_json::Value::Array(items) => items,
-        other => panic!("`lists` did not print an array: {other}"),
-    };
-    let info = || lists().into_iter().find(|l| l["name"] == ORIGIN);
+    let info = || feed_info(&daemon);
     wait_for(
         "the daemon's first CrowdSec sync",
         || info().is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1)),
@@ -547,15 +598,18 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-#[test]
-fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
-    let (body, empties) = hostile_answer();
-    let answer_bytes = u64::try_from(body.len()).expect("fits");
-    let lab = Lab::new();
-    let listen = STANDIN_IN_LAB.parse().expect("an address");
-    let standin = StandIn::start(&lab.server.netns, listen, Arc::new(body));
+/// What `api-shield lists` says about the CrowdSec list, if it has it.
+fn feed_info(daemon: &Daemon) -> Option<serde_json::Value> {
+    match daemon.json(&["lists", "--json"]) {
+        serde_json::Value::Array(items) => items.into_iter().find(|l| l["name"] == ORIGIN),
+        other => panic!("`lists` did not print an array: {other}"),
+    }
+}
+
+/// A daemon in the lab whose CrowdSec feed polls the stand-in, with metrics on.
+fn daemon_of_standin(lab: &Lab) -> Daemon {
     let mut daemon = Daemon::prepare(
-        &lab,
+        lab,
         &format!("{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS_IN_LAB}\"\n"),
     );
     // Any key: the stand-in does not check it, but the daemon insists on a private file.
@@ -567,6 +621,17 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
         .and_then(|mut f| f.write_all(crowdsec_section(STANDIN_IN_LAB, &key_file).as_bytes()))
         .expect("add the crowdsec section");
     daemon.spawn();
+    daemon
+}
+
+#[test]
+fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
+    let (body, empties) = hostile_answer();
+    let answer_bytes = u64::try_from(body.len()).expect("fits");
+    let lab = Lab::new();
+    let listen = STANDIN_IN_LAB.parse().expect("an address");
+    let standin = StandIn::start(&lab.server.netns, listen, Arc::new(body));
+    let daemon = daemon_of_standin(&lab);
     let pid = daemon.pid().expect("the daemon runs");
     wait_for(
         "the daemon's first stream request",
@@ -577,18 +642,14 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
     let started = Instant::now();
     standin.release();
 
-    let lists = || match daemon.json(&["lists", "--json"]) {
-        serde_json::Value::Array(items) => items,
-        other => panic!("`lists` did not print an array: {other}"),
-    };
-    let info = || lists().into_iter().find(|l| l["name"] == ORIGIN);
     let deadline = Instant::now() + HOSTILE_WAIT;
-    let synced = || info().is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1));
+    let synced =
+        || feed_info(&daemon).is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1));
     while !synced() {
         assert!(
             daemon.pid().is_some() && Instant::now() < deadline,
             "no sync of the hostile answer within {HOSTILE_WAIT:?}: {:?}, peak {} MB\n{}",
-            info(),
+            feed_info(&daemon),
             peak_rss(pid) >> 20,
             daemon.log()
         );
@@ -610,8 +671,13 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
         growth < HOSTILE_MEMORY_FACTOR * answer_bytes,
         "the daemon grew by {growth} bytes taking a {answer_bytes}-byte answer"
     );
+    the_hostile_answer_is_enforced(&lab, &daemon, empties);
+}
 
-    let info = info().expect("the crowdsec list");
+/// The valid decisions of the hostile answer are listed and enforced, the malformed ones
+/// counted (in `lists` and the metrics) and skipped.
+fn the_hostile_answer_is_enforced(lab: &Lab, daemon: &Daemon, empties: u64) {
+    let info = feed_info(daemon).expect("the crowdsec list");
     let malformed = empties + HOSTILE_MALFORMED_NEW_COUNT + HOSTILE_MALFORMED_DELETED_COUNT;
     assert_eq!(
         info["feed"]["malformed_skipped_total"].as_u64(),
