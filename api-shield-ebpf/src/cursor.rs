@@ -1,5 +1,6 @@
 //! The one bounds-checked cursor every header read goes through.
 
+use crate::headers::Header;
 use aya_ebpf::programs::XdpContext;
 use core::{marker::PhantomData, mem::size_of};
 
@@ -26,14 +27,15 @@ impl<'a> Cursor<'a> {
     /// Returns the header at the cursor and moves past it. The single bounds check here is
     /// what the verifier needs for every access through the returned reference.
     #[inline(always)]
-    pub fn take<T>(&mut self) -> Result<&'a T, Truncated> {
+    pub fn take<T: Header>(&mut self) -> Result<&'a T, Truncated> {
         let at = self.pos;
         if at + size_of::<T>() > self.end {
             return Err(Truncated);
         }
         self.pos = at + size_of::<T>();
-        // SAFETY: `at .. at + size_of::<T>()` lies inside the packet (checked above), and every
-        // header type is `#[repr(C)]` made of byte arrays, so any alignment and content is valid.
+        // SAFETY: `at .. at + size_of::<T>()` lies inside the packet (checked above), and
+        // `T: Header` promises alignment 1 and validity for any bit pattern (checked at compile
+        // time where each header is declared), so any position and content is valid.
         Ok(unsafe { &*(at as *const T) })
     }
 

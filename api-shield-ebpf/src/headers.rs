@@ -1,6 +1,51 @@
 //! Wire layouts of the headers the program reads. Byte arrays only: no alignment, no
 //! implicit padding, big-endian decoding at the point of use.
 
+/// A wire header the cursor may hand out as a reference into the frame.
+///
+/// # Safety
+///
+/// Implement only for `#[repr(C)]` structs whose fields are all `u8` or `[u8; N]`: such a type
+/// has alignment 1, no padding, and every bit pattern is a valid value, so a reference to it may
+/// point anywhere inside the frame. [`header!`] implements it and checks the alignment and size
+/// at compile time; the trait is sealed so no other module can implement it.
+pub unsafe trait Header: sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Declares `#[repr(C)]` wire headers of `u8` / `[u8; N]` fields and implements [`Header`] for
+/// them, with compile-time checks that each has alignment 1 and no padding.
+macro_rules! header {
+    ($(
+        $(#[$attr:meta])*
+        pub struct $name:ident { $(pub $field:ident: $ty:ty,)* }
+    )*) => {$(
+        $(#[$attr])*
+        #[repr(C)]
+        pub struct $name { $(pub $field: $ty,)* }
+
+        impl sealed::Sealed for $name {}
+        // SAFETY: every field is `u8` or a byte array (the `Bytes` bound below), so the type is
+        // valid for any bit pattern; alignment 1 and no padding are asserted here.
+        unsafe impl Header for $name {}
+        const _: () = {
+            assert!(core::mem::align_of::<$name>() == 1);
+            assert!(core::mem::size_of::<$name>() == 0 $(+ core::mem::size_of::<$ty>())*);
+            $(assert_bytes::<$ty>();)*
+        };
+    )*};
+}
+
+/// Field types a [`Header`] may hold: every bit pattern of them is a value.
+trait Bytes {}
+impl Bytes for u8 {}
+impl<const N: usize> Bytes for [u8; N] {}
+
+/// Compiles only for [`Bytes`] field types.
+const fn assert_bytes<T: Bytes>() {}
+
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
@@ -40,77 +85,71 @@ pub const TCP_MIN_DOFF: u8 = 5;
 pub const TCP_FLAG_SYN: u8 = 0x02;
 pub const TCP_FLAG_ACK: u8 = 0x10;
 
-#[repr(C)]
-pub struct EthHdr {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub proto: [u8; 2],
-}
+header! {
+    pub struct EthHdr {
+        pub dst: [u8; 6],
+        pub src: [u8; 6],
+        pub proto: [u8; 2],
+    }
 
-#[repr(C)]
-pub struct VlanHdr {
-    pub tci: [u8; 2],
-    pub proto: [u8; 2],
-}
+    pub struct VlanHdr {
+        pub tci: [u8; 2],
+        pub proto: [u8; 2],
+    }
 
-#[repr(C)]
-pub struct Ipv4Hdr {
-    pub version_ihl: u8,
-    pub tos: u8,
-    pub total_len: [u8; 2],
-    pub id: [u8; 2],
-    pub frag: [u8; 2],
-    pub ttl: u8,
-    pub proto: u8,
-    pub check: [u8; 2],
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
-}
+    pub struct Ipv4Hdr {
+        pub version_ihl: u8,
+        pub tos: u8,
+        pub total_len: [u8; 2],
+        pub id: [u8; 2],
+        pub frag: [u8; 2],
+        pub ttl: u8,
+        pub proto: u8,
+        pub check: [u8; 2],
+        pub src: [u8; 4],
+        pub dst: [u8; 4],
+    }
 
-#[repr(C)]
-pub struct Ipv6Hdr {
-    pub version_class_flow: [u8; 4],
-    pub payload_len: [u8; 2],
-    pub next: u8,
-    pub hop_limit: u8,
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
-}
+    pub struct Ipv6Hdr {
+        pub version_class_flow: [u8; 4],
+        pub payload_len: [u8; 2],
+        pub next: u8,
+        pub hop_limit: u8,
+        pub src: [u8; 16],
+        pub dst: [u8; 16],
+    }
 
-/// The first 8 bytes every IPv6 extension header (and the fragment header) starts with.
-#[repr(C)]
-pub struct Ipv6ExtHdr {
-    pub next: u8,
-    pub len: u8,
-    pub rest: [u8; 6],
-}
+    /// The first 8 bytes every IPv6 extension header (and the fragment header) starts with.
+    pub struct Ipv6ExtHdr {
+        pub next: u8,
+        pub len: u8,
+        pub rest: [u8; 6],
+    }
 
-#[repr(C)]
-pub struct TcpHdr {
-    pub src_port: [u8; 2],
-    pub dst_port: [u8; 2],
-    pub seq: [u8; 4],
-    pub ack: [u8; 4],
-    pub doff_res: u8,
-    pub flags: u8,
-    pub window: [u8; 2],
-    pub check: [u8; 2],
-    pub urg: [u8; 2],
-}
+    pub struct TcpHdr {
+        pub src_port: [u8; 2],
+        pub dst_port: [u8; 2],
+        pub seq: [u8; 4],
+        pub ack: [u8; 4],
+        pub doff_res: u8,
+        pub flags: u8,
+        pub window: [u8; 2],
+        pub check: [u8; 2],
+        pub urg: [u8; 2],
+    }
 
-#[repr(C)]
-pub struct UdpHdr {
-    pub src_port: [u8; 2],
-    pub dst_port: [u8; 2],
-    pub len: [u8; 2],
-    pub check: [u8; 2],
-}
+    pub struct UdpHdr {
+        pub src_port: [u8; 2],
+        pub dst_port: [u8; 2],
+        pub len: [u8; 2],
+        pub check: [u8; 2],
+    }
 
-#[repr(C)]
-pub struct IcmpHdr {
-    pub kind: u8,
-    pub code: u8,
-    pub check: [u8; 2],
+    pub struct IcmpHdr {
+        pub kind: u8,
+        pub code: u8,
+        pub check: [u8; 2],
+    }
 }
 
 #[inline(always)]

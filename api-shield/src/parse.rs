@@ -37,14 +37,23 @@ pub enum InputError {
 /// or an attempt at a date no formatter can print.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400 + 2 * 86_400);
 
+/// Why a TTL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TtlError {
+    #[error("ttl must be positive; give no ttl for an entry that stays")]
+    Zero,
+    #[error(
+        "ttl of {secs} s is longer than max_ttl ({}); give no ttl for an entry that stays",
+        humantime::format_duration(*max)
+    )]
+    TooLong { secs: u64, max: Duration },
+}
+
 /// A TTL of `secs` seconds, refused when it is zero or longer than `max`.
-pub fn check_ttl(secs: u64, max: Duration) -> Result<Duration, String> {
+pub fn check_ttl(secs: u64, max: Duration) -> Result<Duration, TtlError> {
     match secs {
-        0 => Err("ttl must be positive; give no ttl for an entry that stays".to_owned()),
-        s if s > max.as_secs() => Err(format!(
-            "ttl of {s} s is longer than max_ttl ({}); give no ttl for an entry that stays",
-            humantime::format_duration(max)
-        )),
+        0 => Err(TtlError::Zero),
+        s if s > max.as_secs() => Err(TtlError::TooLong { secs: s, max }),
         s => Ok(Duration::from_secs(s)),
     }
 }
@@ -133,7 +142,7 @@ mod tests {
         assert!(check_ttl(0, max).is_err());
         assert_eq!(check_ttl(1, max), Ok(Duration::from_secs(1)));
         assert_eq!(check_ttl(max.as_secs(), max), Ok(max));
-        let err = check_ttl(max.as_secs() + 1, max).unwrap_err();
+        let err = check_ttl(max.as_secs() + 1, max).unwrap_err().to_string();
         assert!(err.contains("max_ttl"), "{err}");
         // Every magnitude up to u64::MAX: no overflow, no panic, and the expiry a daemon
         // computes from an accepted ttl is representable.

@@ -7,7 +7,7 @@
 //! helper installs when it is missing.
 
 use api_shield::feeds::crowdsec::{self, CrowdsecConfig};
-use api_shield::feeds::{FeedHealth, FeedSink, SharedHealth};
+use api_shield::feeds::{FeedHealth, FeedSink, SharedHealth, SinkError};
 use api_shield::kernel::clock;
 use api_shield::lists::ListEntry;
 use api_shield::model::{Action, Decision};
@@ -17,6 +17,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -53,7 +54,7 @@ struct KernelSink {
 }
 
 impl KernelSink {
-    fn publish(&self, list: &BTreeMap<IpNet, ListEntry>) -> Result<(), String> {
+    fn publish(&self, list: &BTreeMap<IpNet, ListEntry>) -> Result<(), SinkError> {
         let now = clock::now_unix_ms();
         let decisions: Vec<Decision> = list
             .values()
@@ -72,12 +73,17 @@ impl KernelSink {
             .shield
             .apply(&decisions)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(SinkError::new)
     }
 }
 
 impl FeedSink for KernelSink {
-    fn replace(&self, origin: &str, _source: &str, entries: Vec<ListEntry>) -> Result<(), String> {
+    fn replace(
+        &self,
+        origin: &str,
+        _source: &str,
+        entries: Vec<ListEntry>,
+    ) -> Result<(), SinkError> {
         assert_eq!(origin, ORIGIN);
         let next: BTreeMap<IpNet, ListEntry> = entries.into_iter().map(|e| (e.net, e)).collect();
         // Held across the kernel write, so the test never sees a verdict the list lacks.
@@ -94,7 +100,7 @@ impl FeedSink for KernelSink {
         _source: &str,
         add: Vec<ListEntry>,
         remove: Vec<IpNet>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         assert_eq!(origin, ORIGIN);
         let mut list = lock(&self.list);
         let mut next = list.clone();
@@ -164,8 +170,104 @@ fn wait_verdict(
     eprintln!("{what}: {took:?}");
 }
 
+/// Writes a bouncer key as the daemon's reader insists on it: a new file of mode 0600.
+fn write_key(path: &Path, key: &[u8]) {
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(key))
+        .expect("write the bouncer key");
+}
+
+/// The daemon's `[crowdsec]` section for a local API at `addr`, polled every second into
+/// list [`ORIGIN`].
+fn crowdsec_section(addr: &str, key_file: &Path) -> String {
+    format!(
+        "[crowdsec]\nurl = \"http://{addr}\"\napi_key_file = \"{}\"\ninterval = \"1s\"\n\
+         list = \"{ORIGIN}\"\n",
+        key_file.display()
+    )
+}
+
 fn health_now(health: &SharedHealth) -> FeedHealth {
     lock(health).clone()
+}
+
+/// The feed of the daemon, run against the real local API into a [`KernelSink`] over the real
+/// XDP program.
+struct KernelFeed {
+    harness: Arc<Mutex<Harness>>,
+    sink: Arc<KernelSink>,
+    health: SharedHealth,
+    feed: crowdsec::FeedThread,
+}
+
+/// The test frames: a banned address, its neighbour, one inside the banned range, a banned
+/// IPv6 address.
+struct Frames {
+    ban: Vec<u8>,
+    neighbour: Vec<u8>,
+    in_range: Vec<u8>,
+    v6: Vec<u8>,
+}
+
+impl KernelFeed {
+    /// Starts the feed with the bouncer key of `lapi`, read through the daemon's own reader
+    /// (which insists on a private file), and waits for its first full sync.
+    fn start(lapi: &Lapi) -> Self {
+        let key_file = lapi.dir.join("bouncer.key");
+        write_key(&key_file, lapi.api_key.as_bytes());
+        let cfg = CrowdsecConfig {
+            url: lapi.url(),
+            interval: INTERVAL,
+            ..CrowdsecConfig::new(key_file)
+        };
+        cfg.validate().expect("a valid feed configuration");
+        let key = cfg.read_api_key().expect("read the bouncer key");
+        let harness = Arc::new(Mutex::new(Harness::configured(|_| {})));
+        let sink = Arc::new(KernelSink {
+            list: Mutex::default(),
+            harness: harness.clone(),
+            calls: Mutex::default(),
+        });
+        let health: SharedHealth = Arc::default();
+        let feed = crowdsec::spawn(cfg, key, sink.clone(), health.clone()).expect("start the feed");
+        let this = Self {
+            harness,
+            sink,
+            health,
+            feed,
+        };
+        wait_for(
+            "the first full sync",
+            || this.health().syncs_total >= 1,
+            || format!("{:?}", this.health()),
+        );
+        assert_eq!(lock(&this.sink.calls).first(), Some(&"replace"));
+        this
+    }
+
+    fn health(&self) -> FeedHealth {
+        health_now(&self.health)
+    }
+
+    fn verdict(&self, frame: &[u8]) -> u32 {
+        verdict(&self.harness, frame)
+    }
+
+    #[track_caller]
+    fn wait_verdict(&self, frame: &[u8], want: u32, what: &str) {
+        wait_verdict(&self.harness, frame, want, what, &self.health);
+    }
+
+    fn replaces(&self) -> usize {
+        lock(&self.sink.calls)
+            .iter()
+            .filter(|c| **c == "replace")
+            .count()
+    }
 }
 
 #[test]
@@ -175,57 +277,41 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     lapi.delete_ip(&BANNED.to_string());
     lapi.delete_range(RANGE);
     lapi.delete_ip(BANNED_V6);
-
-    // The key goes through the daemon's own reader, which insists on a private file.
-    let key_file = lapi.dir.join("bouncer.key");
-    OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| f.write_all(lapi.api_key.as_bytes()))
-        .expect("write the bouncer key");
-    let cfg = CrowdsecConfig {
-        url: lapi.url(),
-        interval: INTERVAL,
-        ..CrowdsecConfig::new(key_file)
+    let feed = KernelFeed::start(&lapi);
+    let frames = Frames {
+        ban: frame(BANNED),
+        neighbour: frame(NEIGHBOUR),
+        in_range: frame(IN_RANGE),
+        v6: frame_v6(BANNED_V6),
     };
-    cfg.validate().expect("a valid feed configuration");
-    let key = cfg.read_api_key().expect("read the bouncer key");
+    bans_and_deletions_reach_the_kernel(&mut lapi, &feed, &frames);
+    let down = an_outage_changes_nothing(&mut lapi, &feed, &frames);
+    recovery_resyncs_in_full(&mut lapi, &feed, &frames, &down);
 
-    let harness = Arc::new(Mutex::new(Harness::configured(|_| {})));
-    let sink = Arc::new(KernelSink {
-        list: Mutex::default(),
-        harness: harness.clone(),
-        calls: Mutex::default(),
-    });
-    let health: SharedHealth = Arc::default();
-    let feed = crowdsec::spawn(cfg, key, sink.clone(), health.clone()).expect("start the feed");
+    let KernelFeed { feed, health, .. } = feed;
+    feed.stop();
+    let last = health_now(&health);
+    assert!(!last.degraded && last.last_success_ms.is_some(), "{last:?}");
+}
 
-    wait_for(
-        "the first full sync",
-        || health_now(&health).syncs_total >= 1,
-        || format!("{:?}", health_now(&health)),
-    );
-    assert_eq!(lock(&sink.calls).first(), Some(&"replace"));
-    let ban = frame(BANNED);
-    let neighbour = frame(NEIGHBOUR);
-    let in_range = frame(IN_RANGE);
-    let v6 = frame_v6(BANNED_V6);
-    for (f, name) in [(&ban, "banned"), (&in_range, "in range"), (&v6, "v6")] {
-        assert_eq!(verdict(&harness, f), XDP_PASS, "{name} before any decision");
+/// `cscli` bans of an address, a range and an IPv6 address are dropped; a deleted ban passes.
+fn bans_and_deletions_reach_the_kernel(lapi: &mut Lapi, feed: &KernelFeed, frames: &Frames) {
+    for (f, name) in [
+        (&frames.ban, "banned"),
+        (&frames.in_range, "in range"),
+        (&frames.v6, "v6"),
+    ] {
+        assert_eq!(feed.verdict(f), XDP_PASS, "{name} before any decision");
     }
 
     lapi.add_ip(&BANNED.to_string(), TTL);
-    wait_verdict(
-        &harness,
-        &ban,
-        XDP_DROP,
-        "cscli ban of 198.18.9.5 dropped",
-        &health,
+    feed.wait_verdict(&frames.ban, XDP_DROP, "cscli ban of 198.18.9.5 dropped");
+    assert_eq!(
+        feed.verdict(&frames.neighbour),
+        XDP_PASS,
+        "198.18.9.6 passes"
     );
-    assert_eq!(verdict(&harness, &neighbour), XDP_PASS, "198.18.9.6 passes");
-    let entry = lock(&sink.list)[&"198.18.9.5/32".parse::<IpNet>().unwrap()].clone();
+    let entry = lock(&feed.sink.list)[&"198.18.9.5/32".parse::<IpNet>().unwrap()].clone();
     let ttl = entry.ttl.expect("CrowdSec decisions expire");
     assert!(
         ttl > Duration::from_secs(3_500) && ttl <= Duration::from_secs(3_600),
@@ -240,50 +326,43 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     );
 
     lapi.add_range(RANGE, TTL);
-    wait_verdict(
-        &harness,
-        &in_range,
+    feed.wait_verdict(
+        &frames.in_range,
         XDP_DROP,
         "cscli ban of 198.18.10.0/24 dropped",
-        &health,
     );
-
     lapi.add_ip(BANNED_V6, TTL);
-    wait_verdict(
-        &harness,
-        &v6,
-        XDP_DROP,
-        "cscli ban of 2001:db8:9::5 dropped",
-        &health,
-    );
+    feed.wait_verdict(&frames.v6, XDP_DROP, "cscli ban of 2001:db8:9::5 dropped");
 
     lapi.delete_ip(&BANNED.to_string());
-    wait_verdict(
-        &harness,
-        &ban,
-        XDP_PASS,
-        "deleted ban of 198.18.9.5 passes",
-        &health,
+    feed.wait_verdict(&frames.ban, XDP_PASS, "deleted ban of 198.18.9.5 passes");
+    assert_eq!(feed.verdict(&frames.in_range), XDP_DROP, "the range stays");
+    assert!(
+        lock(&feed.sink.calls)
+            .iter()
+            .skip(1)
+            .all(|c| *c == "update")
     );
-    assert_eq!(verdict(&harness, &in_range), XDP_DROP, "the range stays");
-    assert!(lock(&sink.calls).iter().skip(1).all(|c| *c == "update"));
+}
 
-    // An outage: enforcement must not change, health must say so.
-    let before = health_now(&health);
-    let nets_before: Vec<IpNet> = lock(&sink.list).keys().copied().collect();
+/// The local API stops: enforcement must not change, health must say so. Returns the health
+/// while down.
+fn an_outage_changes_nothing(lapi: &mut Lapi, feed: &KernelFeed, frames: &Frames) -> FeedHealth {
+    let before = feed.health();
+    let nets_before: Vec<IpNet> = lock(&feed.sink.list).keys().copied().collect();
     lapi.stop();
     wait_for(
         "health degraded while the local API is down",
         || {
-            let h = health_now(&health);
+            let h = feed.health();
             h.degraded && h.errors_total > before.errors_total
         },
-        || format!("{:?}", health_now(&health)),
+        || format!("{:?}", feed.health()),
     );
     // Rounds still in flight while crowdsec shut down may have succeeded; from the first
     // failure on, none may.
-    let first_failure = health_now(&health);
-    let list_down = lock(&sink.list).clone();
+    let first_failure = feed.health();
+    let list_down = lock(&feed.sink.list).clone();
     assert_eq!(
         list_down.keys().copied().collect::<Vec<_>>(),
         nets_before,
@@ -291,7 +370,7 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
     );
     // Several failed rounds (backoff 1 s, 2 s, ... capped at the interval).
     thread::sleep(3 * INTERVAL);
-    let down = health_now(&health);
+    let down = feed.health();
     assert!(
         down.degraded && down.errors_total >= first_failure.errors_total + 2,
         "{down:?}"
@@ -306,63 +385,60 @@ fn crowdsec_decisions_reach_the_kernel_maps() {
         "no sync while down"
     );
     assert_eq!(
-        verdict(&harness, &in_range),
+        feed.verdict(&frames.in_range),
         XDP_DROP,
         "198.18.10.77 still dropped"
     );
     assert_eq!(
-        verdict(&harness, &v6),
+        feed.verdict(&frames.v6),
         XDP_DROP,
         "2001:db8:9::5 still dropped"
     );
-    assert_eq!(verdict(&harness, &ban), XDP_PASS);
-    assert_eq!(*lock(&sink.list), list_down, "the list is kept as it was");
+    assert_eq!(feed.verdict(&frames.ban), XDP_PASS);
+    assert_eq!(
+        *lock(&feed.sink.list),
+        list_down,
+        "the list is kept as it was"
+    );
+    down
+}
 
-    let replaces = lock(&sink.calls)
-        .iter()
-        .filter(|c| **c == "replace")
-        .count();
+/// The local API comes back: one full resync restores the list as it was, and deltas flow
+/// again.
+fn recovery_resyncs_in_full(
+    lapi: &mut Lapi,
+    feed: &KernelFeed,
+    frames: &Frames,
+    down: &FeedHealth,
+) {
+    let replaces = feed.replaces();
     lapi.start_again();
     wait_for(
         "health recovered after the local API came back",
         || {
-            let h = health_now(&health);
+            let h = feed.health();
             !h.degraded && h.syncs_total > down.syncs_total
         },
-        || format!("{:?}", health_now(&health)),
+        || format!("{:?}", feed.health()),
     );
-    assert_eq!(
-        lock(&sink.calls)
-            .iter()
-            .filter(|c| **c == "replace")
-            .count(),
-        replaces + 1,
-        "recovery resyncs in full"
-    );
-    assert_eq!(verdict(&harness, &in_range), XDP_DROP);
-    assert_eq!(verdict(&harness, &v6), XDP_DROP);
-    assert_eq!(verdict(&harness, &ban), XDP_PASS);
+    assert_eq!(feed.replaces(), replaces + 1, "recovery resyncs in full");
+    assert_eq!(feed.verdict(&frames.in_range), XDP_DROP);
+    assert_eq!(feed.verdict(&frames.v6), XDP_DROP);
+    assert_eq!(feed.verdict(&frames.ban), XDP_PASS);
     // Other decisions may live in the same database; ours must be there as they were.
-    let resynced = lock(&sink.list).clone();
+    let resynced = lock(&feed.sink.list).clone();
     for net in [RANGE, "2001:db8:9::5/128"] {
         let net: IpNet = net.parse().expect("a prefix");
         assert!(resynced.contains_key(&net), "{net}: {resynced:?}");
     }
     assert!(!resynced.contains_key(&IpNet::from(std::net::IpAddr::V4(BANNED))));
 
-    // And deltas flow again after the resync.
     lapi.delete_range(RANGE);
-    wait_verdict(
-        &harness,
-        &in_range,
+    feed.wait_verdict(
+        &frames.in_range,
         XDP_PASS,
         "deleted range passes after recovery",
-        &health,
     );
-
-    feed.stop();
-    let last = health_now(&health);
-    assert!(!last.degraded && last.last_success_ms.is_some(), "{last:?}");
 }
 
 /// Covers the lab server's own addresses (198.18.1.1, 2001:db8:1:1::1) and no address of the
@@ -382,13 +458,7 @@ fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
     }
     lapi.delete_ip(&BAD_V4.to_string());
     let key_file = lapi.dir.join("daemon-bouncer.key");
-    OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| f.write_all(lapi.api_key.as_bytes()))
-        .expect("write the bouncer key");
+    write_key(&key_file, lapi.api_key.as_bytes());
     lapi.add_range(COVERS_SERVER_V4, TTL);
     lapi.add_range(COVERS_SERVER_V6, TTL);
     lapi.add_ip(&BAD_V4.to_string(), TTL);
@@ -399,18 +469,10 @@ fn a_crowdsec_decision_covering_the_host_is_skipped_and_counted() {
     let _relay = TcpRelay::start(&lab.server.netns, listen, target);
     let daemon = Daemon::start(
         &lab,
-        &format!(
-            "{KERNEL_QUIET}[crowdsec]\nurl = \"http://{LAPI_IN_LAB}\"\napi_key_file = \"{}\"\n\
-             interval = \"1s\"\nlist = \"{ORIGIN}\"\n",
-            key_file.display()
-        ),
+        &format!("{KERNEL_QUIET}{}", crowdsec_section(LAPI_IN_LAB, &key_file)),
     );
     let rx = Receiver::start(&lab.server, UDP_PORT);
-    let lists = || match daemon.json(&["lists", "--json"]) {
-        serde_json::Value::Array(items) => items,
-        other => panic!("`lists` did not print an array: {other}"),
-    };
-    let info = || lists().into_iter().find(|l| l["name"] == ORIGIN);
+    let info = || feed_info(&daemon);
     wait_for(
         "the daemon's first CrowdSec sync",
         || info().is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1)),
@@ -536,6 +598,32 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// What `api-shield lists` says about the CrowdSec list, if it has it.
+fn feed_info(daemon: &Daemon) -> Option<serde_json::Value> {
+    match daemon.json(&["lists", "--json"]) {
+        serde_json::Value::Array(items) => items.into_iter().find(|l| l["name"] == ORIGIN),
+        other => panic!("`lists` did not print an array: {other}"),
+    }
+}
+
+/// A daemon in the lab whose CrowdSec feed polls the stand-in, with metrics on.
+fn daemon_of_standin(lab: &Lab) -> Daemon {
+    let mut daemon = Daemon::prepare(
+        lab,
+        &format!("{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS_IN_LAB}\"\n"),
+    );
+    // Any key: the stand-in does not check it, but the daemon insists on a private file.
+    let key_file = daemon.dir.join("bouncer.key");
+    write_key(&key_file, b"hostile-test-key");
+    OpenOptions::new()
+        .append(true)
+        .open(&daemon.config)
+        .and_then(|mut f| f.write_all(crowdsec_section(STANDIN_IN_LAB, &key_file).as_bytes()))
+        .expect("add the crowdsec section");
+    daemon.spawn();
+    daemon
+}
+
 #[test]
 fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
     let (body, empties) = hostile_answer();
@@ -543,32 +631,7 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
     let lab = Lab::new();
     let listen = STANDIN_IN_LAB.parse().expect("an address");
     let standin = StandIn::start(&lab.server.netns, listen, Arc::new(body));
-    let mut daemon = Daemon::prepare(
-        &lab,
-        &format!("{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS_IN_LAB}\"\n"),
-    );
-    // Any key: the stand-in does not check it, but the daemon insists on a private file.
-    let key_file = daemon.dir.join("bouncer.key");
-    OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(&key_file)
-        .and_then(|mut f| f.write_all(b"hostile-test-key"))
-        .expect("write the bouncer key");
-    OpenOptions::new()
-        .append(true)
-        .open(&daemon.config)
-        .and_then(|mut f| {
-            write!(
-                f,
-                "[crowdsec]\nurl = \"http://{STANDIN_IN_LAB}\"\napi_key_file = \"{}\"\n\
-                 interval = \"1s\"\nlist = \"{ORIGIN}\"\n",
-                key_file.display()
-            )
-        })
-        .expect("add the crowdsec section");
-    daemon.spawn();
+    let daemon = daemon_of_standin(&lab);
     let pid = daemon.pid().expect("the daemon runs");
     wait_for(
         "the daemon's first stream request",
@@ -579,18 +642,14 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
     let started = Instant::now();
     standin.release();
 
-    let lists = || match daemon.json(&["lists", "--json"]) {
-        serde_json::Value::Array(items) => items,
-        other => panic!("`lists` did not print an array: {other}"),
-    };
-    let info = || lists().into_iter().find(|l| l["name"] == ORIGIN);
     let deadline = Instant::now() + HOSTILE_WAIT;
-    let synced = || info().is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1));
+    let synced =
+        || feed_info(&daemon).is_some_and(|i| i["feed"]["syncs_total"].as_u64() >= Some(1));
     while !synced() {
         assert!(
             daemon.pid().is_some() && Instant::now() < deadline,
             "no sync of the hostile answer within {HOSTILE_WAIT:?}: {:?}, peak {} MB\n{}",
-            info(),
+            feed_info(&daemon),
             peak_rss(pid) >> 20,
             daemon.log()
         );
@@ -612,8 +671,13 @@ fn a_hostile_crowdsec_answer_is_taken_within_bounded_memory() {
         growth < HOSTILE_MEMORY_FACTOR * answer_bytes,
         "the daemon grew by {growth} bytes taking a {answer_bytes}-byte answer"
     );
+    the_hostile_answer_is_enforced(&lab, &daemon, empties);
+}
 
-    let info = info().expect("the crowdsec list");
+/// The valid decisions of the hostile answer are listed and enforced, the malformed ones
+/// counted (in `lists` and the metrics) and skipped.
+fn the_hostile_answer_is_enforced(lab: &Lab, daemon: &Daemon, empties: u64) {
+    let info = feed_info(daemon).expect("the crowdsec list");
     let malformed = empties + HOSTILE_MALFORMED_NEW_COUNT + HOSTILE_MALFORMED_DELETED_COUNT;
     assert_eq!(
         info["feed"]["malformed_skipped_total"].as_u64(),

@@ -279,7 +279,8 @@ impl State {
         let origin = origin_of(list)?;
         let nets = parse_all(tokens)?;
         if let Some(t) = ttl_secs {
-            crate::parse::check_ttl(t, self.config.max_ttl).map_err(OpError::Invalid)?;
+            crate::parse::check_ttl(t, self.config.max_ttl)
+                .map_err(|e| OpError::Invalid(e.to_string()))?;
         }
         let reason = check_reason(reason)?;
         let forced = match (protected.check(&nets), on_lockout) {
@@ -319,7 +320,7 @@ impl State {
     /// own auto-blocks) when no list is named.
     pub fn unblock(&mut self, tokens: &[String], list: Option<&str>) -> Result<Value, OpError> {
         if let Some(l) = list {
-            valid_list_name(l).map_err(OpError::Invalid)?;
+            valid_list_name(l).map_err(|e| OpError::Invalid(e.to_string()))?;
         }
         let nets = parse_all(tokens)?;
         let mut next = self.store.clone();
@@ -542,7 +543,7 @@ impl State {
 pub(super) fn origin_of(list: Option<&str>) -> Result<String, OpError> {
     match list {
         Some(l) => {
-            valid_list_name(l).map_err(OpError::Invalid)?;
+            valid_list_name(l).map_err(|e| OpError::Invalid(e.to_string()))?;
             if l == ORIGIN_CONFIG || l == ORIGIN_KERNEL_NAME {
                 return Err(OpError::Invalid(format!(
                     "list name `{l}` is reserved for the daemon"

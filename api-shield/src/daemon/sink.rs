@@ -7,7 +7,7 @@ use super::guard::{Applied, OnLockout};
 use super::handler::audit_self;
 use super::ops::{OpError, State, UpdateError};
 use crate::audit::AuditLog;
-use crate::feeds::FeedSink;
+use crate::feeds::{FeedSink, SinkError};
 use crate::lists::ListEntry;
 use crate::push::BatchError;
 use ipnet::IpNet;
@@ -72,7 +72,12 @@ impl FeedSink for StateSink {
         );
     }
 
-    fn replace(&self, origin: &str, source: &str, entries: Vec<ListEntry>) -> Result<(), String> {
+    fn replace(
+        &self,
+        origin: &str,
+        source: &str,
+        entries: Vec<ListEntry>,
+    ) -> Result<(), SinkError> {
         let count = entries.len();
         let detail;
         let result = {
@@ -90,7 +95,7 @@ impl FeedSink for StateSink {
             result.is_ok(),
             detail,
         );
-        result.map(|_| ())
+        result.map(|_| ()).map_err(SinkError)
     }
 
     fn update(
@@ -99,7 +104,7 @@ impl FeedSink for StateSink {
         source: &str,
         add: Vec<ListEntry>,
         remove: Vec<IpNet>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         let detail;
         let result = {
             let mut state = self.lock();
@@ -116,7 +121,7 @@ impl FeedSink for StateSink {
             result.is_ok(),
             detail,
         );
-        result.map(|_| ())
+        result.map(|_| ()).map_err(SinkError)
     }
 }
 

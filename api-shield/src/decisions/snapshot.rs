@@ -170,9 +170,9 @@ impl SnapshotDir {
             });
         }
         for name in index.lists.keys().chain(index.origin_ids.keys()) {
-            valid_list_name(name).map_err(|reason| SnapshotError::BadName {
+            valid_list_name(name).map_err(|e| SnapshotError::BadName {
                 path: path.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
         }
         let mut store = Store::default();

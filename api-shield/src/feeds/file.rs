@@ -10,7 +10,7 @@
 //! `max_shrink_percent` of it is held back (the last good version stays enforced, the refusal is
 //! reported and audited) unless the feed says `allow_shrink = true`.
 
-use super::{FeedSink, SharedHealth};
+use super::{FeedSink, SharedHealth, SinkError};
 use crate::kernel::clock;
 use crate::lists::formats::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -134,12 +134,13 @@ pub async fn watch(
                 seen = current;
                 h.errors_total += 1;
                 h.degraded = true;
-                h.last_error = Some(e.clone());
+                let error = e.to_string();
                 tracing::error!(
                     list = feed.name,
-                    error = e,
+                    error,
                     "list file refused; the previous content stays enforced"
                 );
+                h.last_error = Some(error);
             }
         }
     }
@@ -237,11 +238,33 @@ pub fn shrinks_too_much(current: usize, next: usize, max_percent: u8) -> bool {
     next == 0 || (current - next) * PERCENT > current * usize::from(max_percent)
 }
 
-fn load(feed: &FileFeed, sink: &dyn FeedSink) -> Result<usize, String> {
+/// Why a list file was not loaded.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The parse error with the file's content left out (see [`without_content`]).
+    #[error("{0}")]
+    Parse(String),
+    #[error(
+        "update held back: {current} entries would become {count} (more than {max_percent}% \
+         removed); the previous content stays enforced; set allow_shrink = true to accept such \
+         updates"
+    )]
+    Shrinks {
+        current: usize,
+        count: usize,
+        max_percent: u8,
+    },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+fn load(feed: &FileFeed, sink: &dyn FeedSink) -> Result<usize, LoadError> {
     let file = feed.path.display().to_string();
-    let text = read_feed_file(&feed.path, feed.max_bytes).map_err(|e| e.to_string())?;
+    let text = read_feed_file(&feed.path, feed.max_bytes)?;
     let parsed = formats::parse(&text, &file, feed.format, feed.skip_invalid)
-        .map_err(|e| without_content(&e.to_string()))?;
+        .map_err(|e| LoadError::Parse(without_content(&e.to_string())))?;
     for s in &parsed.skipped {
         tracing::warn!(
             list = feed.name,
@@ -263,12 +286,12 @@ fn load(feed: &FileFeed, sink: &dyn FeedSink) -> Result<usize, String> {
         && let Some(current) = sink.current_len(&feed.name)
         && shrinks_too_much(current, count, feed.max_shrink_percent)
     {
-        let why = format!(
-            "update held back: {current} entries would become {count} (more than {}% removed); \
-             the previous content stays enforced; set allow_shrink = true to accept such updates",
-            feed.max_shrink_percent
-        );
-        sink.refused(&feed.name, &file, &why);
+        let why = LoadError::Shrinks {
+            current,
+            count,
+            max_percent: feed.max_shrink_percent,
+        };
+        sink.refused(&feed.name, &file, &why.to_string());
         return Err(why);
     }
     sink.replace(&feed.name, &file, parsed.entries)?;

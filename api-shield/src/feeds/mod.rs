@@ -8,10 +8,24 @@ pub mod file;
 
 use std::sync::{Arc, Mutex};
 
+/// Why a sink did not make a change: the message of the refusing layer (the daemon's
+/// operation error, a kernel write), kept as the feed's `last_error`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SinkError(pub String);
+
+impl SinkError {
+    /// The refusal `error` describes.
+    pub fn new(error: impl std::fmt::Display) -> Self {
+        Self(error.to_string())
+    }
+}
+
 /// How a feed changes its list. Implemented by the daemon; every call is all-or-nothing.
 pub trait FeedSink: Send + Sync + 'static {
     /// Replaces the whole list `origin` with `entries`.
-    fn replace(&self, origin: &str, source: &str, entries: Vec<ListEntry>) -> Result<(), String>;
+    fn replace(&self, origin: &str, source: &str, entries: Vec<ListEntry>)
+    -> Result<(), SinkError>;
     /// Adds and removes entries of `origin`.
     fn update(
         &self,
@@ -19,7 +33,7 @@ pub trait FeedSink: Send + Sync + 'static {
         source: &str,
         add: Vec<ListEntry>,
         remove: Vec<IpNet>,
-    ) -> Result<(), String>;
+    ) -> Result<(), SinkError>;
     /// Entries `origin` holds now (`None`: unknown), to tell a shrinking feed.
     fn current_len(&self, _origin: &str) -> Option<usize> {
         None

@@ -17,30 +17,37 @@ pub struct ListEntry {
     pub reason: Option<String>,
 }
 
+/// Longest list name, in bytes.
+const MAX_LIST_NAME: usize = 64;
+
+/// Why a list name is refused. The name is quoted cut and escaped, since it is the input being
+/// refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ListNameError {
+    #[error("list name `{0}` must be 1 to {MAX_LIST_NAME} characters")]
+    Length(String),
+    #[error(
+        "list name `{0}` may hold only letters, digits, `-`, `_` and `.`, and not start with `.`"
+    )]
+    Characters(String),
+}
+
 /// Whether a list name is acceptable as an origin: short, printable, no path characters.
-pub fn valid_list_name(name: &str) -> Result<(), String> {
-    const MAX_LEN: usize = 64;
-    // The refusal quotes the name: cut and escaped, since it is the input being refused.
+pub fn valid_list_name(name: &str) -> Result<(), ListNameError> {
     let shown = |name: &str| {
-        let cut: String = name.chars().take(MAX_LEN).collect();
+        let cut: String = name.chars().take(MAX_LIST_NAME).collect();
         let more = if cut.len() < name.len() { "..." } else { "" };
         format!("{}{more}", crate::text::escape(&cut))
     };
-    if name.is_empty() || name.len() > MAX_LEN {
-        return Err(format!(
-            "list name `{}` must be 1 to {MAX_LEN} characters",
-            shown(name)
-        ));
+    if name.is_empty() || name.len() > MAX_LIST_NAME {
+        return Err(ListNameError::Length(shown(name)));
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         || name.starts_with('.')
     {
-        return Err(format!(
-            "list name `{}` may hold only letters, digits, `-`, `_` and `.`, and not start with `.`",
-            shown(name)
-        ));
+        return Err(ListNameError::Characters(shown(name)));
     }
     Ok(())
 }

@@ -135,7 +135,7 @@ fn authorize(token: &Token, peer: SocketAddr, headers: &HeaderMap) -> Result<(),
 }
 
 fn checked_name(name: &str) -> Result<&str, ApiError> {
-    valid_list_name(name).map_err(|message| ApiError::new(ErrorCode::InvalidListName, message))?;
+    valid_list_name(name).map_err(|e| ApiError::new(ErrorCode::InvalidListName, e.to_string()))?;
     Ok(name)
 }
 

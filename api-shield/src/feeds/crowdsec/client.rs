@@ -27,9 +27,9 @@ pub(super) struct Lapi {
 
 impl Lapi {
     pub(super) fn new(cfg: &CrowdsecConfig, api_key: &str) -> Result<Self, CrowdsecError> {
-        let base = stream_base(&cfg.url).map_err(|reason| CrowdsecError::Config {
+        let base = stream_base(&cfg.url).map_err(|e| CrowdsecError::Config {
             field: "url",
-            reason,
+            reason: e.to_string(),
         })?;
         let mut key = HeaderValue::from_str(api_key).map_err(|_| CrowdsecError::KeyHeader)?;
         // Keeps the key out of any debug print of the request.

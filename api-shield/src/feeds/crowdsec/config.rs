@@ -128,7 +128,7 @@ impl CrowdsecConfig {
 
     pub fn validate(&self) -> Result<(), CrowdsecError> {
         let invalid = |field: &'static str, reason: String| CrowdsecError::Config { field, reason };
-        stream_base(&self.url).map_err(|reason| invalid("url", reason))?;
+        stream_base(&self.url).map_err(|e| invalid("url", e.to_string()))?;
         if self.api_key_file.as_os_str().is_empty() {
             return Err(invalid("api_key_file", "must not be empty".into()));
         }
@@ -142,7 +142,7 @@ impl CrowdsecConfig {
                 ),
             ));
         }
-        valid_list_name(&self.list).map_err(|reason| invalid("list", reason))?;
+        valid_list_name(&self.list).map_err(|e| invalid("list", e.to_string()))?;
         if self.min_prefix_v4 > V4_BITS {
             return Err(invalid("min_prefix_v4", format!("must be 0-{V4_BITS}")));
         }
@@ -196,31 +196,46 @@ fn is_address_scope(scope: &str) -> bool {
     scope.eq_ignore_ascii_case(SCOPE_IP) || scope.eq_ignore_ascii_case(SCOPE_RANGE)
 }
 
+/// Why a local API URL is refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UrlError {
+    #[error("`{url}` is not a URL: {source}")]
+    Parse {
+        url: String,
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("`{0}`: https is not supported; point it at the local API's plain listener")]
+    Https(String),
+    #[error("`{0}` must start with `http://`")]
+    Scheme(String),
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    #[error("`{0}` holds credentials; the key goes in api_key_file")]
+    Credentials(String),
+    #[error("`{0}` must not have a query")]
+    Query(String),
+}
+
 /// The URL with the stream path's prefix checked and its trailing `/` removed.
-pub(super) fn stream_base(url: &str) -> Result<String, String> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+pub(super) fn stream_base(url: &str) -> Result<String, UrlError> {
+    let uri: Uri = url.parse().map_err(|source| UrlError::Parse {
+        url: url.to_owned(),
+        source,
+    })?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "`{url}`: https is not supported; point it at the local API's plain listener"
-            ));
-        }
-        _ => return Err(format!("`{url}` must start with `http://`")),
+        Some("https") => return Err(UrlError::Https(url.to_owned())),
+        _ => return Err(UrlError::Scheme(url.to_owned())),
     }
     let Some(authority) = uri.authority() else {
-        return Err(format!("`{url}` has no host"));
+        return Err(UrlError::NoHost(url.to_owned()));
     };
     // Credentials in the URL would end up in logs and in `api-shield lists`.
     if authority.as_str().contains('@') {
-        return Err(format!(
-            "`{url}` holds credentials; the key goes in api_key_file"
-        ));
+        return Err(UrlError::Credentials(url.to_owned()));
     }
     if uri.query().is_some() {
-        return Err(format!("`{url}` must not have a query"));
+        return Err(UrlError::Query(url.to_owned()));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
