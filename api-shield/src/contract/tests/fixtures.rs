@@ -241,3 +241,88 @@ fn problem_body_is_rfc_9457_with_the_violations() {
         "{body}"
     );
 }
+
+const ORDERS: &str = "openapi: 3.0.3
+info: {title: orders, version: '1'}
+paths:
+  /orders:
+    get:
+      parameters:
+        - {name: status, in: query, required: true, schema: {type: string, enum: [open, closed]}}
+        - {name: ids, in: query, explode: false, schema: {type: array, items: {type: integer}}}
+        - {name: X-Request-Id, in: header, required: true, schema: {type: string, pattern: '^[0-9a-f]{8}$'}}
+        - {name: Accept, in: header, required: true, schema: {type: string, enum: [never]}}
+      responses: {}
+";
+
+#[test]
+fn required_query_enum_arrays_and_headers_are_checked() {
+    let c = super::inline(ORDERS);
+    let check = |query: &str, headers: &[(&str, &[u8])]| {
+        let req = super::super::Request {
+            method: "GET",
+            path: "/orders",
+            query: Some(query),
+            headers,
+            body: b"",
+            declared_length: None,
+        };
+        places(&c.validate(&req))
+    };
+    let id: [(&str, &[u8]); 1] = [("x-request-id", b"0123abcd")];
+    assert_eq!(
+        check("status=open&ids=1,2,3", &id),
+        [],
+        "Accept is the HTTP layer's, ignored"
+    );
+    assert_eq!(check("status=pending", &id), [place("query", "status", "")]);
+    assert_eq!(check("ids=1", &id), [place("query", "status", "")]);
+    assert_eq!(
+        check("status=open&ids=1,x", &id),
+        [place("query", "ids", "/1")]
+    );
+    assert_eq!(
+        check("status=open", &[]),
+        [place("header", "x-request-id", "")]
+    );
+    assert_eq!(
+        check("status=open", &[("X-Request-ID", b"nothex!!")]),
+        [place("header", "x-request-id", "")]
+    );
+    assert_eq!(
+        check("status=open", &[("x-request-id", b"\xff")]),
+        [place("header", "x-request-id", "")]
+    );
+}
+
+#[test]
+fn unknown_operations_are_violations_only_when_asked() {
+    let mut config = ApiConfig::new("orders.yaml");
+    assert!(get(&super::inline(ORDERS), "/nope").violations.is_empty());
+    config.refuse_unknown_operations = true;
+    let c = Contract::from_bytes(ORDERS.as_bytes(), config, &LoadLimits::default()).expect("loads");
+    let report = get(&c, "/nope");
+    assert!(report.operation.is_none());
+    assert_eq!(places(&report), [place("operation", "", "")]);
+    assert_eq!(
+        places(&send(&c, "DELETE", "/orders", &[], b"")),
+        [place("operation", "", "")]
+    );
+}
+
+#[test]
+fn api_config_reads_from_toml_with_defaults() {
+    let config: ApiConfig = toml::from_str(
+        "spec = \"/etc/api-shield/orders.yaml\"\nmode = \"enforce\"\n[operations.\"GET /orders\"]\nmode = \"off\"\n",
+    )
+    .expect("parses");
+    assert_eq!(config.mode, Mode::Enforce);
+    assert_eq!(config.max_body_bytes, super::super::DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.operations["GET /orders"].mode, Some(Mode::Off));
+    assert!(toml::from_str::<ApiConfig>("spec = \"x\"\nmode = \"block\"\n").is_err());
+    assert_eq!(
+        ApiConfig::new("x").mode,
+        Mode::Monitor,
+        "monitor unless told"
+    );
+}
