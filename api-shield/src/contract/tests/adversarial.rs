@@ -207,6 +207,17 @@ fn literal_segments_win_whatever_the_document_order() {
         c.lookup("GET", "/users/bob").expect("matches").template,
         "/users/{id}"
     );
+    // Paths are kept in key order, and `{` sorts before `~` and after `.`: both orders occur.
+    let c = inline(&format!(
+        "{HEAD}paths:\n  /items/{{id}}: {{get: {{responses: {{}}}}}}\n  /items/~latest: {{get: {{responses: {{}}}}}}\n  /files/{{name}}: {{get: {{responses: {{}}}}}}\n  /files/{{name}}.json: {{get: {{responses: {{}}}}}}\n"
+    ));
+    let template = |path: &str| c.lookup("GET", path).expect("matches").template;
+    assert_eq!(template("/items/~latest"), "/items/~latest");
+    assert_eq!(template("/items/7"), "/items/{id}");
+    assert_eq!(template("/files/a.json"), "/files/{name}.json");
+    assert_eq!(template("/files/a.txt"), "/files/{name}");
+    let mixed = c.lookup("GET", "/files/a.json").expect("matches");
+    assert_eq!(mixed.params, [("name", "a")]);
 }
 
 #[test]
