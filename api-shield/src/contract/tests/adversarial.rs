@@ -294,6 +294,14 @@ fn unicode_and_malformed_bodies_are_violations_not_errors() {
         let report = send(&c, "POST", "/v2/pets", &JSON, body);
         assert_eq!(places(&report), [place("body", "", "")], "{body:?}");
     }
+    // Nesting past the JSON parser's depth limit is malformed, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let report = send(&c, "POST", "/v2/pets", &JSON, deep.as_bytes());
+    assert_eq!(places(&report), [place("body", "", "")]);
+    // Deep but parseable: the schema walk copes too.
+    let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let report = send(&c, "POST", "/v2/pets", &JSON, nested.as_bytes());
+    assert_eq!(places(&report), [place("body", "", "")]);
 }
 
 #[test]
