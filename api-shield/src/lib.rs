@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod contract;
 pub mod control;
 pub mod daemon;
 pub mod decisions;
