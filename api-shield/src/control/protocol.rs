@@ -140,8 +140,13 @@ impl Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Ok { body: serde_json::Value },
-    Error { code: ErrorCode, message: String },
+    Ok {
+        body: serde_json::Value,
+    },
+    Error {
+        code: ControlErrorCode,
+        message: String,
+    },
 }
 
 impl Response {
@@ -149,7 +154,7 @@ impl Response {
         Response::Ok { body }
     }
 
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn error(code: ControlErrorCode, message: impl Into<String>) -> Self {
         Response::Error {
             code,
             message: message.into(),
@@ -159,7 +164,7 @@ impl Response {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub enum ControlErrorCode {
     /// The request is malformed or names something invalid (a bad address, a zero TTL).
     InvalidInput,
     /// The request is valid but refused, e.g. a block that would lock out this host.
@@ -172,14 +177,14 @@ pub enum ErrorCode {
     ReloadRefused,
 }
 
-impl ErrorCode {
+impl ControlErrorCode {
     /// The CLI's exit code for this error.
     pub const fn exit_code(self) -> u8 {
         match self {
-            ErrorCode::InvalidInput | ErrorCode::Refused => EXIT_REFUSED,
-            ErrorCode::PermissionDenied => EXIT_PERMISSION,
+            ControlErrorCode::InvalidInput | ControlErrorCode::Refused => EXIT_REFUSED,
+            ControlErrorCode::PermissionDenied => EXIT_PERMISSION,
             // The daemon runs on with its previous config, but what was asked did not happen.
-            ErrorCode::Internal | ErrorCode::ReloadRefused => EXIT_INTERNAL,
+            ControlErrorCode::Internal | ControlErrorCode::ReloadRefused => EXIT_INTERNAL,
         }
     }
 }
@@ -255,7 +260,8 @@ mod tests {
             json!({"result": "ok", "body": {"n": 1}})
         );
         assert_eq!(
-            serde_json::to_value(Response::error(ErrorCode::PermissionDenied, "no")).unwrap(),
+            serde_json::to_value(Response::error(ControlErrorCode::PermissionDenied, "no"))
+                .unwrap(),
             json!({"result": "error", "code": "permission_denied", "message": "no"})
         );
     }
@@ -289,10 +295,10 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        assert_eq!(ErrorCode::InvalidInput.exit_code(), 2);
-        assert_eq!(ErrorCode::Refused.exit_code(), 2);
-        assert_eq!(ErrorCode::PermissionDenied.exit_code(), 3);
-        assert_eq!(ErrorCode::Internal.exit_code(), 1);
-        assert_eq!(ErrorCode::ReloadRefused.exit_code(), 1);
+        assert_eq!(ControlErrorCode::InvalidInput.exit_code(), 2);
+        assert_eq!(ControlErrorCode::Refused.exit_code(), 2);
+        assert_eq!(ControlErrorCode::PermissionDenied.exit_code(), 3);
+        assert_eq!(ControlErrorCode::Internal.exit_code(), 1);
+        assert_eq!(ControlErrorCode::ReloadRefused.exit_code(), 1);
     }
 }

@@ -5,7 +5,9 @@ use super::import::{self, ImportRequest};
 use super::ops::{OpError, State};
 use super::reload::Reloader;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
-use crate::control::{BodyLimits, ErrorCode, Handler, PeerCred, Request, RequestBody, Response};
+use crate::control::{
+    BodyLimits, ControlErrorCode, Handler, PeerCred, Request, RequestBody, Response,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,7 +38,7 @@ impl DaemonHandler {
         match outcome {
             Ok(_) => Response::ok(detail),
             Err(e) => Response::error(
-                ErrorCode::ReloadRefused,
+                ControlErrorCode::ReloadRefused,
                 format!(
                     "the reload changed nothing; the daemon keeps its running config:\n{}",
                     e.errors.join("\n")
@@ -127,11 +129,11 @@ impl Handler for DaemonHandler {
         }
         match result {
             Ok(body) => Response::ok(body),
-            Err(OpError::Invalid(m)) => Response::error(ErrorCode::InvalidInput, m),
+            Err(OpError::Invalid(m)) => Response::error(ControlErrorCode::InvalidInput, m),
             Err(OpError::Refused(m) | OpError::Lockout { message: m, .. }) => {
-                Response::error(ErrorCode::Refused, m)
+                Response::error(ControlErrorCode::Refused, m)
             }
-            Err(OpError::Internal(m)) => Response::error(ErrorCode::Internal, m),
+            Err(OpError::Internal(m)) => Response::error(ControlErrorCode::Internal, m),
         }
     }
 }

@@ -4,9 +4,9 @@
 //! latest blocks. Keys: `q` quits, `p` pauses, `s` cycles the offenders' sort order.
 //! With `--plain`, or when stdout is not a terminal, it prints plain text at each refresh.
 
-pub mod model;
 pub mod render;
 mod term;
+pub mod view;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::control::{self, Request, Response};
 use crate::kernel::clock;
 use crate::model::Action;
-use model::{Model, Sample};
+use view::{Model, Sample};
 
 /// Shortest refresh interval accepted: the daemon's work per reading is not free.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
-use super::model::{Model, Sample};
+use super::view::{Model, Sample};
 use super::{Key, Poller, Ui, render};
 use crate::kernel::clock;
 
