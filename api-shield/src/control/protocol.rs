@@ -6,8 +6,11 @@
 //! `MAX_REQUEST_BYTES` long; a longer one is answered with `invalid_input` and the connection
 //! is closed, since the rest of the line cannot be told from the next request.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::config::Mode;
 use crate::model::Action;
 
 /// Longest request line, newline excluded.
@@ -187,6 +190,78 @@ impl ControlErrorCode {
             ControlErrorCode::Internal | ControlErrorCode::ReloadRefused => EXIT_INTERNAL,
         }
     }
+}
+
+/// Packets and bytes of one kernel counter, as `stats` and `lists` report them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CounterBody {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The answer to `stats`. Fields a reader does not find are empty (an older daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsBody {
+    /// Per final verdict, named as in `verdict::NAMES`.
+    pub verdicts: BTreeMap<String, CounterBody>,
+    /// Per detail counter (the `verdict::NAMES` past the verdicts).
+    pub details: BTreeMap<String, CounterBody>,
+    /// Kernel drops per origin (list) name.
+    pub origins: BTreeMap<String, CounterBody>,
+}
+
+/// The answer to `status`. Fields a reader does not find keep their defaults (an older daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusBody {
+    /// Whether the kernel runs the shield's program; `None` if it could not be asked.
+    pub attached: Option<bool>,
+    /// Why it is not attached, or why that cannot be told.
+    pub attached_detail: Option<String>,
+    pub iface: Option<String>,
+    pub ifindex: Option<u32>,
+    pub xdp_mode: Option<String>,
+    pub program_id: Option<u32>,
+    pub adopted: Option<bool>,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub mode: Mode,
+    /// Decisions in the store.
+    pub decisions: usize,
+    /// Origins (lists) in the store.
+    pub lists: usize,
+    pub capacity_differs_from_config: bool,
+    /// Limits that cost enforcement quality, for the operator.
+    pub warnings: Vec<String>,
+    /// Fill of each kernel map, by map name.
+    pub maps: BTreeMap<String, MapBody>,
+    pub limits: LimitsBody,
+}
+
+/// Fill of one kernel map; `used` is absent where the daemon does not track it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MapBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    pub capacity: u64,
+    /// The rule table only: the expiry grid level in use (0 = finest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_level: Option<u32>,
+    /// The rule table only: expiring blocks held in the kernel without expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unbounded_expiries: Option<u64>,
+}
+
+/// The kernel's rate limits, as `status` reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsBody {
+    pub packets_per_second: u64,
+    pub syn_per_second: u64,
+    pub autoblock_strikes: u32,
 }
 
 #[cfg(test)]

@@ -143,8 +143,8 @@ impl DaemonHandler {
     fn under_lock(&self, req: Request) -> Result<Value, OpError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match req {
-            Request::Status => Ok(state.status()),
-            Request::Stats => state.stats(),
+            Request::Status => body(&state.status()),
+            Request::Stats => state.stats().and_then(|stats| body(&stats)),
             Request::List { action, origin } => Ok(state.list(action, origin.as_deref())),
             Request::Lists => state.lists(),
             Request::Import { .. } => Err(OpError::Internal(
@@ -164,6 +164,11 @@ impl DaemonHandler {
             Request::Reload => unreachable!("answered above"),
         }
     }
+}
+
+/// A typed answer as the response body.
+fn body(answer: &impl serde::Serialize) -> Result<Value, OpError> {
+    serde_json::to_value(answer).map_err(|e| OpError::Internal(e.to_string()))
 }
 
 /// Audits something the daemon did on its own (start, reload, kernel auto-blocks).

@@ -12,6 +12,7 @@ pub mod instance_lock;
 pub mod link_watch;
 pub mod lists;
 pub mod ops;
+pub mod readings;
 pub mod reload;
 pub mod restore;
 pub mod sink;

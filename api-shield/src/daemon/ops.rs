@@ -2,7 +2,6 @@
 //! the handler and the tests call these directly.
 
 use super::guard::OnLockout;
-use super::link_watch::LinkState;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::decisions::{
@@ -14,7 +13,6 @@ use crate::lists::valid_list_name;
 use crate::lockout::{Lockout, Protected};
 use crate::model::{Action, Decision};
 use crate::parse::parse_net;
-use api_shield_common::{state::ORIGIN_KERNEL, verdict};
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -406,103 +404,6 @@ impl State {
             }
         }
         Value::Array(out)
-    }
-
-    pub fn stats(&self) -> Result<Value, OpError> {
-        let counters = self
-            .shield
-            .reported_counters()
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let counter =
-            |i: usize| json!({"packets": counters[i].packets, "bytes": counters[i].bytes});
-        let verdicts: serde_json::Map<String, Value> = (0..verdict::VERDICTS as usize)
-            .map(|i| (verdict::NAMES[i].to_string(), counter(i)))
-            .collect();
-        let details: serde_json::Map<String, Value> = (verdict::VERDICTS as usize
-            ..verdict::SLOTS as usize)
-            .map(|i| (verdict::NAMES[i].to_string(), counter(i)))
-            .collect();
-        let by_origin = self
-            .shield
-            .origin_counters()
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let mut origins = serde_json::Map::new();
-        let named = self
-            .shield
-            .origins()
-            .iter()
-            .map(|(n, id)| (n.clone(), *id))
-            .chain([(ORIGIN_KERNEL_NAME.to_string(), ORIGIN_KERNEL)]);
-        for (name, id) in named {
-            if let Some(c) = by_origin.get(id as usize) {
-                origins.insert(name, json!({"packets": c.packets, "bytes": c.bytes}));
-            }
-        }
-        Ok(json!({"verdicts": verdicts, "details": details, "origins": origins}))
-    }
-
-    pub fn status(&self) -> Value {
-        let cfg = self.shield.settings();
-        let cap = self.shield.kernel.maps.capacity;
-        let last = self.shield.last_apply();
-        let attachment = self.shield.kernel.attachment.as_ref();
-        let auto_blocks = self.shield.kernel.maps.auto_blocks().len();
-        // Asked of the kernel at each call: a detach from outside shows at once.
-        let link = LinkState::read(attachment);
-        json!({
-            "attached": link.attached(),
-            "attached_detail": link.detail(),
-            "iface": attachment.map(|a| a.iface.clone()),
-            "ifindex": attachment.map(|a| a.ifindex),
-            "xdp_mode": attachment.map(|a| a.xdp_mode.clone()),
-            "program_id": attachment.map(|a| a.program_id),
-            "adopted": attachment.map(|a| a.adopted),
-            "pid": std::process::id(),
-            "uptime_secs": self.started.elapsed().as_secs(),
-            "mode": self.config.mode,
-            "decisions": self.store.len(),
-            "lists": self.store.origins().count(),
-            "capacity_differs_from_config": cap != self.requested_capacity,
-            "warnings": self.warnings(),
-            "maps": {
-                "v4_nodes": {"used": last.v4_nodes, "capacity": cap.v4_nodes},
-                "rules": {
-                    "used": last.rules,
-                    "capacity": cap.rules,
-                    "expiry_level": last.expiry_level,
-                    "unbounded_expiries": last.unbounded_expiries,
-                },
-                "v6_entries": {"used": last.v6_trie_keys, "capacity": cap.v6_entries},
-                "auto_blocks": {"used": auto_blocks, "capacity": cap.auto_blocks},
-                "sketch_width": {"capacity": cap.sketch_width},
-                "offenders": {"capacity": cap.offenders},
-            },
-            "limits": {
-                "packets_per_second": cfg.pkt.rate_per_sec,
-                "syn_per_second": cfg.syn.rate_per_sec,
-                "autoblock_strikes": cfg.autoblock_strikes,
-            },
-        })
-    }
-
-    /// What the operator must know about: limits that cost enforcement quality.
-    fn warnings(&self) -> Vec<String> {
-        let last = self.shield.last_apply();
-        let mut out = Vec::new();
-        if last.unbounded_expiries > 0 {
-            out.push(format!(
-                "the rule table is full: {} expiring blocks are held in the kernel without \
-                 expiry (removed on time by the daemon, but not while it is down); raise rules",
-                last.unbounded_expiries
-            ));
-        } else if last.expiry_level > 0 {
-            out.push(format!(
-                "the rule table is too small for the finest expiry grid (level {}): kernel \
-                 expiries are later than needed should the daemon stop; raise rules",
-                last.expiry_level
-            ));
-        }
-        out
     }
 
     /// Removes expired decisions and dead auto-blocks. Returns what expired.

@@ -273,8 +273,13 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         Some(cfg) => {
             let listener = crate::metrics::bind(&cfg).await?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+            let scraped = Arc::clone(&state);
+            let source: crate::metrics::SnapshotSource = Arc::new(move || {
+                let state = scraped.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(state.shield_snapshot()?)
+            });
             Some(tokio::spawn(listener.serve(
-                state.clone(),
+                source,
                 scraped_gateway,
                 stopped(stop_rx.clone()),
             )))

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::snapshot::Snapshot;
+use super::snapshot::ShieldSnapshot;
 use crate::gateway::GatewayMetrics;
 use crate::model::Action;
 
@@ -30,7 +30,10 @@ const PACKET_DETAILS: [u32; 5] = [
 ];
 
 /// The snapshot, and the gateway's metrics if there is a gateway, as exposition text.
-pub fn render(snapshot: Snapshot, gateway: Option<&GatewayMetrics>) -> Result<String, fmt::Error> {
+pub fn render(
+    snapshot: ShieldSnapshot,
+    gateway: Option<&GatewayMetrics>,
+) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(snapshot)));
     if let Some(gateway) = gateway {
@@ -42,7 +45,7 @@ pub fn render(snapshot: Snapshot, gateway: Option<&GatewayMetrics>) -> Result<St
 }
 
 #[derive(Debug)]
-struct SnapshotCollector(Snapshot);
+struct SnapshotCollector(ShieldSnapshot);
 
 /// One metric family: its descriptor, then one sample per label set.
 fn family<L: EncodeLabelSet, M: EncodeMetric>(
@@ -341,7 +344,7 @@ mod tests {
     use crate::table::expiry::ExpiryPlan;
     use std::time::Duration;
 
-    fn sample() -> Snapshot {
+    fn sample() -> ShieldSnapshot {
         let mut counters = vec![Counter::default(); verdict::SLOTS as usize];
         counters[verdict::PASS as usize] = Counter {
             packets: 10,
@@ -352,7 +355,7 @@ mod tests {
             bytes: 222,
         };
         counters[verdict::AUTO_BLOCK_ADDED as usize].packets = 2;
-        let mut snapshot = Snapshot {
+        let mut snapshot = ShieldSnapshot {
             attachment: Some(("eth0".into(), "skb".into())),
             attached: Some(false),
             monitor: false,
@@ -374,7 +377,7 @@ mod tests {
                 level: 2,
                 unbounded: 5,
             },
-            ..Snapshot::default()
+            ..ShieldSnapshot::default()
         };
         snapshot.origin_drops.insert(
             "kernel".into(),
