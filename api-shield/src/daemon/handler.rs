@@ -2,7 +2,7 @@
 //! change with who asked.
 
 use super::import::{self, ImportRequest};
-use super::ops::{OpError, State};
+use super::ops::{BlockOptions, OpError, State, parse_nets};
 use super::reload::Reloader;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::control::{
@@ -157,10 +157,18 @@ impl DaemonHandler {
                 reason,
                 force,
                 list,
-            } => state.block(&nets, ttl_secs, reason, force, list.as_deref()),
-            Request::Unblock { nets, list } => state.unblock(&nets, list.as_deref()),
-            Request::Allow { nets } => state.allow(&nets),
-            Request::Unallow { nets } => state.unallow(&nets),
+            } => {
+                let opts = BlockOptions {
+                    ttl_secs,
+                    reason,
+                    list,
+                    force,
+                };
+                state.block(&parse_nets(&nets)?, opts)
+            }
+            Request::Unblock { nets, list } => state.unblock(&parse_nets(&nets)?, list.as_deref()),
+            Request::Allow { nets } => state.allow(&parse_nets(&nets)?),
+            Request::Unallow { nets } => state.unallow(&parse_nets(&nets)?),
             Request::Reload => unreachable!("answered above"),
         }
     }
