@@ -178,12 +178,7 @@ fn restore_shield(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> R
     };
     let settings = config.kernel_config(seeds, 0);
     let ports = config.port_bitmap();
-    let policy = match &config.control_group {
-        Some(g) => PeerPolicy::with_group(
-            control::resolve_group(g).with_context(|| format!("control_group {g}"))?,
-        ),
-        None => PeerPolicy::root_only(),
-    };
+    let policy = control_policy(&config)?;
     let mut state = State {
         shield,
         store,
@@ -232,6 +227,16 @@ fn restore_shield(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> R
         policy,
         adopted,
         started,
+    })
+}
+
+/// Who may use the control socket: root, and the members of `control_group`.
+fn control_policy(config: &Config) -> Result<PeerPolicy> {
+    Ok(match &config.control_group {
+        Some(g) => PeerPolicy::with_group(
+            control::resolve_group(g).with_context(|| format!("control_group {g}"))?,
+        ),
+        None => PeerPolicy::root_only(),
     })
 }
 
