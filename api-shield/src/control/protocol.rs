@@ -369,6 +369,44 @@ mod tests {
     }
 
     #[test]
+    fn status_and_stats_bodies_keep_their_wire_form() {
+        let mut maps = BTreeMap::new();
+        let rules = MapBody {
+            used: Some(3),
+            capacity: 10,
+            expiry_level: Some(0),
+            unbounded_expiries: Some(0),
+        };
+        maps.insert("rules".to_owned(), rules);
+        let sketch = MapBody {
+            capacity: 4,
+            ..MapBody::default()
+        };
+        maps.insert("sketch_width".to_owned(), sketch);
+        let status = StatusBody {
+            maps,
+            ..StatusBody::default()
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            v["maps"]["rules"],
+            json!({"used": 3, "capacity": 10, "expiry_level": 0, "unbounded_expiries": 0})
+        );
+        // What a map does not track is left out, not null.
+        assert_eq!(v["maps"]["sketch_width"], json!({"capacity": 4}));
+        // Attachment fields are null while detached, never missing.
+        assert_eq!(v.get("iface"), Some(&json!(null)));
+        assert_eq!(v["mode"], json!("enforce"));
+        assert_eq!(serde_json::from_value::<StatusBody>(v).unwrap(), status);
+        // A reader takes an answer with fields missing (an older daemon).
+        let stats: StatsBody =
+            serde_json::from_value(json!({"verdicts": {"pass": {"packets": 2}}})).unwrap();
+        assert_eq!(stats.verdicts["pass"].packets, 2);
+        assert_eq!(stats.verdicts["pass"].bytes, 0);
+        assert!(stats.origins.is_empty());
+    }
+
+    #[test]
     fn exit_codes() {
         assert_eq!(ControlErrorCode::InvalidInput.exit_code(), 2);
         assert_eq!(ControlErrorCode::Refused.exit_code(), 2);
