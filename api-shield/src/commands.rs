@@ -3,7 +3,9 @@
 
 use crate::cli::{BlockArgs, Cli, Command, DetachArgs, LogFormat, RunArgs, TopArgs, XdpMode};
 use crate::config::load_config;
-use crate::control::{self, CounterBody, Request, Response, StatsBody, protocol::EXIT_REFUSED};
+use crate::control::{
+    self, CounterBody, ListedBody, Request, Response, StatsBody, protocol::EXIT_REFUSED,
+};
 use crate::daemon::{self, RunOptions, instance_lock};
 use crate::kernel::loader::{self, AttachMode};
 use crate::parse::{parse_duration, parse_net};
@@ -394,8 +396,13 @@ fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     crate::text::escape(text)
 }
 
+/// `?` for a field the daemon's answer did not carry.
+fn or_unknown(text: &str) -> &str {
+    if text.is_empty() { "?" } else { text }
+}
+
 fn print_list(body: &Value) {
-    let Some(items) = body.as_array() else {
+    let Ok(items) = serde_json::from_value::<Vec<ListedBody>>(body.clone()) else {
         return;
     };
     if items.is_empty() {
@@ -403,17 +410,16 @@ fn print_list(body: &Value) {
     }
     for d in items {
         let expires = d
-            .get("expires_at_ms")
-            .and_then(Value::as_u64)
+            .expires_at_ms
             .map(crate::kernel::clock::format_rfc3339_ms)
             .unwrap_or_else(|| "never".into());
         println!(
             "{:<6} {:<40} origin={:<10} expires={} reason={}",
-            d["action"].as_str().unwrap_or("?"),
-            d["net"].as_str().unwrap_or("?"),
-            shown(d["origin"].as_str().unwrap_or("?")),
+            shown(or_unknown(&d.action)),
+            shown(or_unknown(&d.net)),
+            shown(or_unknown(&d.origin)),
             expires,
-            shown(d.get("reason").and_then(Value::as_str).unwrap_or("-")),
+            shown(d.reason.as_deref().unwrap_or("-")),
         );
     }
 }

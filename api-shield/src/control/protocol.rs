@@ -192,6 +192,20 @@ impl ControlErrorCode {
     }
 }
 
+/// One entry of the answer to `list`: a decision, or one of the kernel's auto-blocks (origin
+/// `kernel`). Fields a reader does not find keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListedBody {
+    pub net: String,
+    /// `block` or `allow`.
+    pub action: String,
+    pub origin: String,
+    pub reason: Option<String>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
 /// Packets and bytes of one kernel counter, as `stats` and `lists` report them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -10,7 +10,7 @@ use std::time::Instant;
 use api_shield_common::verdict;
 use serde_json::Value;
 
-use crate::control::StatsBody;
+use crate::control::{ListedBody, StatsBody};
 
 /// Points of history kept per series: a minute at the default interval.
 pub const HISTORY: usize = 60;
@@ -122,16 +122,26 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
 }
 
 fn blocks(v: &Value) -> Vec<Blocked> {
-    v.as_array()
+    // An answer of another shape (a newer daemon) reads as no blocks.
+    let listed: Vec<ListedBody> = serde_json::from_value(v.clone()).unwrap_or_default();
+    let shown = |s: &str| crate::text::escape(s).into_owned();
+    // `?` for a field the answer did not carry.
+    let known = |s: &str| {
+        if s.is_empty() {
+            "?".to_owned()
+        } else {
+            shown(s)
+        }
+    };
+    listed
         .into_iter()
-        .flatten()
-        .filter(|e| e.get("action").and_then(Value::as_str) != Some("allow"))
+        .filter(|e| e.action != "allow")
         .map(|e| Blocked {
-            net: str_of(e, "net").unwrap_or_else(|| "?".into()),
-            origin: str_of(e, "origin").unwrap_or_else(|| "?".into()),
-            reason: str_of(e, "reason"),
-            created_at_ms: e.get("created_at_ms").and_then(Value::as_u64).unwrap_or(0),
-            expires_at_ms: e.get("expires_at_ms").and_then(Value::as_u64),
+            net: known(&e.net),
+            origin: known(&e.origin),
+            reason: e.reason.as_deref().map(shown),
+            created_at_ms: e.created_at_ms,
+            expires_at_ms: e.expires_at_ms,
         })
         .collect()
 }
