@@ -1,83 +1,24 @@
 //! What each CLI verb does. Client verbs validate their input locally first (so a typo is
 //! reported with exit code 2 even when the daemon is down) and then ask the daemon.
 
-use crate::cli::{Cli, Command, LogFormat, XdpMode};
+use crate::cli::{BlockArgs, Cli, Command, DetachArgs, LogFormat, RunArgs, TopArgs, XdpMode};
 use crate::config::load_config;
-use crate::control::{self, Request, Response, protocol::EXIT_REFUSED};
+use crate::control::{
+    self, CounterBody, ListedBody, Request, Response, StatsBody, protocol::EXIT_REFUSED,
+};
 use crate::daemon::{self, RunOptions, instance_lock};
 use crate::kernel::loader::{self, AttachMode};
 use crate::parse::{parse_duration, parse_net};
 use api_shield_common::verdict;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 pub fn dispatch(cli: Cli) -> ExitCode {
     let socket = cli.socket;
     match cli.command {
-        Command::Run(args) => {
-            init_tracing(args.log_format);
-            let opts = RunOptions {
-                iface: args.iface,
-                config_path: args.config,
-                attach_mode: match args.xdp_mode {
-                    XdpMode::Auto => AttachMode::Auto,
-                    XdpMode::Native => AttachMode::Native,
-                    XdpMode::Skb => AttachMode::Skb,
-                },
-                socket,
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return fail(1, &format!("starting the runtime: {e}")),
-            };
-            match runtime.block_on(daemon::run(opts, std::future::pending())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(1, &format!("{e:#}")),
-            }
-        }
-        Command::Detach(args) => {
-            let config = match args.config.as_deref().map(load_config).transpose() {
-                Ok(c) => c.unwrap_or_default(),
-                Err(e) => return fail(EXIT_REFUSED, &e.to_string()),
-            };
-            match instance_lock::holder(&config.state_dir, &args.iface) {
-                Ok(None) => {}
-                Ok(Some(pid)) if args.force => eprintln!(
-                    "api-shield: warning: detaching {} while its daemon{} runs: it stays up but \
-                     enforces nothing (its status shows attached=false) until it is restarted",
-                    args.iface,
-                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                ),
-                Ok(Some(pid)) => {
-                    return fail(
-                        EXIT_REFUSED,
-                        &format!(
-                            "refusing to detach {}: the api-shield daemon{} manages it and would \
-                             keep running while enforcing nothing; stop the daemon first, or pass \
-                             --force",
-                            args.iface,
-                            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-                        ),
-                    );
-                }
-                Err(e) => return fail(1, &format!("cannot tell whether a daemon runs: {e}")),
-            }
-            match loader::detach(&args.iface, &config.pin_root) {
-                Ok(true) => {
-                    println!("detached api-shield from {} (snapshot kept)", args.iface);
-                    ExitCode::SUCCESS
-                }
-                Ok(false) => {
-                    println!("api-shield was not attached to {}", args.iface);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, &e.to_string()),
-            }
-        }
+        Command::Run(args) => run(args, socket),
+        Command::Detach(args) => detach(&args),
         Command::CheckConfig(args) => check_config(&args.file),
         Command::Status(o) => ask(&socket, &Request::Status, o.json, print_status),
         Command::Reload(o) => ask(&socket, &Request::Reload, o.json, print_reload),
@@ -99,52 +40,126 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             false,
             print_change,
         ),
-        Command::Block(b) => {
-            let ttl_secs = match b.ttl.as_deref().map(parse_duration).transpose() {
-                Ok(d) => d.map(|d| d.as_secs().max(1)),
-                Err(e) => return fail(EXIT_REFUSED, &format!("invalid --ttl: {e}")),
-            };
-            if let Err(code) = check_addrs(&b.addrs) {
-                return code;
-            }
-            let req = Request::Block {
-                nets: b.addrs,
-                ttl_secs,
-                reason: b.reason,
-                force: b.force,
-                list: b.list,
-            };
-            ask(&socket, &req, false, print_change)
-        }
+        Command::Block(b) => block(&socket, b),
         Command::Unblock(a) => {
             let list = a.list;
             change(&socket, a.addrs, |nets| Request::Unblock { nets, list })
         }
-        Command::Top(t) => {
-            let interval = match parse_duration(&t.interval) {
-                Ok(d) if d >= crate::top::MIN_INTERVAL => d,
-                Ok(_) => {
-                    return fail(
-                        EXIT_REFUSED,
-                        &format!(
-                            "invalid --interval: `{}` is shorter than {}",
-                            t.interval,
-                            humantime::format_duration(crate::top::MIN_INTERVAL)
-                        ),
-                    );
-                }
-                Err(e) => return fail(EXIT_REFUSED, &format!("invalid --interval: {e}")),
-            };
-            crate::top::run(crate::top::TopOptions {
-                socket,
-                plain: t.plain,
-                interval,
-                iterations: t.iterations,
-            })
-        }
+        Command::Top(t) => top(socket, &t),
         Command::Allow(a) => change(&socket, a.addrs, |nets| Request::Allow { nets }),
         Command::Unallow(a) => change(&socket, a.addrs, |nets| Request::Unallow { nets }),
     }
+}
+
+/// `run`: the daemon, on a runtime of its own, until SIGTERM or SIGINT.
+fn run(args: RunArgs, socket: PathBuf) -> ExitCode {
+    init_tracing(args.log_format);
+    let opts = RunOptions {
+        iface: args.iface,
+        config_path: args.config,
+        attach_mode: match args.xdp_mode {
+            XdpMode::Auto => AttachMode::Auto,
+            XdpMode::Native => AttachMode::Native,
+            XdpMode::Skb => AttachMode::Skb,
+        },
+        socket,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &format!("starting the runtime: {e}")),
+    };
+    match runtime.block_on(daemon::run(opts, std::future::pending())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &format!("{e:#}")),
+    }
+}
+
+/// `detach`: refused while a daemon manages the interface, unless `--force`.
+fn detach(args: &DetachArgs) -> ExitCode {
+    let config = match args.config.as_deref().map(load_config).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => return fail(EXIT_REFUSED, &e.to_string()),
+    };
+    match instance_lock::holder(&config.state_dir, &args.iface) {
+        Ok(None) => {}
+        Ok(Some(pid)) if args.force => eprintln!(
+            "api-shield: warning: detaching {} while its daemon{} runs: it stays up but \
+             enforces nothing (its status shows attached=false) until it is restarted",
+            args.iface,
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+        ),
+        Ok(Some(pid)) => {
+            return fail(
+                EXIT_REFUSED,
+                &format!(
+                    "refusing to detach {}: the api-shield daemon{} manages it and would \
+                     keep running while enforcing nothing; stop the daemon first, or pass \
+                     --force",
+                    args.iface,
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+                ),
+            );
+        }
+        Err(e) => return fail(1, &format!("cannot tell whether a daemon runs: {e}")),
+    }
+    match loader::detach(&args.iface, &config.pin_root) {
+        Ok(true) => {
+            println!("detached api-shield from {} (snapshot kept)", args.iface);
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("api-shield was not attached to {}", args.iface);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+/// `block`: the lifetime and every address checked here first.
+fn block(socket: &Path, b: BlockArgs) -> ExitCode {
+    let ttl_secs = match b.ttl.as_deref().map(parse_duration).transpose() {
+        Ok(d) => d.map(|d| d.as_secs().max(1)),
+        Err(e) => return fail(EXIT_REFUSED, &format!("invalid --ttl: {e}")),
+    };
+    if let Err(code) = check_addrs(&b.addrs) {
+        return code;
+    }
+    let req = Request::Block {
+        nets: b.addrs,
+        ttl_secs,
+        reason: b.reason,
+        force: b.force,
+        list: b.list,
+    };
+    ask(socket, &req, false, print_change)
+}
+
+/// `top`: the interval checked here first.
+fn top(socket: PathBuf, t: &TopArgs) -> ExitCode {
+    let interval = match parse_duration(&t.interval) {
+        Ok(d) if d >= crate::top::MIN_INTERVAL => d,
+        Ok(_) => {
+            return fail(
+                EXIT_REFUSED,
+                &format!(
+                    "invalid --interval: `{}` is shorter than {}",
+                    t.interval,
+                    humantime::format_duration(crate::top::MIN_INTERVAL)
+                ),
+            );
+        }
+        Err(e) => return fail(EXIT_REFUSED, &format!("invalid --interval: {e}")),
+    };
+    crate::top::run(crate::top::TopOptions {
+        socket,
+        plain: t.plain,
+        interval,
+        iterations: t.iterations,
+    })
 }
 
 /// What `run` would refuse at start, found without touching anything: the config, `run_as`
@@ -327,28 +342,29 @@ fn print_status(body: &Value) {
 }
 
 fn print_stats(body: &Value) {
-    let row = |name: &str, c: &Value| {
-        let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
-        println!("{name:<20} {:>14} {:>16}", n("packets"), n("bytes"));
+    // An answer of another shape (a newer daemon) prints as no rows; `--json` shows it all.
+    let stats: StatsBody = serde_json::from_value(body.clone()).unwrap_or_default();
+    let row = |name: &str, c: &CounterBody| {
+        println!("{name:<20} {:>14} {:>16}", c.packets, c.bytes);
     };
     println!("{:<20} {:>14} {:>16}", "verdict", "packets", "bytes");
     // Counter order, not alphabetical: final verdicts, then the detail counters.
     for (i, name) in verdict::NAMES.iter().enumerate() {
         let section = if i < verdict::VERDICTS as usize {
-            "verdicts"
+            &stats.verdicts
         } else {
-            "details"
+            &stats.details
         };
         if i == verdict::VERDICTS as usize {
             println!("-- details");
         }
-        if let Some(c) = body.get(section).and_then(|s| s.get(*name)) {
+        if let Some(c) = section.get(*name) {
             row(name, c);
         }
     }
-    if let Some(Value::Object(origins)) = body.get("origins") {
+    if body.get("origins").is_some_and(Value::is_object) {
         println!("-- drops by origin");
-        for (name, c) in origins {
+        for (name, c) in &stats.origins {
             row(name, c);
         }
     }
@@ -380,8 +396,13 @@ fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     crate::text::escape(text)
 }
 
+/// `?` for a field the daemon's answer did not carry.
+fn or_unknown(text: &str) -> &str {
+    if text.is_empty() { "?" } else { text }
+}
+
 fn print_list(body: &Value) {
-    let Some(items) = body.as_array() else {
+    let Ok(items) = serde_json::from_value::<Vec<ListedBody>>(body.clone()) else {
         return;
     };
     if items.is_empty() {
@@ -389,17 +410,16 @@ fn print_list(body: &Value) {
     }
     for d in items {
         let expires = d
-            .get("expires_at_ms")
-            .and_then(Value::as_u64)
+            .expires_at_ms
             .map(crate::kernel::clock::format_rfc3339_ms)
             .unwrap_or_else(|| "never".into());
         println!(
             "{:<6} {:<40} origin={:<10} expires={} reason={}",
-            d["action"].as_str().unwrap_or("?"),
-            d["net"].as_str().unwrap_or("?"),
-            shown(d["origin"].as_str().unwrap_or("?")),
+            shown(or_unknown(&d.action)),
+            shown(or_unknown(&d.net)),
+            shown(or_unknown(&d.origin)),
             expires,
-            shown(d.get("reason").and_then(Value::as_str).unwrap_or("-")),
+            shown(d.reason.as_deref().unwrap_or("-")),
         );
     }
 }

@@ -97,6 +97,24 @@ pub fn parse_net(token: &str) -> Result<IpNet, InputError> {
     Ok(net)
 }
 
+/// What `parse_net` checks past the syntax, for a net that arrives typed (a gateway
+/// escalation): no host bits, not an IPv4-mapped prefix.
+pub fn check_net(net: IpNet) -> Result<IpNet, InputError> {
+    if net.trunc() != net {
+        return Err(InputError::HostBits {
+            token: net.to_string(),
+            suggestion: net.trunc(),
+        });
+    }
+    if let Some(v4) = v4_mapped(&net) {
+        return Err(InputError::V4Mapped {
+            token: net.to_string(),
+            suggestion: v4,
+        });
+    }
+    Ok(net)
+}
+
 /// The IPv4 prefix an IPv4-mapped IPv6 prefix stands for, if it is one.
 fn v4_mapped(net: &IpNet) -> Option<IpNet> {
     let IpNet::V6(v6) = net else { return None };

@@ -8,5 +8,8 @@ pub mod server;
 
 pub use body::{BodyError, BodyLimits};
 pub use client::{ClientError, request, request_with_body};
-pub use protocol::{ErrorCode, Request, Response, parse_request};
+pub use protocol::{
+    ControlErrorCode, CounterBody, LimitsBody, ListedBody, MapBody, Request, Response, StatsBody,
+    StatusBody, parse_request,
+};
 pub use server::{Handler, PeerCred, PeerPolicy, RequestBody, bind, resolve_group, serve};

@@ -6,8 +6,11 @@
 //! `MAX_REQUEST_BYTES` long; a longer one is answered with `invalid_input` and the connection
 //! is closed, since the rest of the line cannot be told from the next request.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::config::Mode;
 use crate::model::Action;
 
 /// Longest request line, newline excluded.
@@ -140,8 +143,13 @@ impl Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
-    Ok { body: serde_json::Value },
-    Error { code: ErrorCode, message: String },
+    Ok {
+        body: serde_json::Value,
+    },
+    Error {
+        code: ControlErrorCode,
+        message: String,
+    },
 }
 
 impl Response {
@@ -149,7 +157,7 @@ impl Response {
         Response::Ok { body }
     }
 
-    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub fn error(code: ControlErrorCode, message: impl Into<String>) -> Self {
         Response::Error {
             code,
             message: message.into(),
@@ -159,7 +167,7 @@ impl Response {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
+pub enum ControlErrorCode {
     /// The request is malformed or names something invalid (a bad address, a zero TTL).
     InvalidInput,
     /// The request is valid but refused, e.g. a block that would lock out this host.
@@ -172,16 +180,102 @@ pub enum ErrorCode {
     ReloadRefused,
 }
 
-impl ErrorCode {
+impl ControlErrorCode {
     /// The CLI's exit code for this error.
     pub const fn exit_code(self) -> u8 {
         match self {
-            ErrorCode::InvalidInput | ErrorCode::Refused => EXIT_REFUSED,
-            ErrorCode::PermissionDenied => EXIT_PERMISSION,
+            ControlErrorCode::InvalidInput | ControlErrorCode::Refused => EXIT_REFUSED,
+            ControlErrorCode::PermissionDenied => EXIT_PERMISSION,
             // The daemon runs on with its previous config, but what was asked did not happen.
-            ErrorCode::Internal | ErrorCode::ReloadRefused => EXIT_INTERNAL,
+            ControlErrorCode::Internal | ControlErrorCode::ReloadRefused => EXIT_INTERNAL,
         }
     }
+}
+
+/// One entry of the answer to `list`: a decision, or one of the kernel's auto-blocks (origin
+/// `kernel`). Fields a reader does not find keep their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListedBody {
+    pub net: String,
+    /// `block` or `allow`.
+    pub action: String,
+    pub origin: String,
+    pub reason: Option<String>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Packets and bytes of one kernel counter, as `stats` and `lists` report them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CounterBody {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The answer to `stats`. Fields a reader does not find are empty (an older daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatsBody {
+    /// Per final verdict, named as in `verdict::NAMES`.
+    pub verdicts: BTreeMap<String, CounterBody>,
+    /// Per detail counter (the `verdict::NAMES` past the verdicts).
+    pub details: BTreeMap<String, CounterBody>,
+    /// Kernel drops per origin (list) name.
+    pub origins: BTreeMap<String, CounterBody>,
+}
+
+/// The answer to `status`. Fields a reader does not find keep their defaults (an older daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StatusBody {
+    /// Whether the kernel runs the shield's program; `None` if it could not be asked.
+    pub attached: Option<bool>,
+    /// Why it is not attached, or why that cannot be told.
+    pub attached_detail: Option<String>,
+    pub iface: Option<String>,
+    pub ifindex: Option<u32>,
+    pub xdp_mode: Option<String>,
+    pub program_id: Option<u32>,
+    pub adopted: Option<bool>,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub mode: Mode,
+    /// Decisions in the store.
+    pub decisions: usize,
+    /// Origins (lists) in the store.
+    pub lists: usize,
+    pub capacity_differs_from_config: bool,
+    /// Limits that cost enforcement quality, for the operator.
+    pub warnings: Vec<String>,
+    /// Fill of each kernel map, by map name.
+    pub maps: BTreeMap<String, MapBody>,
+    pub limits: LimitsBody,
+}
+
+/// Fill of one kernel map; `used` is absent where the daemon does not track it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MapBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u64>,
+    pub capacity: u64,
+    /// The rule table only: the expiry grid level in use (0 = finest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiry_level: Option<u32>,
+    /// The rule table only: expiring blocks held in the kernel without expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unbounded_expiries: Option<u64>,
+}
+
+/// The kernel's rate limits, as `status` reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsBody {
+    pub packets_per_second: u64,
+    pub syn_per_second: u64,
+    pub autoblock_strikes: u32,
 }
 
 #[cfg(test)]
@@ -255,7 +349,8 @@ mod tests {
             json!({"result": "ok", "body": {"n": 1}})
         );
         assert_eq!(
-            serde_json::to_value(Response::error(ErrorCode::PermissionDenied, "no")).unwrap(),
+            serde_json::to_value(Response::error(ControlErrorCode::PermissionDenied, "no"))
+                .unwrap(),
             json!({"result": "error", "code": "permission_denied", "message": "no"})
         );
     }
@@ -288,11 +383,49 @@ mod tests {
     }
 
     #[test]
+    fn status_and_stats_bodies_keep_their_wire_form() {
+        let mut maps = BTreeMap::new();
+        let rules = MapBody {
+            used: Some(3),
+            capacity: 10,
+            expiry_level: Some(0),
+            unbounded_expiries: Some(0),
+        };
+        maps.insert("rules".to_owned(), rules);
+        let sketch = MapBody {
+            capacity: 4,
+            ..MapBody::default()
+        };
+        maps.insert("sketch_width".to_owned(), sketch);
+        let status = StatusBody {
+            maps,
+            ..StatusBody::default()
+        };
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            v["maps"]["rules"],
+            json!({"used": 3, "capacity": 10, "expiry_level": 0, "unbounded_expiries": 0})
+        );
+        // What a map does not track is left out, not null.
+        assert_eq!(v["maps"]["sketch_width"], json!({"capacity": 4}));
+        // Attachment fields are null while detached, never missing.
+        assert_eq!(v.get("iface"), Some(&json!(null)));
+        assert_eq!(v["mode"], json!("enforce"));
+        assert_eq!(serde_json::from_value::<StatusBody>(v).unwrap(), status);
+        // A reader takes an answer with fields missing (an older daemon).
+        let stats: StatsBody =
+            serde_json::from_value(json!({"verdicts": {"pass": {"packets": 2}}})).unwrap();
+        assert_eq!(stats.verdicts["pass"].packets, 2);
+        assert_eq!(stats.verdicts["pass"].bytes, 0);
+        assert!(stats.origins.is_empty());
+    }
+
+    #[test]
     fn exit_codes() {
-        assert_eq!(ErrorCode::InvalidInput.exit_code(), 2);
-        assert_eq!(ErrorCode::Refused.exit_code(), 2);
-        assert_eq!(ErrorCode::PermissionDenied.exit_code(), 3);
-        assert_eq!(ErrorCode::Internal.exit_code(), 1);
-        assert_eq!(ErrorCode::ReloadRefused.exit_code(), 1);
+        assert_eq!(ControlErrorCode::InvalidInput.exit_code(), 2);
+        assert_eq!(ControlErrorCode::Refused.exit_code(), 2);
+        assert_eq!(ControlErrorCode::PermissionDenied.exit_code(), 3);
+        assert_eq!(ControlErrorCode::Internal.exit_code(), 1);
+        assert_eq!(ControlErrorCode::ReloadRefused.exit_code(), 1);
     }
 }

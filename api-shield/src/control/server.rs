@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::body::{self, BodyError, BodyLimits};
-use super::protocol::{self, ErrorCode, MAX_REQUEST_BYTES, Request, Response};
+use super::protocol::{self, ControlErrorCode, MAX_REQUEST_BYTES, Request, Response};
 
 /// Owner read/write, group read/write: root and the control group, nobody else.
 const SOCKET_MODE: u32 = 0o660;
@@ -301,7 +301,7 @@ pub async fn serve(
 async fn turn_away(stream: UnixStream) {
     let (_, mut write) = stream.into_split();
     let busy = Response::error(
-        ErrorCode::Refused,
+        ControlErrorCode::Refused,
         format!("the daemon already serves {MAX_CONNECTIONS} control connections; try again"),
     );
     let _ = tokio::time::timeout(IDLE_TIMEOUT, send(&mut write, &busy)).await;
@@ -339,7 +339,7 @@ async fn connection(
             "control socket: refused a peer that is neither root nor in the control group"
         );
         let refusal = Response::error(
-            ErrorCode::PermissionDenied,
+            ControlErrorCode::PermissionDenied,
             "permission denied: only root and members of the control group may use the \
              api-shield control socket",
         );
@@ -354,7 +354,7 @@ async fn connection(
             Ok(Ok(Line::Complete(line))) => line,
             Ok(Ok(Line::TooLong)) => {
                 let error = Response::error(
-                    ErrorCode::InvalidInput,
+                    ControlErrorCode::InvalidInput,
                     format!("request line longer than {MAX_REQUEST_BYTES} bytes"),
                 );
                 let _ = send(&mut write, &error).await;
@@ -375,7 +375,10 @@ async fn connection(
                 false,
             ),
             Err(e) => (
-                Response::error(ErrorCode::InvalidInput, format!("malformed request: {e}")),
+                Response::error(
+                    ControlErrorCode::InvalidInput,
+                    format!("malformed request: {e}"),
+                ),
                 false,
             ),
         };
@@ -427,7 +430,10 @@ async fn dispatch(
         .await
         .unwrap_or_else(|e| {
             tracing::error!(error = %e, "control request handler failed");
-            Response::error(ErrorCode::Internal, "the request failed inside the daemon")
+            Response::error(
+                ControlErrorCode::Internal,
+                "the request failed inside the daemon",
+            )
         })
 }
 
@@ -552,7 +558,7 @@ mod tests {
             .unwrap()
     }
 
-    fn error_code(response: &Response) -> Option<ErrorCode> {
+    fn error_code(response: &Response) -> Option<ControlErrorCode> {
         match response {
             Response::Error { code, .. } => Some(*code),
             Response::Ok { .. } => None,
@@ -731,7 +737,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(lines.len(), 3, "{lines:?}");
-        assert_eq!(error_code(&lines[0]), Some(ErrorCode::InvalidInput));
+        assert_eq!(error_code(&lines[0]), Some(ControlErrorCode::InvalidInput));
         assert!(matches!(&lines[1], Response::Ok { body } if body["op"] == "status"));
         assert!(matches!(&lines[2], Response::Ok { body } if body["op"] == "stats"));
         server.stop().await;
@@ -745,7 +751,7 @@ mod tests {
             list: None,
         };
         let response = ask(&server.path, huge).await.unwrap();
-        assert_eq!(error_code(&response), Some(ErrorCode::InvalidInput));
+        assert_eq!(error_code(&response), Some(ControlErrorCode::InvalidInput));
         let Response::Error { message, .. } = response else {
             unreachable!()
         };
@@ -816,7 +822,10 @@ mod tests {
             .unwrap();
         let response: Response = serde_json::from_value(outcome.clone())
             .unwrap_or_else(|_| panic!("not a response: {outcome}"));
-        assert_eq!(error_code(&response), Some(ErrorCode::PermissionDenied));
+        assert_eq!(
+            error_code(&response),
+            Some(ControlErrorCode::PermissionDenied)
+        );
 
         // With the socket's own mode, the file system already keeps the peer out.
         fs::set_permissions(&server.path, Permissions::from_mode(SOCKET_MODE)).unwrap();

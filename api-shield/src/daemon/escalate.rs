@@ -5,9 +5,8 @@
 //! prefix or a trusted proxy (blocking one cuts off everyone behind it): counted as
 //! `refused`, logged and audited.
 
-use super::guard::OnLockout;
 use super::handler::audit_self;
-use super::ops::{OpError, State};
+use super::ops::{BlockOptions, OpError, State};
 use crate::audit::AuditLog;
 use crate::gateway::Escalator;
 use crate::gateway::escalate::{EscalationOutcome, GATEWAY_LIST};
@@ -49,14 +48,13 @@ impl Escalator for StateEscalator {
                 .map(|g| g.trusted_proxies.clone())
                 .unwrap_or_default();
             state.protected().and_then(|protected| {
-                state.block_guarded(
-                    &[e.net.to_string()],
-                    Some(ttl),
-                    Some(format!("{rule}: {}", e.reason)),
-                    Some(GATEWAY_LIST),
-                    &protected.with_trusted_proxies(&proxies),
-                    OnLockout::Refuse,
-                )
+                let opts = BlockOptions {
+                    ttl_secs: Some(ttl),
+                    reason: Some(format!("{rule}: {}", e.reason)),
+                    list: Some(GATEWAY_LIST.to_owned()),
+                    force: false,
+                };
+                state.block_guarded(&[e.net], opts, &protected.with_trusted_proxies(&proxies))
             })
         };
         // Lock wait, snapshot write and kernel update.

@@ -33,6 +33,92 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// Opened at start, as root, before any request is served: the counters continue from the
+/// last save, and the directory stays reachable once the process runs as `run_as`. A store
+/// that cannot be opened is logged, and the counters are not saved.
+fn open_quota_store(
+    cfg: &GatewayConfig,
+    state: &Mutex<State>,
+    live: &SharedLive,
+) -> Option<Arc<QuotaStore>> {
+    if !cfg.quota_state.enabled {
+        return None;
+    }
+    let dir = state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .snapshot
+        .path()
+        .to_owned();
+    match QuotaStore::open(&dir, cfg.quota_state.clone()) {
+        Ok(store) => {
+            quota_store::restore_at_start(&store, live);
+            Some(Arc::new(store))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "quota counters will not be saved");
+            None
+        }
+    }
+}
+
+/// Binds the check endpoint and the listeners and serves them; returns the tasks that count
+/// requests.
+async fn serve(
+    cfg: &GatewayConfig,
+    serving: Serving,
+    stop: &watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut counting = Vec::new();
+    let check = crate::gateway::bind(cfg).await?;
+    tracing::info!(addr = %check.local_addr()?, "gateway check endpoint listening");
+    counting.push(tokio::spawn(check.serve(
+        Arc::clone(&serving.live),
+        Arc::clone(&serving.escalator),
+        Arc::clone(&serving.metrics),
+        Arc::clone(&serving.passwords),
+        stopped(stop.clone()),
+    )));
+    let threads = cfg.serving_threads();
+    let listeners = proxy::bind(&cfg.listeners, threads)?;
+    for l in &listeners {
+        let addr = l.local_addr().context("gateway listener address")?;
+        tracing::info!(%addr, tls = l.is_tls(), threads, "gateway listening");
+    }
+    if !listeners.is_empty() {
+        let handles = proxy::spawn_threads(listeners, &serving, stop)
+            .context("starting the gateway threads")?;
+        counting.push(tokio::task::spawn_blocking(move || {
+            for h in handles {
+                if h.join().is_err() {
+                    tracing::error!("a gateway thread panicked");
+                }
+            }
+        }));
+    }
+    Ok(counting)
+}
+
+/// Refreshes stale JWKS caches in the background until the stop.
+fn refresh_jwks(live: SharedLive, rx: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(JWKS_REFRESH_EVERY);
+        let mut stop = std::pin::pin!(stopped(rx));
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = tick.tick() => {
+                    let engine = Arc::clone(&live.load().engine);
+                    let refreshed = tokio::task::spawn_blocking(move || engine.refresh_jwks(Instant::now())).await;
+                    if let Ok(n) = refreshed && n > 0 {
+                        tracing::info!(key_sets = n, "JWKS refreshed");
+                    }
+                }
+            }
+        }
+    })
+}
+
 impl Gateway {
     /// Loads the policy, routes and certificates (a problem refuses the start, naming it),
     /// binds every listener and starts serving. Returns the serving tasks beside the gateway.
@@ -47,69 +133,20 @@ impl Gateway {
         let live =
             Live::load(cfg.clone(), None, Arc::clone(&fetcher)).map_err(anyhow::Error::msg)?;
         let live: SharedLive = Arc::new(ArcSwap::from_pointee(live));
-        // Opened now, as root, before any request is served: the counters continue from the
-        // last save, and the directory stays reachable once the process runs as `run_as`.
-        let quota_store = if cfg.quota_state.enabled {
-            let dir = state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .snapshot
-                .path()
-                .to_owned();
-            match QuotaStore::open(&dir, cfg.quota_state.clone()) {
-                Ok(store) => {
-                    quota_store::restore_at_start(&store, &live);
-                    Some(Arc::new(store))
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "quota counters will not be saved");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let quota_store = open_quota_store(&cfg, &state, &live);
         let escalator: Arc<dyn Escalator> = Arc::new(StateEscalator { state, audit });
         let mut tasks = Vec::new();
         // Bound at start, like the serving threads: a reload does not resize it.
         let passwords = PasswordPool::start(cfg.password_workers(), cfg.limits.password_queue)
             .context("starting the password hashing threads")?;
+        let serving = Serving {
+            live: Arc::clone(&live),
+            escalator,
+            metrics,
+            passwords,
+        };
         // Tasks that count requests: the last save waits for them.
-        let mut counting = Vec::new();
-
-        let check = crate::gateway::bind(&cfg).await?;
-        tracing::info!(addr = %check.local_addr()?, "gateway check endpoint listening");
-        counting.push(tokio::spawn(check.serve(
-            Arc::clone(&live),
-            Arc::clone(&escalator),
-            Arc::clone(&metrics),
-            Arc::clone(&passwords),
-            stopped(stop.clone()),
-        )));
-
-        let threads = cfg.serving_threads();
-        let listeners = proxy::bind(&cfg.listeners, threads)?;
-        for l in &listeners {
-            let addr = l.local_addr().context("gateway listener address")?;
-            tracing::info!(%addr, tls = l.is_tls(), threads, "gateway listening");
-        }
-        if !listeners.is_empty() {
-            let serving = Serving {
-                live: Arc::clone(&live),
-                escalator,
-                metrics,
-                passwords,
-            };
-            let handles = proxy::spawn_threads(listeners, &serving, stop)
-                .context("starting the gateway threads")?;
-            counting.push(tokio::task::spawn_blocking(move || {
-                for h in handles {
-                    if h.join().is_err() {
-                        tracing::error!("a gateway thread panicked");
-                    }
-                }
-            }));
-        }
+        let counting = serve(&cfg, serving, stop).await?;
         match quota_store {
             Some(store) => tasks.push(tokio::spawn(quota_store::run_saver(
                 store,
@@ -119,25 +156,7 @@ impl Gateway {
             ))),
             None => tasks.extend(counting),
         }
-
-        let refresher = Arc::clone(&live);
-        let rx = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(JWKS_REFRESH_EVERY);
-            let mut stop = std::pin::pin!(stopped(rx));
-            loop {
-                tokio::select! {
-                    () = &mut stop => break,
-                    _ = tick.tick() => {
-                        let engine = Arc::clone(&refresher.load().engine);
-                        let refreshed = tokio::task::spawn_blocking(move || engine.refresh_jwks(Instant::now())).await;
-                        if let Ok(n) = refreshed && n > 0 {
-                            tracing::info!(key_sets = n, "JWKS refreshed");
-                        }
-                    }
-                }
-            }
-        }));
+        tasks.push(refresh_jwks(Arc::clone(&live), stop.clone()));
         Ok((Self { live, fetcher }, tasks))
     }
 

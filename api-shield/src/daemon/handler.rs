@@ -2,10 +2,12 @@
 //! change with who asked.
 
 use super::import::{self, ImportRequest};
-use super::ops::{OpError, State};
+use super::ops::{BlockOptions, OpError, State, parse_nets};
 use super::reload::Reloader;
 use crate::audit::{AuditEvent, AuditLog, Outcome};
-use crate::control::{BodyLimits, ErrorCode, Handler, PeerCred, Request, RequestBody, Response};
+use crate::control::{
+    BodyLimits, ControlErrorCode, Handler, PeerCred, Request, RequestBody, Response,
+};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,7 +38,7 @@ impl DaemonHandler {
         match outcome {
             Ok(_) => Response::ok(detail),
             Err(e) => Response::error(
-                ErrorCode::ReloadRefused,
+                ControlErrorCode::ReloadRefused,
                 format!(
                     "the reload changed nothing; the daemon keeps its running config:\n{}",
                     e.errors.join("\n")
@@ -127,11 +129,11 @@ impl Handler for DaemonHandler {
         }
         match result {
             Ok(body) => Response::ok(body),
-            Err(OpError::Invalid(m)) => Response::error(ErrorCode::InvalidInput, m),
+            Err(OpError::Invalid(m)) => Response::error(ControlErrorCode::InvalidInput, m),
             Err(OpError::Refused(m) | OpError::Lockout { message: m, .. }) => {
-                Response::error(ErrorCode::Refused, m)
+                Response::error(ControlErrorCode::Refused, m)
             }
-            Err(OpError::Internal(m)) => Response::error(ErrorCode::Internal, m),
+            Err(OpError::Internal(m)) => Response::error(ControlErrorCode::Internal, m),
         }
     }
 }
@@ -141,8 +143,8 @@ impl DaemonHandler {
     fn under_lock(&self, req: Request) -> Result<Value, OpError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match req {
-            Request::Status => Ok(state.status()),
-            Request::Stats => state.stats(),
+            Request::Status => body(&state.status()),
+            Request::Stats => state.stats().and_then(|stats| body(&stats)),
             Request::List { action, origin } => Ok(state.list(action, origin.as_deref())),
             Request::Lists => state.lists(),
             Request::Import { .. } => Err(OpError::Internal(
@@ -155,13 +157,26 @@ impl DaemonHandler {
                 reason,
                 force,
                 list,
-            } => state.block(&nets, ttl_secs, reason, force, list.as_deref()),
-            Request::Unblock { nets, list } => state.unblock(&nets, list.as_deref()),
-            Request::Allow { nets } => state.allow(&nets),
-            Request::Unallow { nets } => state.unallow(&nets),
+            } => {
+                let opts = BlockOptions {
+                    ttl_secs,
+                    reason,
+                    list,
+                    force,
+                };
+                state.block(&parse_nets(&nets)?, opts)
+            }
+            Request::Unblock { nets, list } => state.unblock(&parse_nets(&nets)?, list.as_deref()),
+            Request::Allow { nets } => state.allow(&parse_nets(&nets)?),
+            Request::Unallow { nets } => state.unallow(&parse_nets(&nets)?),
             Request::Reload => unreachable!("answered above"),
         }
     }
+}
+
+/// A typed answer as the response body.
+fn body(answer: &impl serde::Serialize) -> Result<Value, OpError> {
+    serde_json::to_value(answer).map_err(|e| OpError::Internal(e.to_string()))
 }
 
 /// Audits something the daemon did on its own (start, reload, kernel auto-blocks).

@@ -12,6 +12,7 @@ pub mod instance_lock;
 pub mod link_watch;
 pub mod lists;
 pub mod ops;
+pub mod readings;
 pub mod reload;
 pub mod restore;
 pub mod sink;
@@ -23,11 +24,13 @@ use crate::kernel::loader::AttachMode;
 use anyhow::Result;
 use handler::audit_self;
 use link_watch::{LinkState, LinkWatch};
+use ops::State;
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinHandle;
 
 /// How often expired decisions and dead auto-blocks are swept, and the attachment checked.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -109,51 +112,19 @@ async fn serve(
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reloader.on_signal(),
-            _ = sweep.tick() => {
-                let attachment = state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .shield
-                    .kernel
-                    .attachment
-                    .clone();
-                link_watch.observe(&LinkState::read(attachment.as_ref()), iface, audit);
-                let swept_at = std::time::Instant::now();
-                let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
-                match expired {
-                    Ok(gone) if !gone.is_empty() => {
-                        // How long the rebuild took: with large lists it is the sweep's cost.
-                        let took_ms = swept_at.elapsed().as_millis() as u64;
-                        tracing::info!(count = gone.len(), took_ms, "decisions expired");
-                        audit_self(audit, "expire", json!({"nets": gone.iter().map(|d| d.net).collect::<Vec<_>>()}), true, json!(null));
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = %e, "expiring decisions failed"),
-                }
-            }
+            _ = sweep.tick() => sweep_once(&state, &mut link_watch, iface, audit),
         }
     }
     let _ = stop_tx.send(true);
     let _ = server.await;
-    for t in feed_tasks {
-        let _ = t.await;
-    }
-    if let Some(t) = push_task {
-        match t.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "push API failed"),
-            Err(e) => tracing::error!(error = %e, "push API task failed"),
-            Ok(Ok(())) => {}
-        }
-    }
-    if let Some(t) = metrics_task {
-        let _ = t.await;
-    }
-    for t in gateway_tasks {
-        let _ = t.await;
-    }
-    if let Some(t) = events_task {
-        let _ = t.await;
-    }
+    let tasks = Tasks {
+        feed_tasks,
+        push_task,
+        metrics_task,
+        gateway_tasks,
+        events_task,
+    };
+    tasks.wait().await;
     if let Err(e) = std::fs::remove_file(&opts.socket) {
         tracing::debug!(error = %e, socket = %opts.socket.display(), "control socket left behind");
     }
@@ -168,4 +139,68 @@ async fn serve(
         iface,
         "daemon stopped; the XDP program stays attached and enforcing"
     );
+}
+
+/// Checks the attachment, then expires decisions and dead auto-blocks.
+fn sweep_once(state: &Mutex<State>, link_watch: &mut LinkWatch, iface: &str, audit: &AuditLog) {
+    let attachment = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .shield
+        .kernel
+        .attachment
+        .clone();
+    link_watch.observe(&LinkState::read(attachment.as_ref()), iface, audit);
+    let swept_at = std::time::Instant::now();
+    let expired = state.lock().unwrap_or_else(PoisonError::into_inner).sweep();
+    match expired {
+        Ok(gone) if !gone.is_empty() => {
+            // How long the rebuild took: with large lists it is the sweep's cost.
+            let took_ms = swept_at.elapsed().as_millis() as u64;
+            tracing::info!(count = gone.len(), took_ms, "decisions expired");
+            audit_self(
+                audit,
+                "expire",
+                json!({"nets": gone.iter().map(|d| d.net).collect::<Vec<_>>()}),
+                true,
+                json!(null),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "expiring decisions failed"),
+    }
+}
+
+/// The tasks the stop waits for, once the control socket is closed.
+struct Tasks {
+    feed_tasks: Vec<JoinHandle<()>>,
+    push_task: Option<JoinHandle<Result<(), crate::push::PushError>>>,
+    metrics_task: Option<JoinHandle<()>>,
+    gateway_tasks: Vec<JoinHandle<()>>,
+    events_task: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Waits for each, in the order they were stopped in before.
+    async fn wait(self) {
+        for t in self.feed_tasks {
+            let _ = t.await;
+        }
+        if let Some(t) = self.push_task {
+            match t.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "push API failed"),
+                Err(e) => tracing::error!(error = %e, "push API task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(t) = self.metrics_task {
+            let _ = t.await;
+        }
+        for t in self.gateway_tasks {
+            let _ = t.await;
+        }
+        if let Some(t) = self.events_task {
+            let _ = t.await;
+        }
+    }
 }

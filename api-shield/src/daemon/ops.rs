@@ -1,8 +1,6 @@
 //! The daemon's state and every operation the control socket offers. Plain Rust, no sockets:
 //! the handler and the tests call these directly.
 
-use super::guard::OnLockout;
-use super::link_watch::LinkState;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::decisions::{
@@ -13,8 +11,7 @@ use crate::kernel::{clock, maps::Capacity, shield::Shield};
 use crate::lists::valid_list_name;
 use crate::lockout::{Lockout, Protected};
 use crate::model::{Action, Decision};
-use crate::parse::parse_net;
-use api_shield_common::{state::ORIGIN_KERNEL, verdict};
+use crate::parse::{check_net, parse_net};
 use ipnet::IpNet;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -76,7 +73,9 @@ pub struct PendingExpiry {
 /// stale (by expired entries only) the snapshot gets.
 const MAX_EXPIRY_DEFERRAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn parse_all(tokens: &[String]) -> Result<Vec<IpNet>, OpError> {
+/// Addresses or prefixes as a client typed them, every one checked: the edge where the control
+/// socket's strings become the typed nets the operations take.
+pub fn parse_nets(tokens: &[String]) -> Result<Vec<IpNet>, OpError> {
     if tokens.is_empty() {
         return Err(OpError::Invalid("no address given".into()));
     }
@@ -93,6 +92,35 @@ fn parse_all(tokens: &[String]) -> Result<Vec<IpNet>, OpError> {
     } else {
         Err(OpError::Invalid(errors.join("; ")))
     }
+}
+
+/// The typed entry points' own check of what they are given, as strict as `parse_nets`: a net
+/// with host bits or an IPv4-mapped one is refused whoever sends it.
+fn check_nets(nets: &[IpNet]) -> Result<(), OpError> {
+    if nets.is_empty() {
+        return Err(OpError::Invalid("no address given".into()));
+    }
+    let errors: Vec<String> = nets
+        .iter()
+        .filter_map(|n| check_net(*n).err().map(|e| e.to_string()))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(OpError::Invalid(errors.join("; ")))
+    }
+}
+
+/// How a `block` is applied, besides what it blocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockOptions {
+    /// Lifetime; permanent without one.
+    pub ttl_secs: Option<u64>,
+    pub reason: Option<String>,
+    /// The named list (origin) the blocks belong to; `cli` without one.
+    pub list: Option<String>,
+    /// Block even what would cut this host off (marked as forced so a restore keeps it).
+    pub force: bool,
 }
 
 impl State {
@@ -172,12 +200,24 @@ impl State {
             (saved, Ok(_)) => {
                 // On disk failed: the kernel must not hold what the snapshot does not.
                 let restore = self.store.iter().chain(config.iter().map(Decision::as_ref));
-                let _ = self.shield.apply_refs(restore);
+                if let Err(e) = self.shield.apply_refs(restore) {
+                    tracing::error!(
+                        error = %e,
+                        "putting the kernel back after a failed snapshot write failed: the \
+                         kernel may enforce a change that was not acknowledged"
+                    );
+                }
                 let e = saved.err().map(|e| e.to_string()).unwrap_or_default();
                 return Err(OpError::Internal(format!("{e}; nothing was applied")));
             }
             (_, Err(e)) => {
-                let _ = self.snapshot.save(&self.store, &origin_ids, changed, now);
+                if let Err(undo) = self.snapshot.save(&self.store, &origin_ids, changed, now) {
+                    tracing::error!(
+                        error = %undo,
+                        "putting the snapshot back after the kernel refused a change failed: a \
+                         restart may restore a change that was not acknowledged"
+                    );
+                }
                 return Err(OpError::Refused(format!("{e}; nothing was applied")));
             }
         }
@@ -239,23 +279,11 @@ impl State {
         self.commit_changed(self.store.clone(), &names)
     }
 
-    /// Blocks `tokens` (into `list`, or `cli`); refuses what would cut this host off unless
-    /// `force`.
-    pub fn block(
-        &mut self,
-        tokens: &[String],
-        ttl_secs: Option<u64>,
-        reason: Option<String>,
-        force: bool,
-        list: Option<&str>,
-    ) -> Result<Value, OpError> {
+    /// Blocks `nets` (into `opts.list`, or `cli`); refuses what would cut this host off unless
+    /// `opts.force`.
+    pub fn block(&mut self, nets: &[IpNet], opts: BlockOptions) -> Result<Value, OpError> {
         let protected = self.protected()?;
-        let on_lockout = if force {
-            OnLockout::Force
-        } else {
-            OnLockout::Refuse
-        };
-        self.block_guarded(tokens, ttl_secs, reason, list, &protected, on_lockout)
+        self.block_guarded(nets, opts, &protected)
             .map_err(|e| match e {
                 OpError::Lockout { refused, message } => OpError::Lockout {
                     refused,
@@ -266,29 +294,30 @@ impl State {
     }
 
     /// `block` against `protected` (the gateway adds its trusted proxies to what the CLI
-    /// protects). `Skip` is not meant here: a block names what it wants, all or nothing.
+    /// protects): all or nothing, unless `opts.force` applies what the guard refuses.
     pub fn block_guarded(
         &mut self,
-        tokens: &[String],
-        ttl_secs: Option<u64>,
-        reason: Option<String>,
-        list: Option<&str>,
+        nets: &[IpNet],
+        opts: BlockOptions,
         protected: &Protected,
-        on_lockout: OnLockout,
     ) -> Result<Value, OpError> {
-        let origin = origin_of(list)?;
-        let nets = parse_all(tokens)?;
+        let BlockOptions {
+            ttl_secs,
+            reason,
+            list,
+            force,
+        } = opts;
+        let origin = origin_of(list.as_deref())?;
+        check_nets(nets)?;
         if let Some(t) = ttl_secs {
             crate::parse::check_ttl(t, self.config.max_ttl)
                 .map_err(|e| OpError::Invalid(e.to_string()))?;
         }
         let reason = check_reason(reason)?;
-        let forced = match (protected.check(&nets), on_lockout) {
+        let forced = match (protected.check(nets), force) {
             (Ok(()), _) => Vec::new(),
-            (Err(refused), OnLockout::Force) => {
-                refused.refused.into_iter().map(|c| c.net).collect()
-            }
-            (Err(refused), OnLockout::Refuse | OnLockout::Skip) => {
+            (Err(refused), true) => refused.refused.into_iter().map(|c| c.net).collect(),
+            (Err(refused), false) => {
                 let message = format!("refusing to block: {refused}; nothing was applied");
                 return Err(OpError::Lockout { refused, message });
             }
@@ -297,7 +326,7 @@ impl State {
         let expires_at_ms =
             ttl_secs.map(|t| clock::expiry_after(now, std::time::Duration::from_secs(t)));
         let mut next = self.store.clone();
-        for net in &nets {
+        for net in nets {
             next.upsert(Decision {
                 net: *net,
                 action: Action::Block,
@@ -316,18 +345,18 @@ impl State {
         )
     }
 
-    /// Removes blocks of `tokens`: from `list` only, or from every origin (and the kernel's
+    /// Removes blocks of `nets`: from `list` only, or from every origin (and the kernel's
     /// own auto-blocks) when no list is named.
-    pub fn unblock(&mut self, tokens: &[String], list: Option<&str>) -> Result<Value, OpError> {
+    pub fn unblock(&mut self, nets: &[IpNet], list: Option<&str>) -> Result<Value, OpError> {
         if let Some(l) = list {
             valid_list_name(l).map_err(|e| OpError::Invalid(e.to_string()))?;
         }
-        let nets = parse_all(tokens)?;
+        check_nets(nets)?;
         let mut next = self.store.clone();
         let mut removed = Vec::new();
         let mut auto_removed = Vec::new();
         let mut not_blocked = Vec::new();
-        for net in &nets {
+        for net in nets {
             let gone = next.remove(Action::Block, net, list);
             let auto = list.is_none() && self.shield.remove_auto_block(net);
             if auto {
@@ -347,11 +376,11 @@ impl State {
         )
     }
 
-    pub fn allow(&mut self, tokens: &[String]) -> Result<Value, OpError> {
-        let nets = parse_all(tokens)?;
+    pub fn allow(&mut self, nets: &[IpNet]) -> Result<Value, OpError> {
+        check_nets(nets)?;
         let now = clock::now_unix_ms();
         let mut next = self.store.clone();
-        for net in &nets {
+        for net in nets {
             next.upsert(Decision {
                 net: *net,
                 action: Action::Allow,
@@ -365,12 +394,12 @@ impl State {
         Ok(json!({"allowed": nets}))
     }
 
-    pub fn unallow(&mut self, tokens: &[String]) -> Result<Value, OpError> {
-        let nets = parse_all(tokens)?;
+    pub fn unallow(&mut self, nets: &[IpNet]) -> Result<Value, OpError> {
+        check_nets(nets)?;
         let mut next = self.store.clone();
         let mut removed = Vec::new();
         let mut not_allowed = Vec::new();
-        for net in &nets {
+        for net in nets {
             let gone = next.remove(Action::Allow, net, None);
             if gone.is_empty() {
                 not_allowed.push(*net);
@@ -407,103 +436,6 @@ impl State {
             }
         }
         Value::Array(out)
-    }
-
-    pub fn stats(&self) -> Result<Value, OpError> {
-        let counters = self
-            .shield
-            .reported_counters()
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let counter =
-            |i: usize| json!({"packets": counters[i].packets, "bytes": counters[i].bytes});
-        let verdicts: serde_json::Map<String, Value> = (0..verdict::VERDICTS as usize)
-            .map(|i| (verdict::NAMES[i].to_string(), counter(i)))
-            .collect();
-        let details: serde_json::Map<String, Value> = (verdict::VERDICTS as usize
-            ..verdict::SLOTS as usize)
-            .map(|i| (verdict::NAMES[i].to_string(), counter(i)))
-            .collect();
-        let by_origin = self
-            .shield
-            .origin_counters()
-            .map_err(|e| OpError::Internal(e.to_string()))?;
-        let mut origins = serde_json::Map::new();
-        let named = self
-            .shield
-            .origins()
-            .iter()
-            .map(|(n, id)| (n.clone(), *id))
-            .chain([(ORIGIN_KERNEL_NAME.to_string(), ORIGIN_KERNEL)]);
-        for (name, id) in named {
-            if let Some(c) = by_origin.get(id as usize) {
-                origins.insert(name, json!({"packets": c.packets, "bytes": c.bytes}));
-            }
-        }
-        Ok(json!({"verdicts": verdicts, "details": details, "origins": origins}))
-    }
-
-    pub fn status(&self) -> Value {
-        let cfg = self.shield.settings();
-        let cap = self.shield.kernel.maps.capacity;
-        let last = self.shield.last_apply();
-        let attachment = self.shield.kernel.attachment.as_ref();
-        let auto_blocks = self.shield.kernel.maps.auto_blocks().len();
-        // Asked of the kernel at each call: a detach from outside shows at once.
-        let link = LinkState::read(attachment);
-        json!({
-            "attached": link.attached(),
-            "attached_detail": link.detail(),
-            "iface": attachment.map(|a| a.iface.clone()),
-            "ifindex": attachment.map(|a| a.ifindex),
-            "xdp_mode": attachment.map(|a| a.xdp_mode.clone()),
-            "program_id": attachment.map(|a| a.program_id),
-            "adopted": attachment.map(|a| a.adopted),
-            "pid": std::process::id(),
-            "uptime_secs": self.started.elapsed().as_secs(),
-            "mode": self.config.mode,
-            "decisions": self.store.len(),
-            "lists": self.store.origins().count(),
-            "capacity_differs_from_config": cap != self.requested_capacity,
-            "warnings": self.warnings(),
-            "maps": {
-                "v4_nodes": {"used": last.v4_nodes, "capacity": cap.v4_nodes},
-                "rules": {
-                    "used": last.rules,
-                    "capacity": cap.rules,
-                    "expiry_level": last.expiry_level,
-                    "unbounded_expiries": last.unbounded_expiries,
-                },
-                "v6_entries": {"used": last.v6_trie_keys, "capacity": cap.v6_entries},
-                "auto_blocks": {"used": auto_blocks, "capacity": cap.auto_blocks},
-                "sketch_width": {"capacity": cap.sketch_width},
-                "offenders": {"capacity": cap.offenders},
-            },
-            "limits": {
-                "packets_per_second": cfg.pkt.rate_per_sec,
-                "syn_per_second": cfg.syn.rate_per_sec,
-                "autoblock_strikes": cfg.autoblock_strikes,
-            },
-        })
-    }
-
-    /// What the operator must know about: limits that cost enforcement quality.
-    fn warnings(&self) -> Vec<String> {
-        let last = self.shield.last_apply();
-        let mut out = Vec::new();
-        if last.unbounded_expiries > 0 {
-            out.push(format!(
-                "the rule table is full: {} expiring blocks are held in the kernel without \
-                 expiry (removed on time by the daemon, but not while it is down); raise rules",
-                last.unbounded_expiries
-            ));
-        } else if last.expiry_level > 0 {
-            out.push(format!(
-                "the rule table is too small for the finest expiry grid (level {}): kernel \
-                 expiries are later than needed should the daemon stop; raise rules",
-                last.expiry_level
-            ));
-        }
-        out
     }
 
     /// Removes expired decisions and dead auto-blocks. Returns what expired.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use aya::maps::{MapData, RingBuf};
 use serde_json::json;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -37,7 +38,7 @@ pub struct Running {
     pub server: JoinHandle<()>,
     pub events_task: Option<JoinHandle<()>>,
     pub feed_tasks: Vec<JoinHandle<()>>,
-    pub push_task: Option<JoinHandle<Result<(), crate::push::PushError>>>,
+    pub push_task: Option<PushTask>,
     pub metrics_task: Option<JoinHandle<()>>,
     /// Released when the daemon exits, however it exits.
     pub _lock: StateLock,
@@ -48,7 +49,101 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// What `restore_shield` hands on: the shield enforcing its restored decisions, attached.
+struct Restored {
+    state: State,
+    lock: StateLock,
+    state_root: StateDir,
+    service_user: Option<ServiceUser>,
+    policy: PeerPolicy,
+    adopted: bool,
+    /// The `start` audit record's detail.
+    started: serde_json::Value,
+}
+
 pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> Result<Running> {
+    let Restored {
+        mut state,
+        lock,
+        state_root,
+        service_user,
+        policy,
+        adopted,
+        started,
+    } = restore_shield(opts, config, audit)?;
+    let ring = state.shield.kernel.maps.events.take();
+    let state = Arc::new(Mutex::new(state));
+    let current = state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .config
+        .clone();
+
+    let listener = control::bind(&opts.socket, policy.group())
+        .with_context(|| format!("binding the control socket {}", opts.socket.display()))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let events_task = ring.map(|ring| follow_events(ring, &state, audit, stop_rx.clone()));
+    let (feed_tasks, push_task) = start_sources(&current, &state, audit, &stop_rx).await?;
+    let (gateway, gateway_tasks, metrics_task) =
+        start_gateway_and_metrics(&current, &state, audit, &stop_rx).await?;
+
+    // The control socket is served once everything it can reach has started: a `status` that
+    // answers means the daemon is up, and a `reload` finds the gateway it reloads.
+    let reloader = Arc::new(Reloader::new(
+        state.clone(),
+        audit.clone(),
+        opts.config_path.clone(),
+        gateway,
+    ));
+    let handler = Arc::new(DaemonHandler {
+        state: state.clone(),
+        audit: audit.clone(),
+        reloader: Arc::clone(&reloader),
+        body_limits: current.import.body_limits(),
+    });
+    let server = tokio::spawn(control::serve(
+        listener,
+        policy,
+        handler,
+        stopped(stop_rx.clone()),
+    ));
+
+    let hup = signal(SignalKind::hangup())?;
+    if let Some(user) = service_user {
+        give_up_root(&user, &state_root, audit, &opts.socket)?;
+        audit_self(
+            audit,
+            "drop_privileges",
+            json!({"run_as": user.name}),
+            true,
+            json!(null),
+        );
+    }
+    audit_self(
+        audit,
+        "start",
+        json!({"iface": opts.iface, "adopted": adopted}),
+        true,
+        started,
+    );
+    Ok(Running {
+        state,
+        reloader,
+        gateway_tasks,
+        stop_tx,
+        hup,
+        server,
+        events_task,
+        feed_tasks,
+        push_task,
+        metrics_task,
+        _lock: lock,
+    })
+}
+
+/// Takes the interface, opens or adopts the shield, restores the decisions of the snapshot and
+/// attaches: from here on the shield enforces what was acknowledged before.
+fn restore_shield(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> Result<Restored> {
     let iface = opts.iface.clone();
     let state_root = StateDir::open(&config.state_dir).context("opening state_dir")?;
     let iface_dir = state_root
@@ -74,31 +169,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
     let adopted = kernel.attachment.is_some();
     let mut shield = Shield::new(kernel).context("reading the kernel state")?;
     let snapshot = SnapshotDir::open(iface_dir)?;
-    let snap = snapshot.load()?;
-    if adopted
-        && snap.is_none()
-        && shield
-            .kernel
-            .maps
-            .rules
-            .as_slice()
-            .iter()
-            .any(|r| *r != Default::default())
-    {
-        bail!(
-            "the shield on {iface} holds decisions but there is no snapshot in {}: refusing to \
-             clear them (was state_dir changed?). Restore the snapshot or `api-shield detach` first",
-            snapshot.path().display()
-        );
-    }
-    let restored = snap.is_some();
-    let store = match snap {
-        Some((store, index)) => {
-            shield.restore_origins(&index.origin_ids);
-            store
-        }
-        None => Store::default(),
-    };
+    let (store, restored) = load_snapshot(&snapshot, &mut shield, adopted, &iface)?;
     let current = *shield.settings();
     let seeds = if adopted && current.seeds != [0, 0] {
         current.seeds
@@ -107,12 +178,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
     };
     let settings = config.kernel_config(seeds, 0);
     let ports = config.port_bitmap();
-    let policy = match &config.control_group {
-        Some(g) => PeerPolicy::with_group(
-            control::resolve_group(g).with_context(|| format!("control_group {g}"))?,
-        ),
-        None => PeerPolicy::root_only(),
-    };
+    let policy = control_policy(&config)?;
     let mut state = State {
         shield,
         store,
@@ -153,46 +219,107 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         "shield running"
     );
     let started = json!({"program_id": attachment.program_id, "xdp_mode": attachment.xdp_mode, "decisions": state.store.len()});
-    let ring = state.shield.kernel.maps.events.take();
-    let state = Arc::new(Mutex::new(state));
-    let config = |s: &Arc<Mutex<State>>| {
-        s.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .config
-            .clone()
-    };
+    Ok(Restored {
+        state,
+        lock,
+        state_root,
+        service_user,
+        policy,
+        adopted,
+        started,
+    })
+}
 
-    let listener = control::bind(&opts.socket, policy.group())
-        .with_context(|| format!("binding the control socket {}", opts.socket.display()))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// Who may use the control socket: root, and the members of `control_group`.
+fn control_policy(config: &Config) -> Result<PeerPolicy> {
+    Ok(match &config.control_group {
+        Some(g) => PeerPolicy::with_group(
+            control::resolve_group(g).with_context(|| format!("control_group {g}"))?,
+        ),
+        None => PeerPolicy::root_only(),
+    })
+}
 
-    let events_task = ring.map(|ring| {
-        let audit = audit.clone();
-        let state = state.clone();
-        let rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let on_event = move |ev: api_shield_common::state::AutoBlockEvent| {
-                let net = state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .shield
-                    .key_net(&ev.key);
-                let net = net.map(|n| n.to_string()).unwrap_or_default();
-                tracing::warn!(source = net, strikes = ev.strikes, "kernel auto-blocked a source");
-                audit_self(
-                    &audit,
-                    "auto_block",
-                    json!({"net": net, "origin": ops::ORIGIN_KERNEL_NAME}),
-                    true,
-                    json!({"strikes": ev.strikes, "expires_at_ms": clock::wall_ms(ev.expires_at_ns)}),
-                );
-            };
-            if let Err(e) = events::read_events(ring, on_event, stopped(rx)).await {
-                tracing::error!(error = %e, "reading kernel events failed");
-            }
-        })
-    });
+/// The snapshot's decisions (and whether there was one); refuses to clear an adopted shield
+/// that holds decisions when there is no snapshot.
+fn load_snapshot(
+    snapshot: &SnapshotDir,
+    shield: &mut Shield,
+    adopted: bool,
+    iface: &str,
+) -> Result<(Store, bool)> {
+    let snap = snapshot.load()?;
+    if adopted
+        && snap.is_none()
+        && shield
+            .kernel
+            .maps
+            .rules
+            .as_slice()
+            .iter()
+            .any(|r| *r != Default::default())
+    {
+        bail!(
+            "the shield on {iface} holds decisions but there is no snapshot in {}: refusing to \
+             clear them (was state_dir changed?). Restore the snapshot or `api-shield detach` first",
+            snapshot.path().display()
+        );
+    }
+    Ok(match snap {
+        Some((store, index)) => {
+            shield.restore_origins(&index.origin_ids);
+            (store, true)
+        }
+        None => (Store::default(), false),
+    })
+}
 
+/// Logs and audits each auto-block the kernel reports, until the stop.
+fn follow_events(
+    ring: RingBuf<MapData>,
+    state: &Arc<Mutex<State>>,
+    audit: &Arc<AuditLog>,
+    rx: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let audit = audit.clone();
+    let state = state.clone();
+    tokio::spawn(async move {
+        let on_event = move |ev: api_shield_common::state::AutoBlockEvent| {
+            let net = state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .shield
+                .key_net(&ev.key);
+            let net = net.map(|n| n.to_string()).unwrap_or_default();
+            tracing::warn!(
+                source = net,
+                strikes = ev.strikes,
+                "kernel auto-blocked a source"
+            );
+            audit_self(
+                &audit,
+                "auto_block",
+                json!({"net": net, "origin": ops::ORIGIN_KERNEL_NAME}),
+                true,
+                json!({"strikes": ev.strikes, "expires_at_ms": clock::wall_ms(ev.expires_at_ns)}),
+            );
+        };
+        if let Err(e) = events::read_events(ring, on_event, stopped(rx)).await {
+            tracing::error!(error = %e, "reading kernel events failed");
+        }
+    })
+}
+
+type PushTask = JoinHandle<Result<(), crate::push::PushError>>;
+
+/// Starts every source of decisions besides the control socket: watched list files, the
+/// CrowdSec bouncer and the push API.
+async fn start_sources(
+    current: &Config,
+    state: &Arc<Mutex<State>>,
+    audit: &Arc<AuditLog>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(Vec<JoinHandle<()>>, Option<PushTask>)> {
     let mut feed_tasks = Vec::new();
     let sink = || {
         Arc::new(sink::StateSink {
@@ -200,12 +327,14 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
             audit: audit.clone(),
         })
     };
-    let current = config(&state);
-    for feed in current.feeds.clone() {
-        let health = state
+    let health = |name: &str| {
+        state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .feed_health(&feed.name);
+            .feed_health(name)
+    };
+    for feed in current.feeds.clone() {
+        let health = health(&feed.name);
         feed_tasks.push(tokio::spawn(crate::feeds::file::watch(
             feed,
             sink(),
@@ -213,16 +342,12 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
             stopped(stop_rx.clone()),
         )));
     }
-
     if let Some(cfg) = current.crowdsec.clone() {
         // A bad key file stops the start: a bouncer that silently enforces nothing is worse.
         let key = cfg
             .read_api_key()
             .map_err(|e| anyhow::anyhow!("crowdsec: {e}"))?;
-        let health = state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .feed_health(&cfg.list);
+        let health = health(&cfg.list);
         tracing::info!(url = cfg.url, list = cfg.list, "CrowdSec bouncer starting");
         feed_tasks.push(tokio::spawn(crate::feeds::crowdsec::run(
             cfg,
@@ -232,7 +357,6 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
             stopped(stop_rx.clone()),
         )));
     }
-
     let push_task = match current.push.clone() {
         Some(cfg) => {
             let token = crate::push::Token::from_file(&cfg.token_file)?;
@@ -246,7 +370,21 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         }
         None => None,
     };
+    Ok((feed_tasks, push_task))
+}
 
+/// Starts the gateway (when configured) and the metrics listener, which reads the shield's
+/// state and the gateway's counters at each scrape.
+async fn start_gateway_and_metrics(
+    current: &Config,
+    state: &Arc<Mutex<State>>,
+    audit: &Arc<AuditLog>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<(
+    Option<Arc<gateway::Gateway>>,
+    Vec<JoinHandle<()>>,
+    Option<JoinHandle<()>>,
+)> {
     // One set shared by the gateway listeners (which count) and the metrics listener (which
     // reads it at each scrape, when a gateway runs).
     let gateway_metrics = Arc::new(crate::gateway::GatewayMetrics::new());
@@ -261,79 +399,31 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
                 state.clone(),
                 audit.clone(),
                 Arc::clone(&gateway_metrics),
-                &stop_rx,
+                stop_rx,
             )
             .await?;
             (Some(Arc::new(gateway)), tasks)
         }
         None => (None, Vec::new()),
     };
-
     let metrics_task = match current.metrics.clone() {
         Some(cfg) => {
             let listener = crate::metrics::bind(&cfg).await?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+            let scraped = Arc::clone(state);
+            let source: crate::metrics::SnapshotSource = Arc::new(move || {
+                let state = scraped.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(state.shield_snapshot()?)
+            });
             Some(tokio::spawn(listener.serve(
-                state.clone(),
+                source,
                 scraped_gateway,
                 stopped(stop_rx.clone()),
             )))
         }
         None => None,
     };
-
-    // The control socket is served once everything it can reach has started: a `status` that
-    // answers means the daemon is up, and a `reload` finds the gateway it reloads.
-    let reloader = Arc::new(Reloader::new(
-        state.clone(),
-        audit.clone(),
-        opts.config_path.clone(),
-        gateway,
-    ));
-    let handler = Arc::new(DaemonHandler {
-        state: state.clone(),
-        audit: audit.clone(),
-        reloader: Arc::clone(&reloader),
-        body_limits: current.import.body_limits(),
-    });
-    let server = tokio::spawn(control::serve(
-        listener,
-        policy,
-        handler,
-        stopped(stop_rx.clone()),
-    ));
-
-    let hup = signal(SignalKind::hangup())?;
-    if let Some(user) = service_user {
-        give_up_root(&user, &state_root, audit, &opts.socket)?;
-        audit_self(
-            audit,
-            "drop_privileges",
-            json!({"run_as": user.name}),
-            true,
-            json!(null),
-        );
-    }
-    audit_self(
-        audit,
-        "start",
-        json!({"iface": iface, "adopted": adopted}),
-        true,
-        started,
-    );
-    Ok(Running {
-        state,
-        reloader,
-        gateway_tasks,
-        stop_tx,
-        hup,
-        server,
-        events_task,
-        feed_tasks,
-        push_task,
-        metrics_task,
-        _lock: lock,
-    })
+    Ok((gateway, gateway_tasks, metrics_task))
 }
 
 /// Hands the state directory and the audit log to `user`, then switches the whole process to

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::snapshot::Snapshot;
+use super::snapshot::ShieldSnapshot;
 use crate::gateway::GatewayMetrics;
 use crate::model::Action;
 
@@ -30,7 +30,10 @@ const PACKET_DETAILS: [u32; 5] = [
 ];
 
 /// The snapshot, and the gateway's metrics if there is a gateway, as exposition text.
-pub fn render(snapshot: Snapshot, gateway: Option<&GatewayMetrics>) -> Result<String, fmt::Error> {
+pub fn render(
+    snapshot: ShieldSnapshot,
+    gateway: Option<&GatewayMetrics>,
+) -> Result<String, fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(snapshot)));
     if let Some(gateway) = gateway {
@@ -42,7 +45,7 @@ pub fn render(snapshot: Snapshot, gateway: Option<&GatewayMetrics>) -> Result<St
 }
 
 #[derive(Debug)]
-struct SnapshotCollector(Snapshot);
+struct SnapshotCollector(ShieldSnapshot);
 
 /// One metric family: its descriptor, then one sample per label set.
 fn family<L: EncodeLabelSet, M: EncodeMetric>(
@@ -92,243 +95,263 @@ impl Collector for SnapshotCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
         let s = &self.0;
         let e = &mut enc;
-        let abi = ABI_VERSION.to_string();
-        family(
-            e,
-            "api_shield_build",
-            "Version of the daemon and layout version (ABI) of its kernel maps",
-            None,
-            MetricType::Info,
-            [(
-                NONE,
-                Info::new([
-                    ("version", env!("CARGO_PKG_VERSION")),
-                    ("abi", abi.as_str()),
-                ]),
-            )],
-        )?;
-        family(
-            e,
-            "api_shield_xdp",
-            "The interface the shield is attached to and the XDP mode (native or skb)",
-            None,
-            MetricType::Info,
-            s.attachment.iter().map(|(iface, mode)| {
-                (
-                    NONE,
-                    Info::new([("iface", iface.clone()), ("mode", mode.clone())]),
-                )
-            }),
-        )?;
-        gauges(
-            e,
-            "api_shield_attached",
-            "1 while the kernel runs the shield's XDP program on its interface, 0 once it does not \
-             (detached from outside the daemon): nothing is enforced then",
-            None,
-            s.attached.map(|a| (NONE, u64::from(a))),
-        )?;
-        gauges(
-            e,
-            "api_shield_monitor_mode",
-            "1 while the policy only counts what it would drop (mode = monitor), 0 while it enforces",
-            None,
-            [(NONE, u64::from(s.monitor))],
-        )?;
-        gauges(
-            e,
-            "api_shield_start_time",
-            "Unix time at which the daemon started",
-            Some(Unit::Seconds),
-            [(NONE, s.start_time.as_secs_f64())],
-        )?;
-
-        let verdicts = || (0..verdict::VERDICTS).map(|i| (i, verdict::NAMES[i as usize]));
-        let slot = |i: u32| s.counters.get(i as usize).copied().unwrap_or_default();
-        counters(
-            e,
-            "api_shield_verdict_packets",
-            "Packets by final verdict of the XDP program; every packet lands in exactly one",
-            None,
-            verdicts().map(|(i, name)| ([("verdict", name)], slot(i).packets)),
-        )?;
-        counters(
-            e,
-            "api_shield_verdict",
-            "Bytes (whole frames) by final verdict of the XDP program",
-            Some(Unit::Bytes),
-            verdicts().map(|(i, name)| ([("verdict", name)], slot(i).bytes)),
-        )?;
-        let details = || {
-            PACKET_DETAILS
-                .iter()
-                .map(|&i| (i, verdict::NAMES[i as usize]))
-        };
-        counters(
-            e,
-            "api_shield_detail_packets",
-            "Packets by detail counter, beside the verdicts: block_list and block_auto split \
-             blocklisted (list matches, in monitor mode too), syn_limited is part of \
-             rate_limited, block_expired matched an expired entry and passed on, fragments are \
-             IP fragments seen",
-            None,
-            details().map(|(i, name)| ([("detail", name)], slot(i).packets)),
-        )?;
-        counters(
-            e,
-            "api_shield_detail",
-            "Bytes by detail counter (see api_shield_detail_packets_total)",
-            Some(Unit::Bytes),
-            details().map(|(i, name)| ([("detail", name)], slot(i).bytes)),
-        )?;
-        counters(
-            e,
-            "api_shield_auto_blocks",
-            "Sources the kernel auto-blocked for exceeding their rate limit repeatedly",
-            None,
-            [(NONE, slot(verdict::AUTO_BLOCK_ADDED).packets)],
-        )?;
-        counters(
-            e,
-            "api_shield_auto_blocks_refused",
-            "Auto-blocks that were due but found the auto-block map full",
-            None,
-            [(NONE, slot(verdict::AUTO_BLOCK_FULL).packets)],
-        )?;
-        counters(
-            e,
-            "api_shield_auto_block_events",
-            "Auto-block events the kernel sent to the daemon, or held back by the event limit",
-            None,
-            [
-                ([("outcome", "sent")], slot(verdict::EVENTS_SENT).packets),
-                (
-                    [("outcome", "suppressed")],
-                    slot(verdict::EVENTS_SUPPRESSED).packets,
-                ),
-            ],
-        )?;
-
-        let drops = |pick: fn(&Counter) -> u64| {
-            s.origin_drops
-                .iter()
-                .map(move |(origin, c)| ([("origin", origin.as_str())], pick(c)))
-        };
-        counters(
-            e,
-            "api_shield_origin_dropped_packets",
-            "Packets dropped by the entries of each origin (list); `kernel` is the kernel's own \
-             auto-blocks",
-            None,
-            drops(|c| c.packets),
-        )?;
-        counters(
-            e,
-            "api_shield_origin_dropped",
-            "Bytes dropped by the entries of each origin (list)",
-            Some(Unit::Bytes),
-            drops(|c| c.bytes),
-        )?;
-        gauges(
-            e,
-            "api_shield_origin_entries",
-            "Entries of each origin (list) by action; `kernel` counts live auto-blocks, `config` \
-             the management_allow prefixes",
-            None,
-            s.origin_entries.iter().map(|((origin, action), n)| {
-                let action = match action {
-                    Action::Allow => "allow",
-                    Action::Block => "block",
-                };
-                ([("origin", origin.as_str()), ("action", action)], *n)
-            }),
-        )?;
-        gauges(
-            e,
-            "api_shield_map_used",
-            "Entries in use of each kernel map, in the units of api_shield_map_capacity",
-            None,
-            s.maps
-                .iter()
-                .filter_map(|m| Some(([("map", m.map)], m.used?))),
-        )?;
-        gauges(
-            e,
-            "api_shield_map_capacity",
-            "Capacity of each kernel map, fixed when the program was loaded (v4_nodes in \
-             16-slot nodes, sketch_width in cells per row)",
-            None,
-            s.maps.iter().map(|m| ([("map", m.map)], m.capacity)),
-        )?;
-        gauges(
-            e,
-            "api_shield_rules_expiry_level",
-            "Grid on which kernel expiries are rounded up (0 = finest); above 0 the rule table is \
-             too small for the finest and kernel expiries are later than needed (raise rules)",
-            None,
-            [(NONE, u64::from(s.rules.level))],
-        )?;
-        gauges(
-            e,
-            "api_shield_rules_unbounded_expiries",
-            "Expiring blocks held in the kernel without expiry because the rule table is full: \
-             removed on time by the daemon, but not while it is down (raise rules)",
-            None,
-            [(NONE, s.rules.unbounded as u64)],
-        )?;
-
-        let feeds = || {
-            s.feeds
-                .iter()
-                .map(|(name, h)| ([("feed", name.as_str())], h))
-        };
-        counters(
-            e,
-            "api_shield_feed_syncs",
-            "Successful syncs of each feed (watched list file or CrowdSec)",
-            None,
-            feeds().map(|(l, h)| (l, h.syncs_total)),
-        )?;
-        counters(
-            e,
-            "api_shield_feed_errors",
-            "Failed syncs of each feed",
-            None,
-            feeds().map(|(l, h)| (l, h.errors_total)),
-        )?;
-        counters(
-            e,
-            "api_shield_feed_lockout_skipped",
-            "Entries of each feed left out because they would cut this host off (they cover \
-             one of its addresses or a management prefix), counted at every sync",
-            None,
-            feeds().map(|(l, h)| (l, h.lockout_skipped_total)),
-        )?;
-        counters(
-            e,
-            "api_shield_feed_malformed_skipped",
-            "Decisions the CrowdSec feed skipped because they could not be read or used (not \
-             an object, a field of the wrong type, no usable value, type or duration); list \
-             files log their skipped lines instead",
-            None,
-            feeds().map(|(l, h)| (l, h.malformed_skipped_total)),
-        )?;
-        gauges(
-            e,
-            "api_shield_feed_last_success_timestamp",
-            "Unix time of each feed's last successful sync; absent until its first",
-            Some(Unit::Seconds),
-            feeds().filter_map(|(l, h)| Some((l, h.last_success_ms? as f64 / 1e3))),
-        )?;
-        gauges(
-            e,
-            "api_shield_feed_degraded",
-            "1 while a feed's source is unreachable (what it last gave stays enforced)",
-            None,
-            feeds().map(|(l, h)| (l, u64::from(h.degraded))),
-        )?;
-        Ok(())
+        identity(e, s)?;
+        kernel_counters(e, s)?;
+        origins_and_maps(e, s)?;
+        feeds(e, s)
     }
+}
+
+/// What runs where: build, attachment, mode, start time.
+fn identity(e: &mut DescriptorEncoder, s: &ShieldSnapshot) -> fmt::Result {
+    let abi = ABI_VERSION.to_string();
+    family(
+        e,
+        "api_shield_build",
+        "Version of the daemon and layout version (ABI) of its kernel maps",
+        None,
+        MetricType::Info,
+        [(
+            NONE,
+            Info::new([
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("abi", abi.as_str()),
+            ]),
+        )],
+    )?;
+    family(
+        e,
+        "api_shield_xdp",
+        "The interface the shield is attached to and the XDP mode (native or skb)",
+        None,
+        MetricType::Info,
+        s.attachment.iter().map(|(iface, mode)| {
+            (
+                NONE,
+                Info::new([("iface", iface.clone()), ("mode", mode.clone())]),
+            )
+        }),
+    )?;
+    gauges(
+        e,
+        "api_shield_attached",
+        "1 while the kernel runs the shield's XDP program on its interface, 0 once it does not \
+         (detached from outside the daemon): nothing is enforced then",
+        None,
+        s.attached.map(|a| (NONE, u64::from(a))),
+    )?;
+    gauges(
+        e,
+        "api_shield_monitor_mode",
+        "1 while the policy only counts what it would drop (mode = monitor), 0 while it enforces",
+        None,
+        [(NONE, u64::from(s.monitor))],
+    )?;
+    gauges(
+        e,
+        "api_shield_start_time",
+        "Unix time at which the daemon started",
+        Some(Unit::Seconds),
+        [(NONE, s.start_time.as_secs_f64())],
+    )?;
+    Ok(())
+}
+
+/// The kernel's verdict, detail and auto-block counters.
+fn kernel_counters(e: &mut DescriptorEncoder, s: &ShieldSnapshot) -> fmt::Result {
+    let verdicts = || (0..verdict::VERDICTS).map(|i| (i, verdict::NAMES[i as usize]));
+    let slot = |i: u32| s.counters.get(i as usize).copied().unwrap_or_default();
+    counters(
+        e,
+        "api_shield_verdict_packets",
+        "Packets by final verdict of the XDP program; every packet lands in exactly one",
+        None,
+        verdicts().map(|(i, name)| ([("verdict", name)], slot(i).packets)),
+    )?;
+    counters(
+        e,
+        "api_shield_verdict",
+        "Bytes (whole frames) by final verdict of the XDP program",
+        Some(Unit::Bytes),
+        verdicts().map(|(i, name)| ([("verdict", name)], slot(i).bytes)),
+    )?;
+    let details = || {
+        PACKET_DETAILS
+            .iter()
+            .map(|&i| (i, verdict::NAMES[i as usize]))
+    };
+    counters(
+        e,
+        "api_shield_detail_packets",
+        "Packets by detail counter, beside the verdicts: block_list and block_auto split \
+         blocklisted (list matches, in monitor mode too), syn_limited is part of \
+         rate_limited, block_expired matched an expired entry and passed on, fragments are \
+         IP fragments seen",
+        None,
+        details().map(|(i, name)| ([("detail", name)], slot(i).packets)),
+    )?;
+    counters(
+        e,
+        "api_shield_detail",
+        "Bytes by detail counter (see api_shield_detail_packets_total)",
+        Some(Unit::Bytes),
+        details().map(|(i, name)| ([("detail", name)], slot(i).bytes)),
+    )?;
+    counters(
+        e,
+        "api_shield_auto_blocks",
+        "Sources the kernel auto-blocked for exceeding their rate limit repeatedly",
+        None,
+        [(NONE, slot(verdict::AUTO_BLOCK_ADDED).packets)],
+    )?;
+    counters(
+        e,
+        "api_shield_auto_blocks_refused",
+        "Auto-blocks that were due but found the auto-block map full",
+        None,
+        [(NONE, slot(verdict::AUTO_BLOCK_FULL).packets)],
+    )?;
+    counters(
+        e,
+        "api_shield_auto_block_events",
+        "Auto-block events the kernel sent to the daemon, or held back by the event limit",
+        None,
+        [
+            ([("outcome", "sent")], slot(verdict::EVENTS_SENT).packets),
+            (
+                [("outcome", "suppressed")],
+                slot(verdict::EVENTS_SUPPRESSED).packets,
+            ),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Drops and entries per origin (list), and the fill of the kernel maps.
+fn origins_and_maps(e: &mut DescriptorEncoder, s: &ShieldSnapshot) -> fmt::Result {
+    let drops = |pick: fn(&Counter) -> u64| {
+        s.origin_drops
+            .iter()
+            .map(move |(origin, c)| ([("origin", origin.as_str())], pick(c)))
+    };
+    counters(
+        e,
+        "api_shield_origin_dropped_packets",
+        "Packets dropped by the entries of each origin (list); `kernel` is the kernel's own \
+         auto-blocks",
+        None,
+        drops(|c| c.packets),
+    )?;
+    counters(
+        e,
+        "api_shield_origin_dropped",
+        "Bytes dropped by the entries of each origin (list)",
+        Some(Unit::Bytes),
+        drops(|c| c.bytes),
+    )?;
+    gauges(
+        e,
+        "api_shield_origin_entries",
+        "Entries of each origin (list) by action; `kernel` counts live auto-blocks, `config` \
+         the management_allow prefixes",
+        None,
+        s.origin_entries.iter().map(|((origin, action), n)| {
+            let action = match action {
+                Action::Allow => "allow",
+                Action::Block => "block",
+            };
+            ([("origin", origin.as_str()), ("action", action)], *n)
+        }),
+    )?;
+    gauges(
+        e,
+        "api_shield_map_used",
+        "Entries in use of each kernel map, in the units of api_shield_map_capacity",
+        None,
+        s.maps
+            .iter()
+            .filter_map(|m| Some(([("map", m.map)], m.used?))),
+    )?;
+    gauges(
+        e,
+        "api_shield_map_capacity",
+        "Capacity of each kernel map, fixed when the program was loaded (v4_nodes in \
+         16-slot nodes, sketch_width in cells per row)",
+        None,
+        s.maps.iter().map(|m| ([("map", m.map)], m.capacity)),
+    )?;
+    gauges(
+        e,
+        "api_shield_rules_expiry_level",
+        "Grid on which kernel expiries are rounded up (0 = finest); above 0 the rule table is \
+         too small for the finest and kernel expiries are later than needed (raise rules)",
+        None,
+        [(NONE, u64::from(s.rules.level))],
+    )?;
+    gauges(
+        e,
+        "api_shield_rules_unbounded_expiries",
+        "Expiring blocks held in the kernel without expiry because the rule table is full: \
+         removed on time by the daemon, but not while it is down (raise rules)",
+        None,
+        [(NONE, s.rules.unbounded as u64)],
+    )?;
+    Ok(())
+}
+
+/// The health of each feed.
+fn feeds(e: &mut DescriptorEncoder, s: &ShieldSnapshot) -> fmt::Result {
+    let feeds = || {
+        s.feeds
+            .iter()
+            .map(|(name, h)| ([("feed", name.as_str())], h))
+    };
+    counters(
+        e,
+        "api_shield_feed_syncs",
+        "Successful syncs of each feed (watched list file or CrowdSec)",
+        None,
+        feeds().map(|(l, h)| (l, h.syncs_total)),
+    )?;
+    counters(
+        e,
+        "api_shield_feed_errors",
+        "Failed syncs of each feed",
+        None,
+        feeds().map(|(l, h)| (l, h.errors_total)),
+    )?;
+    counters(
+        e,
+        "api_shield_feed_lockout_skipped",
+        "Entries of each feed left out because they would cut this host off (they cover \
+         one of its addresses or a management prefix), counted at every sync",
+        None,
+        feeds().map(|(l, h)| (l, h.lockout_skipped_total)),
+    )?;
+    counters(
+        e,
+        "api_shield_feed_malformed_skipped",
+        "Decisions the CrowdSec feed skipped because they could not be read or used (not \
+         an object, a field of the wrong type, no usable value, type or duration); list \
+         files log their skipped lines instead",
+        None,
+        feeds().map(|(l, h)| (l, h.malformed_skipped_total)),
+    )?;
+    gauges(
+        e,
+        "api_shield_feed_last_success_timestamp",
+        "Unix time of each feed's last successful sync; absent until its first",
+        Some(Unit::Seconds),
+        feeds().filter_map(|(l, h)| Some((l, h.last_success_ms? as f64 / 1e3))),
+    )?;
+    gauges(
+        e,
+        "api_shield_feed_degraded",
+        "1 while a feed's source is unreachable (what it last gave stays enforced)",
+        None,
+        feeds().map(|(l, h)| (l, u64::from(h.degraded))),
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -341,7 +364,7 @@ mod tests {
     use crate::table::expiry::ExpiryPlan;
     use std::time::Duration;
 
-    fn sample() -> Snapshot {
+    fn sample() -> ShieldSnapshot {
         let mut counters = vec![Counter::default(); verdict::SLOTS as usize];
         counters[verdict::PASS as usize] = Counter {
             packets: 10,
@@ -352,7 +375,7 @@ mod tests {
             bytes: 222,
         };
         counters[verdict::AUTO_BLOCK_ADDED as usize].packets = 2;
-        let mut snapshot = Snapshot {
+        let mut snapshot = ShieldSnapshot {
             attachment: Some(("eth0".into(), "skb".into())),
             attached: Some(false),
             monitor: false,
@@ -374,7 +397,7 @@ mod tests {
                 level: 2,
                 unbounded: 5,
             },
-            ..Snapshot::default()
+            ..ShieldSnapshot::default()
         };
         snapshot.origin_drops.insert(
             "kernel".into(),

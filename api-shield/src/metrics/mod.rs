@@ -42,4 +42,4 @@ mod snapshot;
 pub use config::{DEFAULT_LISTEN, MetricsConfig};
 pub use encode::{CONTENT_TYPE, render};
 pub use server::{BindError, MetricsListener, bind};
-pub use snapshot::{MapFill, Snapshot};
+pub use snapshot::{MapFill, ReadError, ShieldSnapshot, SnapshotSource};

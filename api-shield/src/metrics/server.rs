@@ -1,5 +1,6 @@
 //! The metrics listener: plain HTTP/1.1, `GET /metrics`, served by hyper. Every scrape reads
-//! the live state, so nothing is cached and nothing is counted twice.
+//! the live state through the daemon's [`SnapshotSource`], so nothing is cached and nothing is
+//! counted twice.
 
 use crate::accept::Accept;
 use crate::accept::slots::{RefusalCounters, SlotLimits};
@@ -7,7 +8,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +23,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::config::MetricsConfig;
 use super::encode::{CONTENT_TYPE as EXPOSITION, render};
-use super::snapshot::Snapshot;
-use crate::daemon::ops::State;
+use super::snapshot::SnapshotSource;
 use crate::gateway::GatewayMetrics;
 
 /// A scraper must send its request headers within this time.
@@ -65,12 +65,12 @@ impl MetricsListener {
         self.listener.local_addr()
     }
 
-    /// Serves scrapes of `state`, and of `gateway` when a gateway runs, until `shutdown`
+    /// Serves scrapes of what `source` reads, and of `gateway` when a gateway runs, until `shutdown`
     /// completes; connections still open then are dropped (a scrape is short, and the scraper
     /// retries).
     pub async fn serve(
         self,
-        state: Arc<Mutex<State>>,
+        source: SnapshotSource,
         gateway: Option<Arc<GatewayMetrics>>,
         shutdown: impl Future<Output = ()>,
     ) {
@@ -87,7 +87,7 @@ impl MetricsListener {
         );
         accept
             .serve(self.listener, shutdown, |stream, peer, _stopping| {
-                connection(stream, peer, Arc::clone(&state), gateway.clone())
+                connection(stream, peer, Arc::clone(&source), gateway.clone())
             })
             .await;
     }
@@ -96,10 +96,10 @@ impl MetricsListener {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<Mutex<State>>,
+    source: SnapshotSource,
     gateway: Option<Arc<GatewayMetrics>>,
 ) {
-    let service = service_fn(move |req| handle(Arc::clone(&state), gateway.clone(), req));
+    let service = service_fn(move |req| handle(Arc::clone(&source), gateway.clone(), req));
     let result = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -122,7 +122,7 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
 const TEXT: &str = "text/plain; charset=utf-8";
 
 async fn handle(
-    state: Arc<Mutex<State>>,
+    source: SnapshotSource,
     gateway: Option<Arc<GatewayMetrics>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -149,13 +149,10 @@ async fn handle(
         ));
     }
     // Reading the kernel maps is a handful of syscalls under the state lock: off the runtime.
-    let gathered = tokio::task::spawn_blocking(move || {
-        let state = state.lock().unwrap_or_else(PoisonError::into_inner);
-        Snapshot::gather(&state)
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    let gathered = tokio::task::spawn_blocking(move || source().map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
     let rendered = gathered.and_then(|s| render(s, gateway.as_deref()).map_err(|e| e.to_string()));
     Ok(match rendered {
         Ok(text) => reply(StatusCode::OK, EXPOSITION, text),

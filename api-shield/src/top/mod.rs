@@ -4,9 +4,9 @@
 //! latest blocks. Keys: `q` quits, `p` pauses, `s` cycles the offenders' sort order.
 //! With `--plain`, or when stdout is not a terminal, it prints plain text at each refresh.
 
-pub mod model;
 pub mod render;
 mod term;
+pub mod view;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::control::{self, Request, Response};
 use crate::kernel::clock;
 use crate::model::Action;
-use model::{Model, Sample};
+use view::{Model, Sample};
 
 /// Shortest refresh interval accepted: the daemon's work per reading is not free.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
@@ -103,11 +103,21 @@ pub struct Poller {
     large: bool,
 }
 
-fn ask(socket: &Path, req: &Request) -> Result<Value, String> {
-    match control::request(socket, req) {
-        Ok(Response::Ok { body }) => Ok(body),
-        Ok(Response::Error { message, .. }) => Err(message),
-        Err(e) => Err(e.to_string()),
+/// Why a reading of the daemon failed; `top` shows it and keeps what it showed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon could not be asked.
+    #[error(transparent)]
+    Socket(#[from] control::ClientError),
+}
+
+fn ask(socket: &Path, req: &Request) -> Result<Value, PollError> {
+    match control::request(socket, req)? {
+        Response::Ok { body } => Ok(body),
+        Response::Error { message, .. } => Err(PollError::Refused(message)),
     }
 }
 
@@ -121,7 +131,7 @@ impl Poller {
     }
 
     /// One reading of the daemon.
-    pub fn poll(&mut self) -> Result<Sample, String> {
+    pub fn poll(&mut self) -> Result<Sample, PollError> {
         let tick = self.tick;
         self.tick += 1;
         let socket = &self.socket;
@@ -192,7 +202,7 @@ fn plain_loop(mut poller: Poller, mut model: Model, ui: &Ui, iterations: Option<
         std::thread::sleep(ui.interval);
         match poller.poll() {
             Ok(sample) => model.apply(sample, Instant::now(), clock::now_unix_ms()),
-            Err(e) => model.failed(e),
+            Err(e) => model.failed(e.to_string()),
         }
         let mut out = std::io::stdout().lock();
         if writeln!(out, "{}", render::plain(&model, ui))

@@ -10,7 +10,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 
-use super::model::{Blocked, ListRow, Model, Series};
+use super::view::{Blocked, ListRow, Model, Series};
 use super::{Sort, Ui};
 
 /// Verdicts that drop (or, in monitor mode, would drop) traffic: shown in red when moving.
@@ -400,7 +400,7 @@ pub fn plain(model: &Model, ui: &Ui) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::tests::flooded;
+    use super::super::view::tests::flooded;
     use super::*;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;

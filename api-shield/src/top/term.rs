@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 
-use super::model::{Model, Sample};
+use super::view::{Model, Sample};
 use super::{Key, Poller, Ui, render};
 use crate::kernel::clock;
 
@@ -26,7 +26,7 @@ fn key_of(code: KeyCode, modifiers: KeyModifiers) -> Key {
 }
 
 pub fn run(mut poller: Poller, mut model: Model, mut ui: Ui) -> io::Result<()> {
-    let (tx, rx) = mpsc::channel::<(Result<Sample, String>, Instant, u64)>();
+    let (tx, rx) = mpsc::channel::<(Result<Sample, super::PollError>, Instant, u64)>();
     let interval = ui.interval;
     // Ends when the receiver is gone, at the first send after the view closed.
     thread::spawn(move || {
@@ -52,7 +52,7 @@ pub fn run(mut poller: Poller, mut model: Model, mut ui: Ui) -> io::Result<()> {
                 if !ui.paused {
                     match sample {
                         Ok(s) => model.apply(s, at, now_ms),
-                        Err(e) => model.failed(e),
+                        Err(e) => model.failed(e.to_string()),
                     }
                     dirty = true;
                 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 use api_shield_common::verdict;
 use serde_json::Value;
 
+use crate::control::{ListedBody, StatsBody};
+
 /// Points of history kept per series: a minute at the default interval.
 pub const HISTORY: usize = 60;
 
@@ -120,16 +122,26 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
 }
 
 fn blocks(v: &Value) -> Vec<Blocked> {
-    v.as_array()
+    // An answer of another shape (a newer daemon) reads as no blocks.
+    let listed: Vec<ListedBody> = serde_json::from_value(v.clone()).unwrap_or_default();
+    let shown = |s: &str| crate::text::escape(s).into_owned();
+    // `?` for a field the answer did not carry.
+    let known = |s: &str| {
+        if s.is_empty() {
+            "?".to_owned()
+        } else {
+            shown(s)
+        }
+    };
+    listed
         .into_iter()
-        .flatten()
-        .filter(|e| e.get("action").and_then(Value::as_str) != Some("allow"))
+        .filter(|e| e.action != "allow")
         .map(|e| Blocked {
-            net: str_of(e, "net").unwrap_or_else(|| "?".into()),
-            origin: str_of(e, "origin").unwrap_or_else(|| "?".into()),
-            reason: str_of(e, "reason"),
-            created_at_ms: e.get("created_at_ms").and_then(Value::as_u64).unwrap_or(0),
-            expires_at_ms: e.get("expires_at_ms").and_then(Value::as_u64),
+            net: known(&e.net),
+            origin: known(&e.origin),
+            reason: e.reason.as_deref().map(shown),
+            created_at_ms: e.created_at_ms,
+            expires_at_ms: e.expires_at_ms,
         })
         .collect()
 }
@@ -139,6 +151,96 @@ fn blocks(v: &Value) -> Vec<Blocked> {
 fn rate(before: u64, now: u64, secs: f64) -> f64 {
     let delta = if now >= before { now - before } else { now };
     delta as f64 / secs
+}
+
+impl Reading {
+    /// The counters of `sample`: the verdicts of its `stats`, the drops of its `lists`.
+    fn of(sample: &Sample, at: Instant) -> Self {
+        // An answer of another shape (a newer daemon) reads as no traffic, as a missing field does.
+        let stats: StatsBody = serde_json::from_value(sample.stats.clone()).unwrap_or_default();
+        Reading {
+            at,
+            verdicts: verdict::NAMES[..verdict::VERDICTS as usize]
+                .iter()
+                .map(|name| {
+                    let c = stats.verdicts.get(*name).copied().unwrap_or_default();
+                    (c.packets, c.bytes)
+                })
+                .collect(),
+            origins: sample
+                .lists
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| Some((str_of(l, "name")?, u64_at(l, &["drops", "packets"]))))
+                .collect(),
+        }
+    }
+}
+
+/// Totals, rates and histories of the verdicts, from `reading` and the one before.
+fn update_verdicts(
+    verdicts: &mut [(&'static str, Series)],
+    reading: &Reading,
+    elapsed: Option<(&Reading, f64)>,
+) {
+    for (i, (_, series)) in verdicts.iter_mut().enumerate() {
+        let (packets, bytes) = reading.verdicts[i];
+        series.packets_total = packets;
+        series.bytes_total = bytes;
+        if let Some((prev, secs)) = elapsed {
+            let (p0, b0) = prev.verdicts[i];
+            let r = rate(p0, packets, secs);
+            series.rate = Some(r);
+            series.byte_rate = Some(rate(b0, bytes, secs));
+            if series.history.len() == HISTORY {
+                series.history.pop_front();
+            }
+            series.history.push_back(r.round() as u64);
+        }
+    }
+}
+
+/// Every origin of a `lists` answer with its drops, by drop rate then total drops (largest
+/// first).
+fn list_rows(lists: &Value, elapsed: Option<(&Reading, f64)>) -> Vec<ListRow> {
+    let mut rows: Vec<ListRow> = lists
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let name = str_of(l, "name")?;
+            let drops_total = u64_at(l, &["drops", "packets"]);
+            let drop_rate = elapsed.map(|(prev, secs)| {
+                rate(
+                    prev.origins.get(&name).copied().unwrap_or(drops_total),
+                    drops_total,
+                    secs,
+                )
+            });
+            let feed = l.get("feed").filter(|f| f.is_object()).map(|f| Feed {
+                degraded: f.get("degraded").and_then(Value::as_bool).unwrap_or(false),
+                errors_total: u64_at(f, &["errors_total"]),
+                last_error: str_of(f, "last_error"),
+                last_success_ms: f.get("last_success_ms").and_then(Value::as_u64),
+            });
+            Some(ListRow {
+                entries: u64_at(l, &["entries"]),
+                name,
+                drops_total,
+                drop_rate,
+                feed,
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.drop_rate
+            .unwrap_or(0.0)
+            .total_cmp(&a.drop_rate.unwrap_or(0.0))
+            .then(b.drops_total.cmp(&a.drops_total))
+            .then(a.name.cmp(&b.name))
+    });
+    rows
 }
 
 impl Model {
@@ -165,83 +267,22 @@ impl Model {
                 mode: str_of(status, "mode").unwrap_or_else(|| "?".into()),
             });
         }
-        let reading = Reading {
-            at,
-            verdicts: (0..verdict::VERDICTS as usize)
-                .map(|i| {
-                    let c = &sample.stats["verdicts"][verdict::NAMES[i]];
-                    (u64_at(c, &["packets"]), u64_at(c, &["bytes"]))
-                })
-                .collect(),
-            origins: sample
-                .lists
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| Some((str_of(l, "name")?, u64_at(l, &["drops", "packets"]))))
-                .collect(),
-        };
+        let reading = Reading::of(&sample, at);
         let elapsed = self
             .previous
             .as_ref()
             .map(|p| (p, at.saturating_duration_since(p.at).as_secs_f64()))
             .filter(|(_, secs)| *secs > 0.0);
+        update_verdicts(&mut self.verdicts, &reading, elapsed);
+        self.lists = list_rows(&sample.lists, elapsed);
+        self.update_blocks(&sample);
+        self.previous = Some(reading);
+        self.updated_at_ms = Some(now_ms);
+        self.error = None;
+    }
 
-        for (i, (_, series)) in self.verdicts.iter_mut().enumerate() {
-            let (packets, bytes) = reading.verdicts[i];
-            series.packets_total = packets;
-            series.bytes_total = bytes;
-            if let Some((prev, secs)) = elapsed {
-                let (p0, b0) = prev.verdicts[i];
-                let r = rate(p0, packets, secs);
-                series.rate = Some(r);
-                series.byte_rate = Some(rate(b0, bytes, secs));
-                if series.history.len() == HISTORY {
-                    series.history.pop_front();
-                }
-                series.history.push_back(r.round() as u64);
-            }
-        }
-
-        let mut lists: Vec<ListRow> = sample
-            .lists
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|l| {
-                let name = str_of(l, "name")?;
-                let drops_total = u64_at(l, &["drops", "packets"]);
-                let drop_rate = elapsed.map(|(prev, secs)| {
-                    rate(
-                        prev.origins.get(&name).copied().unwrap_or(drops_total),
-                        drops_total,
-                        secs,
-                    )
-                });
-                let feed = l.get("feed").filter(|f| f.is_object()).map(|f| Feed {
-                    degraded: f.get("degraded").and_then(Value::as_bool).unwrap_or(false),
-                    errors_total: u64_at(f, &["errors_total"]),
-                    last_error: str_of(f, "last_error"),
-                    last_success_ms: f.get("last_success_ms").and_then(Value::as_u64),
-                });
-                Some(ListRow {
-                    entries: u64_at(l, &["entries"]),
-                    name,
-                    drops_total,
-                    drop_rate,
-                    feed,
-                })
-            })
-            .collect();
-        lists.sort_by(|a, b| {
-            b.drop_rate
-                .unwrap_or(0.0)
-                .total_cmp(&a.drop_rate.unwrap_or(0.0))
-                .then(b.drops_total.cmp(&a.drops_total))
-                .then(a.name.cmp(&b.name))
-        });
-        self.lists = lists;
-
+    /// The offenders and the latest blocks.
+    fn update_blocks(&mut self, sample: &Sample) {
         let blocked = blocks(&sample.blocked);
         self.offenders = blocked
             .iter()
@@ -261,9 +302,6 @@ impl Model {
                 .cmp(&a.created_at_ms)
                 .then(a.net.cmp(&b.net))
         });
-        self.previous = Some(reading);
-        self.updated_at_ms = Some(now_ms);
-        self.error = None;
     }
 
     /// Packets per second of all traffic, if known.
