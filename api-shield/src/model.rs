@@ -1,5 +1,6 @@
 //! The decision model shared by the store, the kernel tables, the control protocol and the CLI.
 
+use api_shield_common::config::{MODE_ENFORCE, MODE_MONITOR};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -82,3 +83,24 @@ pub const ORIGIN_CLI: &str = "cli";
 pub const ORIGIN_CONFIG: &str = "config";
 /// Origin name shown for the kernel's own auto-blocks.
 pub const ORIGIN_KERNEL_NAME: &str = "kernel";
+
+/// What the data path does with traffic the policy refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Drop it.
+    #[default]
+    Enforce,
+    /// Count it as `monitored` and let it through: a dry run.
+    Monitor,
+}
+
+impl Mode {
+    /// The `ShieldConfig::mode` value.
+    pub const fn kernel_value(self) -> u32 {
+        match self {
+            Mode::Enforce => MODE_ENFORCE,
+            Mode::Monitor => MODE_MONITOR,
+        }
+    }
+}

@@ -1,11 +1,8 @@
 //! Field-level (de)serializers. Each check that concerns one key lives here, so the key-by-key
 //! pass in `validate` reports it at that key's line.
 
-use std::fmt::Display;
 use std::path::PathBuf;
 
-use api_shield_common::entry::MAX_RULE;
-use api_shield_common::maps::{NODE_ELEMENTS, SKETCH_ROWS, TABLE_COPIES};
 use ipnet::IpNet;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -15,24 +12,7 @@ use crate::parse;
 pub(super) const V4_BITS: u8 = 32;
 const V6_BITS: u8 = 128;
 
-/// `V4_TBL8` holds `nodes * NODE_ELEMENTS` elements per copy; all copies must be indexable by
-/// a `u32`.
-const MAX_V4_NODES: u32 = u32::MAX / (NODE_ELEMENTS * TABLE_COPIES);
-/// Rule indices run from 0 to `MAX_RULE`.
-const MAX_RULES: u32 = MAX_RULE + 1;
-/// The sketch's rows are laid end to end in one array whose size is a `u32`.
-const MAX_SKETCH_WIDTH: u32 = 1 << (u32::BITS - 1 - SKETCH_ROWS.ilog2());
-
-fn in_range<'de, D: Deserializer<'de>, T>(d: D, min: T, max: T) -> Result<T, D::Error>
-where
-    T: Deserialize<'de> + PartialOrd + Display,
-{
-    let value = T::deserialize(d)?;
-    if value < min || value > max {
-        return Err(D::Error::custom(format!("must be between {min} and {max}")));
-    }
-    Ok(value)
-}
+use crate::parse::deserialize_in_range as in_range;
 
 pub(super) fn v4_prefix<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     in_range(d, 0, V4_BITS)
@@ -50,26 +30,6 @@ pub(super) fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Er
 /// A count of which zero makes no sense (a map of no entries, no events at all).
 pub(super) fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     in_range(d, 1, u32::MAX)
-}
-
-pub(super) fn v4_nodes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    in_range(d, 1, MAX_V4_NODES)
-}
-
-pub(super) fn rules<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    in_range(d, 1, MAX_RULES)
-}
-
-/// The kernel masks hashes with `width - 1`, which only works for powers of two.
-pub(super) fn sketch_width<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let width = in_range(d, 1, MAX_SKETCH_WIDTH)?;
-    if !width.is_power_of_two() {
-        return Err(D::Error::custom(format!(
-            "must be a power of two (like {})",
-            width.next_power_of_two()
-        )));
-    }
-    Ok(width)
 }
 
 /// Port 0 never appears on the wire; listing it is a mistake.

@@ -15,38 +15,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use api_shield_common::NS_PER_SEC;
-use api_shield_common::config::{
-    FLAG_PORT_SCOPED, MODE_ENFORCE, MODE_MONITOR, RateParams, ShieldConfig, port_word,
-};
+use api_shield_common::config::{FLAG_PORT_SCOPED, RateParams, ShieldConfig, port_word};
 use api_shield_common::maps;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::kernel::capacity::Capacity;
+pub use crate::model::Mode;
 pub use error::{ConfigError, ConfigErrors};
 pub use reread::RereadFile;
 
 const SECS_PER_MINUTE: u64 = 60;
-
-/// What the data path does with traffic the policy refuses.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Drop it.
-    #[default]
-    Enforce,
-    /// Count it as `monitored` and let it through: a dry run.
-    Monitor,
-}
-
-impl Mode {
-    /// The `ShieldConfig::mode` value.
-    pub const fn kernel_value(self) -> u32 {
-        match self {
-            Mode::Enforce => MODE_ENFORCE,
-            Mode::Monitor => MODE_MONITOR,
-        }
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -173,32 +152,6 @@ pub struct Autoblock {
     pub events_per_second: u32,
 }
 
-/// Sizes of the kernel maps, fixed when the program is loaded: what the configuration asks
-/// for, and what the kernel reports it has (pinned maps keep the size they were created with).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Capacity {
-    /// 16-slot second-level nodes of the IPv4 table; an isolated /32 needs 2, a /25../28
-    /// prefix 1.
-    #[serde(deserialize_with = "fields::v4_nodes")]
-    pub v4_nodes: u32,
-    /// Rules (allow and block entries with their origin and expiry).
-    #[serde(deserialize_with = "fields::rules")]
-    pub rules: u32,
-    /// IPv6 list entries.
-    #[serde(deserialize_with = "fields::positive")]
-    pub v6_entries: u32,
-    /// Cells per row of the rate-limit sketch; a power of two.
-    #[serde(deserialize_with = "fields::sketch_width")]
-    pub sketch_width: u32,
-    /// Sources over their limit tracked exactly for auto-blocking.
-    #[serde(deserialize_with = "fields::positive")]
-    pub offenders: u32,
-    /// Auto-blocks held at once.
-    #[serde(deserialize_with = "fields::positive")]
-    pub auto_blocks: u32,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -244,19 +197,6 @@ impl Default for Autoblock {
             window: Duration::from_secs(10),
             ttl: Duration::from_secs(10 * SECS_PER_MINUTE),
             events_per_second: 100,
-        }
-    }
-}
-
-impl Default for Capacity {
-    fn default() -> Self {
-        Self {
-            v4_nodes: maps::DEFAULT_V4_NODES,
-            rules: maps::DEFAULT_RULES,
-            v6_entries: maps::DEFAULT_V6_ENTRIES,
-            sketch_width: maps::DEFAULT_SKETCH_WIDTH,
-            offenders: maps::DEFAULT_OFFENDERS,
-            auto_blocks: maps::DEFAULT_AUTO_BLOCKS,
         }
     }
 }

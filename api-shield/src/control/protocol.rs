@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Mode;
 use crate::model::Action;
+use crate::model::Mode;
 
 /// Longest request line, newline excluded.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;

@@ -115,9 +115,7 @@ pub struct ShieldMaps {
     _tables: Vec<MapData>,
 }
 
-/// Sizes as the kernel actually has them (pinned maps keep the size they were created with):
-/// the same shape the configuration asks for.
-pub use crate::config::Capacity;
+pub use super::capacity::Capacity;
 
 impl ShieldMaps {
     /// Builds the handles from a source of maps by name (a fresh load or the pin directory).

@@ -1,6 +1,7 @@
 //! Everything that touches the kernel: loading and attaching the XDP program, pins, the maps.
 
 pub mod bpffs;
+pub mod capacity;
 pub mod clock;
 pub mod loader;
 pub mod maps;
