@@ -1,4 +1,7 @@
 //! The api-shield daemon and CLI, as a library the binary and the tests share.
+// A function past `too-many-lines-threshold` (clippy.toml) does more than one step: name the
+// steps, or say why not with an `#[expect]`. Scenario tests under `tests/tests` are exempt.
+#![warn(clippy::too_many_lines)]
 
 /// The XDP object, built by `build.rs` and embedded so the binary is self-contained.
 pub static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("API_SHIELD_BPF_OBJ"));

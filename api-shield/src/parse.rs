@@ -150,6 +150,21 @@ pub fn host_net(addr: IpAddr) -> IpNet {
     }
 }
 
+/// Deserializes a value and refuses it outside `min..=max`, naming the range, so a config key
+/// out of bounds is reported at its own line.
+pub fn deserialize_in_range<'de, D, T>(d: D, min: T, max: T) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + PartialOrd + std::fmt::Display,
+{
+    use serde::de::Error as _;
+    let value = T::deserialize(d)?;
+    if value < min || value > max {
+        return Err(D::Error::custom(format!("must be between {min} and {max}")));
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,19 +314,4 @@ mod tests {
         assert!(err.to_string().contains("ten minutes"));
         assert!(parse_duration("10").is_err(), "a unit is required");
     }
-}
-
-/// Deserializes a value and refuses it outside `min..=max`, naming the range, so a config key
-/// out of bounds is reported at its own line.
-pub fn deserialize_in_range<'de, D, T>(d: D, min: T, max: T) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + PartialOrd + std::fmt::Display,
-{
-    use serde::de::Error as _;
-    let value = T::deserialize(d)?;
-    if value < min || value > max {
-        return Err(D::Error::custom(format!("must be between {min} and {max}")));
-    }
-    Ok(value)
 }

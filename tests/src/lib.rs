@@ -1,4 +1,7 @@
 //! Helpers shared by the kernel verdict tests, the end-to-end tests and the benchmarks.
+// A function past `too-many-lines-threshold` (clippy.toml) does more than one step: name the
+// steps, or say why not with an `#[expect]`. Scenario tests under `tests/tests` are exempt.
+#![warn(clippy::too_many_lines)]
 
 pub mod crowdsec;
 pub mod daemon;
