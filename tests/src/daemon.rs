@@ -83,6 +83,12 @@ impl Daemon {
     /// Creates the daemon's directory and config like `start`, without starting it: for
     /// tests that put something in place first (`spawn` starts it).
     pub fn prepare(lab: &Lab, extra: &str) -> Daemon {
+        Daemon::prepare_with(lab, |_| extra.to_owned())
+    }
+
+    /// Like `prepare`, for a config that names files in the daemon's directory: `extra` gets
+    /// the directory (already created), may write files there, and returns the extra TOML.
+    pub fn prepare_with(lab: &Lab, extra: impl FnOnce(&Path) -> String) -> Daemon {
         let bin = binary();
         SWEEP.call_once(sweep_dead_runs);
         let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}", lab.id));
@@ -101,6 +107,7 @@ impl Daemon {
         // From here on a panic drops `daemon`, which removes what was created.
         fs::create_dir(&daemon.dir)
             .unwrap_or_else(|e| panic!("create {}: {e}", daemon.dir.display()));
+        let extra = extra(&daemon.dir);
         let config = format!(
             "pin_root = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n{extra}\n",
             daemon.pin_root.display(),
@@ -122,22 +129,8 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
         let log_err = log.try_clone().expect("clone the log file");
         let mut cmd = self.nsenter();
-        let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-        // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (prctl, getppid), touching no memory of the parent.
-        unsafe {
-            cmd.pre_exec(move || {
-                // If the test process dies without running its guards (SIGKILL, an abort),
-                // the daemon dies with it. nsenter execs the daemon, which keeps the setting.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("the test process is gone"));
-                }
-                Ok(())
-            });
-        }
+        // nsenter execs the daemon, which keeps the setting.
+        crate::proc::die_with_parent(&mut cmd);
         let child = cmd
             .arg("--socket")
             .arg(&self.socket)

@@ -6,6 +6,7 @@ pub mod frames;
 pub mod http;
 pub mod https;
 pub mod kernel;
+pub mod lab_env;
 pub mod lapi_standin;
 pub mod metrics;
 pub mod netns;
