@@ -19,10 +19,10 @@
 //! gateway itself). Writes `target/bench/gateway-auth.{json,md}` (`--smoke`: one round of
 //! 2-second runs, `gateway-auth-smoke.*`).
 
+use crate::bench_common::{loadavg, machine, median, now_rfc3339};
 use crate::gateway_bench::{
     DIR_MODE, LOOPBACK, NS_ROLE, POLL, READY_TIMEOUT, RUN_AS, UPSTREAM_PORT, WRK_GRACE, Wrk,
-    XDP_IF, XDP_PEER, loadavg, log_tail, machine, median, parse_wrk, start_nginx, unix_now,
-    upstream_nginx_conf, utc_rfc3339, write_readable,
+    XDP_IF, XDP_PEER, log_tail, parse_wrk, start_nginx, upstream_nginx_conf, write_readable,
 };
 use crate::lab::{Lab, LabChild};
 use crate::util::{self, command, output};
@@ -156,7 +156,7 @@ pub fn gateway_auth(bin: &Path, args: &Args) -> Result<()> {
     );
     let load_start = loadavg();
     let started = Instant::now();
-    let date = utc_rfc3339(unix_now());
+    let date = now_rfc3339();
 
     let mut lab = Lab::star(&[])?;
     let ns = lab.ns(NS_ROLE);
