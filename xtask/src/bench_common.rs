@@ -1,8 +1,26 @@
 //! What every benchmark report records besides its figures: the machine, its load, the date,
 //! and medians.
 
+use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 use std::{fs, thread, time::SystemTime};
+
+/// Bounds of `--rounds` and `--seconds`: a run stays well under a few hours.
+const MAX_ROUNDS: u32 = 100;
+const MAX_SECONDS: u32 = 600;
+
+/// Refuses rounds or seconds outside `1..=MAX_*`.
+pub(crate) fn check_plan(rounds: u32, seconds: u32) -> Result<()> {
+    ensure!(
+        (1..=MAX_ROUNDS).contains(&rounds),
+        "--rounds must be 1..={MAX_ROUNDS}"
+    );
+    ensure!(
+        (1..=MAX_SECONDS).contains(&seconds),
+        "--seconds must be 1..={MAX_SECONDS}"
+    );
+    Ok(())
+}
 
 pub(crate) fn machine(load_start: f64, load_end: f64) -> Value {
     let cpu = fs::read_to_string("/proc/cpuinfo")

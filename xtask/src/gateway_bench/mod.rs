@@ -26,7 +26,7 @@ use crate::{
     lab::{Lab, LabChild},
     util::{self, command, output},
 };
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use std::{
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -43,7 +43,7 @@ pub(crate) use files::{upstream_nginx_conf, write_readable};
 pub(crate) use load::{Wrk, parse_wrk};
 pub(crate) use procs::{log_tail, start_nginx};
 
-use crate::bench_common::{loadavg, machine, now_rfc3339};
+use crate::bench_common::{check_plan, loadavg, machine, now_rfc3339};
 use files::Files;
 use load::{tcp_active_opens, ticks_to_us, tree_cpu_ticks, wrk};
 use procs::{check_fronts, start_daemon, wait_http};
@@ -90,8 +90,6 @@ const NGINX_WORKER_CONNECTIONS: u32 = 4_096;
 
 const DEFAULT_ROUNDS: u32 = 5;
 const DEFAULT_SECONDS: u32 = 5;
-const MAX_ROUNDS: u32 = 100;
-const MAX_SECONDS: u32 = 600;
 const WARMUP_SECONDS: u32 = 1;
 const SMOKE_SECONDS: u32 = 1;
 /// wrk runs its `-d` and then closes; anything beyond this is a hang.
@@ -215,14 +213,7 @@ impl Plan {
                 warmup: true,
             }
         };
-        ensure!(
-            (1..=MAX_ROUNDS).contains(&plan.rounds),
-            "--rounds must be 1..={MAX_ROUNDS}"
-        );
-        ensure!(
-            (1..=MAX_SECONDS).contains(&plan.seconds),
-            "--seconds must be 1..={MAX_SECONDS}"
-        );
+        check_plan(plan.rounds, plan.seconds)?;
         Ok(plan)
     }
 }
@@ -320,11 +311,9 @@ pub fn gateway(bin: &Path, args: Args) -> Result<()> {
     report.write()
 }
 
-/// The veth pair the daemon attaches to, the files in `dir` (removed with the lab, as is the
-/// daemon's `pin_root`), and the daemon's own check of its config.
-fn prepare(lab: &mut Lab, bin: &Path, dir: &Path) -> Result<Files> {
+/// The veth pair the daemon attaches XDP to, inside the benchmark's namespace.
+pub(crate) fn add_xdp_veth(lab: &Lab) -> Result<()> {
     let ns = lab.ns(NS_ROLE);
-    println!("gateway bench: namespace {ns}");
     for args in [
         vec![
             "link", "add", XDP_IF, "type", "veth", "peer", "name", XDP_PEER,
@@ -334,6 +323,14 @@ fn prepare(lab: &mut Lab, bin: &Path, dir: &Path) -> Result<Files> {
     ] {
         output(command("ip").args(["-n", &ns]).args(&args), "ip link")?;
     }
+    Ok(())
+}
+
+/// The veth pair the daemon attaches to, the files in `dir` (removed with the lab, as is the
+/// daemon's `pin_root`), and the daemon's own check of its config.
+fn prepare(lab: &mut Lab, bin: &Path, dir: &Path) -> Result<Files> {
+    println!("gateway bench: namespace {}", lab.ns(NS_ROLE));
+    add_xdp_veth(lab)?;
     lab.remove_on_teardown(dir);
     let pin_root = PathBuf::from(format!(
         "/sys/fs/bpf/api-shield-gwbench-{}",
