@@ -184,6 +184,31 @@ impl Report {
         }
     }
 
+    /// One line per target: the median ratio, per round, and whether it was met.
+    fn targets_markdown(&self, md: &mut String) {
+        for t in self.targets() {
+            let (what, op) = match t.name {
+                "auth_quota_over_passthrough_rps" => {
+                    ("auth + quota / pass-through, throughput", ">=")
+                }
+                "auth_quota_over_nginx_rps" => ("auth + quota / nginx, throughput", ">="),
+                _ => ("auth + quota / nginx, p99 latency", "<="),
+            };
+            let _ = writeln!(
+                md,
+                "- {what}: **{:.2}** (per round {}; target {op} {:.2}: {})",
+                t.measured,
+                t.per_round
+                    .iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.bound,
+                if t.met() { "met" } else { "MISSED" }
+            );
+        }
+    }
+
     pub(crate) fn markdown(&self) -> String {
         let m = &self.machine;
         let mut md = String::new();
@@ -237,27 +262,7 @@ impl Report {
             );
         }
         let _ = writeln!(md);
-        for t in self.targets() {
-            let (what, op) = match t.name {
-                "auth_quota_over_passthrough_rps" => {
-                    ("auth + quota / pass-through, throughput", ">=")
-                }
-                "auth_quota_over_nginx_rps" => ("auth + quota / nginx, throughput", ">="),
-                _ => ("auth + quota / nginx, p99 latency", "<="),
-            };
-            let _ = writeln!(
-                md,
-                "- {what}: **{:.2}** (per round {}; target {op} {:.2}: {})",
-                t.measured,
-                t.per_round
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                t.bound,
-                if t.met() { "met" } else { "MISSED" }
-            );
-        }
+        self.targets_markdown(&mut md);
         let _ = writeln!(
             md,
             "- front-end CPU: utime + stime of the daemon (all threads), or of nginx's master and \
