@@ -119,6 +119,9 @@ pub fn demo(seconds: u64, bin: Option<PathBuf>) -> Result<()> {
     live?;
 
     summary(&shield, &ok, &failed)?;
+    // The daemon first: a daemon that still manages the interface refuses `detach`.
+    let status = daemon.stop()?;
+    println!("demo: daemon stopped ({status})");
     output(
         lab.nsenter("srv", &shield.bin)
             .arg("--socket")
@@ -127,8 +130,6 @@ pub fn demo(seconds: u64, bin: Option<PathBuf>) -> Result<()> {
         "api-shield detach",
     )?;
     println!("demo: detached from srv0");
-    let status = daemon.stop()?;
-    println!("demo: daemon stopped ({status})");
     drop(http);
     drop(tmp);
     drop(lab);

@@ -254,9 +254,11 @@ impl Fronts {
         }
     }
 
-    /// Stops nginx, detaches the shield and stops the daemon, then the upstream.
+    /// Stops nginx and the daemon, detaches the shield, then stops the upstream. The daemon
+    /// first: a daemon that still manages the interface refuses `detach`.
     fn stop(self, lab: &Lab, bin: &Path, files: &Files) -> Result<()> {
         drop(self.nginx);
+        drop(self.daemon);
         output(
             lab.nsenter(NS_ROLE, bin)
                 .arg("--socket")
@@ -265,7 +267,6 @@ impl Fronts {
                 .arg(&files.config),
             "api-shield detach",
         )?;
-        drop(self.daemon);
         drop(self.upstream);
         Ok(())
     }
