@@ -8,7 +8,7 @@
 //! test process (parent-death signal), and what a killed run left behind (recognised by the
 //! dead pid in its names) is removed by the next run.
 
-use crate::netns::{COMMAND_TIMEOUT, Lab, NETNS_PREFIX, Outcome, run, try_run};
+use crate::netns::{COMMAND_TIMEOUT, CommandError, Lab, NETNS_PREFIX, Outcome, run, try_run};
 use serde_json::Value;
 use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
@@ -345,7 +345,7 @@ impl Daemon {
     }
 
     /// `detach --iface <iface> --config <cfg>`, run in the server namespace.
-    pub fn detach(&self) -> Result<Outcome, String> {
+    pub fn detach(&self) -> Result<Outcome, CommandError> {
         let mut cmd = self.nsenter();
         cmd.args(["detach", "--iface", &self.iface, "--config"])
             .arg(&self.config);
@@ -382,12 +382,9 @@ impl Drop for Daemon {
                 Err(e) => eprintln!("e2e: detach failed: {e}"),
             }
         }
-        for (what, result) in [
-            ("pins", remove_all(&self.pin_root)),
-            ("temp dir", remove_all(&self.dir)),
-        ] {
-            if let Err(e) = result {
-                eprintln!("e2e: cannot remove the {what}: {e}");
+        for (what, path) in [("pins", &self.pin_root), ("temp dir", &self.dir)] {
+            if let Err(e) = remove_all(path) {
+                eprintln!("e2e: cannot remove the {what} {}: {e}", path.display());
             }
         }
     }
@@ -447,11 +444,10 @@ fn pid_exists(pid: libc::pid_t) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn remove_all(path: &Path) -> Result<(), String> {
+/// Removes `path` and everything below it; a path that is not there is removed already.
+fn remove_all(path: &Path) -> std::io::Result<()> {
     match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("{}: {e}", path.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }
