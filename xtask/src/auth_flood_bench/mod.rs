@@ -21,7 +21,8 @@
 
 use crate::bench_common::{check_plan, loadavg, machine, now_rfc3339};
 use crate::gateway_bench::{
-    DIR_MODE, NS_ROLE, Wrk, XDP_IF, add_xdp_veth, start_nginx, upstream_nginx_conf, write_readable,
+    DIR_MODE, NS_ROLE, Wrk, XDP_IF, add_xdp_veth, run_daemon, start_nginx, upstream_nginx_conf,
+    write_readable,
 };
 use crate::lab::{Lab, LabChild};
 use crate::util::{command, output};
@@ -37,7 +38,7 @@ mod procs;
 mod report;
 
 use files::write_files;
-use procs::{check_routes, measure, start_daemon, wait_ready};
+use procs::{check_routes, measure, wait_ready};
 use report::Report;
 
 const GATEWAY_PORT: u16 = 8080;
@@ -161,7 +162,7 @@ pub fn gateway_auth(bin: &Path, args: &Args) -> Result<()> {
     let config = prepare(&mut lab, bin, &dir)?;
     let upstream = start_upstream(&lab, &dir)?;
     let socket = dir.join("ctl.sock");
-    let daemon = start_daemon(&lab, bin, &config, &socket, &dir.join("daemon.log"))?;
+    let daemon = run_daemon(&lab, bin, &config, &socket, &dir.join("daemon.log"))?;
     wait_ready(&lab)?;
     check_routes(&lab)?;
     println!(

@@ -1,64 +1,15 @@
 //! The processes of one run (the daemon, wrk) and what they answer.
 
 use super::*;
-use crate::gateway_bench::{
-    LOOPBACK, NS_ROLE, POLL, READY_TIMEOUT, WRK_GRACE, Wrk, XDP_IF, log_tail, parse_wrk,
-};
+use crate::gateway_bench::{LOOPBACK, NS_ROLE, POLL, READY_TIMEOUT, WRK_GRACE, Wrk, parse_wrk};
 use crate::lab::{Lab, LabChild};
-use crate::util::{command, output};
+use crate::util::output;
 use anyhow::{Context, Result, bail, ensure};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::Path;
-use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
-
-pub(crate) fn start_daemon(
-    lab: &Lab,
-    bin: &Path,
-    config: &Path,
-    socket: &Path,
-    log: &Path,
-) -> Result<LabChild> {
-    let file = File::create(log).context("create the daemon log")?;
-    let mut daemon = lab.spawn(
-        lab.nsenter(NS_ROLE, bin)
-            .arg("--socket")
-            .arg(socket)
-            .args(["run", "--iface", XDP_IF, "--config"])
-            .arg(config)
-            .stdout(file.try_clone()?)
-            .stderr(file),
-        "api-shield run",
-    )?;
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = daemon.try_wait()? {
-            bail!(
-                "`api-shield run` exited ({status}) during start-up:\n{}",
-                log_tail(log)
-            );
-        }
-        let status = command(bin)
-            .arg("--socket")
-            .arg(socket)
-            .args(["status", "--json"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output();
-        if status.is_ok_and(|o| o.status.success()) {
-            return Ok(daemon);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the daemon did not answer `status` within {READY_TIMEOUT:?}:\n{}",
-                log_tail(log)
-            );
-        }
-        thread::sleep(POLL);
-    }
-}
 
 /// The status of one request by curl, with `user:password` when given.
 pub(crate) fn curl_status(lab: &Lab, path: &str, credentials: Option<&str>) -> Result<u16> {

@@ -41,7 +41,7 @@ mod tests;
 
 pub(crate) use files::{upstream_nginx_conf, write_readable};
 pub(crate) use load::{Wrk, parse_wrk};
-pub(crate) use procs::{log_tail, start_nginx};
+pub(crate) use procs::{run_daemon, start_nginx};
 
 use crate::bench_common::{check_plan, loadavg, machine, now_rfc3339};
 use files::Files;

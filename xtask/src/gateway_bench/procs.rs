@@ -43,15 +43,27 @@ pub(crate) fn start_nginx(lab: &Lab, conf: &Path, prefix: &Path) -> Result<LabCh
 }
 
 pub(crate) fn start_daemon(lab: &Lab, bin: &Path, files: &Files) -> Result<LabChild> {
-    let log = File::create(&files.log).context("create the daemon log")?;
+    run_daemon(lab, bin, &files.config, &files.socket, &files.log)
+}
+
+/// Starts `api-shield run` on the XDP veth in the benchmark's namespace, logging to `log`,
+/// and waits until it answers `status` on `socket`.
+pub(crate) fn run_daemon(
+    lab: &Lab,
+    bin: &Path,
+    config: &Path,
+    socket: &Path,
+    log: &Path,
+) -> Result<LabChild> {
+    let file = File::create(log).context("create the daemon log")?;
     let mut daemon = lab.spawn(
         lab.nsenter(NS_ROLE, bin)
             .arg("--socket")
-            .arg(&files.socket)
+            .arg(socket)
             .args(["run", "--iface", XDP_IF, "--config"])
-            .arg(&files.config)
-            .stdout(log.try_clone()?)
-            .stderr(log),
+            .arg(config)
+            .stdout(file.try_clone()?)
+            .stderr(file),
         "api-shield run",
     )?;
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -59,12 +71,12 @@ pub(crate) fn start_daemon(lab: &Lab, bin: &Path, files: &Files) -> Result<LabCh
         if let Some(status) = daemon.try_wait()? {
             bail!(
                 "`api-shield run` exited ({status}) during start-up:\n{}",
-                log_tail(&files.log)
+                log_tail(log)
             );
         }
         let status = command(bin)
             .arg("--socket")
-            .arg(&files.socket)
+            .arg(socket)
             .args(["status", "--json"])
             .stdin(Stdio::null())
             .stderr(Stdio::null())
@@ -75,7 +87,7 @@ pub(crate) fn start_daemon(lab: &Lab, bin: &Path, files: &Files) -> Result<LabCh
         if Instant::now() > deadline {
             bail!(
                 "the daemon did not answer `status` within {READY_TIMEOUT:?}:\n{}",
-                log_tail(&files.log)
+                log_tail(log)
             );
         }
         thread::sleep(POLL);
