@@ -395,3 +395,35 @@ pub fn go_duration(data: &[u8]) {
         );
     }
 }
+
+#[cfg(test)]
+mod target_list {
+    use super::TARGETS;
+    use std::path::Path;
+
+    /// `cargo xtask fuzz` runs one target per `fuzz_targets/<name>.rs`: each must be in
+    /// `TARGETS` (replayed on stable) and each of `TARGETS` must have its file. This runs as
+    /// a test of this crate and of `api-shield/tests/fuzz_regressions.rs`, which includes this
+    /// file, so the directory is looked up from either manifest.
+    #[test]
+    fn every_fuzz_target_file_is_in_targets_and_back() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = [
+            manifest.join("fuzz_targets"),
+            manifest.join("../fuzz/fuzz_targets"),
+        ]
+        .into_iter()
+        .find(|d| d.is_dir())
+        .expect("fuzz/fuzz_targets/");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("read fuzz_targets/")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+            .filter_map(|p| p.file_stem()?.to_str().map(str::to_owned))
+            .collect();
+        files.sort();
+        let mut listed: Vec<String> = TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect();
+        listed.sort();
+        assert_eq!(files, listed, "fuzz_targets/*.rs and TARGETS differ");
+    }
+}

@@ -12,12 +12,12 @@
 //! the decisions it added and that bouncer, and kills the process. Bouncers left by a run that
 //! was killed (recognised by the dead pid in their names) are deleted by the next run.
 
-use crate::netns::{COMMAND_TIMEOUT, Outcome, try_run, unique_id};
+use crate::netns::{COMMAND_TIMEOUT, CommandError, Outcome, try_run, unique_id};
+use anyhow::{Context, Result, bail};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
@@ -72,7 +72,7 @@ impl Lapi {
     /// Installs crowdsec if needed, starts the local API and adds a bouncer. Panics with the
     /// exact error when crowdsec cannot be installed or started here.
     pub fn start() -> Lapi {
-        ensure_installed().unwrap_or_else(|e| panic!("crowdsec is not available: {e}"));
+        ensure_installed().unwrap_or_else(|e| panic!("crowdsec is not available: {e:#}"));
         let exclusive = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let id = unique_id();
         let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{id}"));
@@ -189,21 +189,7 @@ impl Lapi {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-        // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (prctl, getppid), touching no memory of the parent.
-        unsafe {
-            cmd.pre_exec(move || {
-                // If the test process dies without running its guards, crowdsec dies with it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("the test process is gone"));
-                }
-                Ok(())
-            });
-        }
+        crate::proc::die_with_parent(&mut cmd);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start crowdsec: {e}"));
@@ -229,7 +215,7 @@ impl Lapi {
         }
     }
 
-    fn try_cscli(&self, args: &[&str]) -> Result<Outcome, String> {
+    fn try_cscli(&self, args: &[&str]) -> Result<Outcome, CommandError> {
         try_run(
             Command::new("cscli").arg("-c").arg(&self.config).args(args),
             COMMAND_TIMEOUT,
@@ -285,17 +271,10 @@ impl Drop for Lapi {
             }
         }
         for (flag, value) in std::mem::take(&mut self.added) {
-            if let Err(e) = self
-                .try_cscli(&["decisions", "delete", flag, &value])
-                .and_then(|o| {
-                    if o.success() {
-                        Ok(())
-                    } else {
-                        Err(format!("{o:?}"))
-                    }
-                })
-            {
-                eprintln!("crowdsec: deleting decision {value}: {e}");
+            match self.try_cscli(&["decisions", "delete", flag, &value]) {
+                Ok(o) if o.success() => {}
+                Ok(o) => eprintln!("crowdsec: deleting decision {value}: {o:?}"),
+                Err(e) => eprintln!("crowdsec: deleting decision {value}: {e}"),
             }
         }
         if !self.bouncer.is_empty() {
@@ -412,7 +391,7 @@ fn write_private(path: &Path, text: &str) {
 
 // ---- installing ----------------------------------------------------------------------------
 
-fn run_logged(cmd: &mut Command, timeout: Duration) -> Result<Outcome, String> {
+fn run_logged(cmd: &mut Command, timeout: Duration) -> Result<Outcome, CommandError> {
     try_run(cmd.env("DEBIAN_FRONTEND", "noninteractive"), timeout)
 }
 
@@ -434,7 +413,7 @@ fn unconfigured(status: &str) -> bool {
 }
 
 /// Installs and configures crowdsec for offline use; does nothing when that is done already.
-pub fn ensure_installed() -> Result<(), String> {
+pub fn ensure_installed() -> Result<()> {
     let _guard = INSTALL.lock().unwrap_or_else(PoisonError::into_inner);
     if package_status() != INSTALLED {
         install()?;
@@ -442,13 +421,13 @@ pub fn ensure_installed() -> Result<(), String> {
     remove_online_client()
 }
 
-fn install() -> Result<(), String> {
-    fs::create_dir_all(CONFIG_DIR).map_err(|e| format!("create {CONFIG_DIR}: {e}"))?;
+fn install() -> Result<()> {
+    fs::create_dir_all(CONFIG_DIR).with_context(|| format!("create {CONFIG_DIR}"))?;
     // The post-install script registers with the online API unless this file is non-empty.
     let present = fs::read_to_string(ONLINE_CREDENTIALS).is_ok_and(|t| !t.trim().is_empty());
     if !present {
         fs::write(ONLINE_CREDENTIALS, ONLINE_CREDENTIALS_TEXT)
-            .map_err(|e| format!("write {ONLINE_CREDENTIALS}: {e}"))?;
+            .with_context(|| format!("write {ONLINE_CREDENTIALS}"))?;
     }
     let apt_install = || {
         run_logged(
@@ -465,7 +444,7 @@ fn install() -> Result<(), String> {
     if !out.success() && missing(&out) {
         let update = run_logged(Command::new("apt-get").arg("update"), INSTALL_TIMEOUT)?;
         if !update.success() {
-            return Err(format!("apt-get update failed: {}", update.stderr.trim()));
+            bail!("apt-get update failed: {}", update.stderr.trim());
         }
         out = apt_install()?;
     }
@@ -477,28 +456,25 @@ fn install() -> Result<(), String> {
             INSTALL_TIMEOUT,
         )?;
         if !configure.success() {
-            return Err(format!(
-                "dpkg --configure -a failed: {}",
-                configure.stderr.trim()
-            ));
+            bail!("dpkg --configure -a failed: {}", configure.stderr.trim());
         }
     }
     let status = package_status();
     if status != INSTALLED {
-        return Err(format!(
+        bail!(
             "`apt-get install -y crowdsec` left the package as `{status}`; \
              exit {:?}, stderr: {}",
             out.code,
             out.stderr.trim()
-        ));
+        );
     }
     Ok(())
 }
 
 /// Removes the `online_client:` block (and its nested lines) from config.yaml, so the local
 /// API never tries the central API.
-fn remove_online_client() -> Result<(), String> {
-    let text = fs::read_to_string(CONFIG).map_err(|e| format!("read {CONFIG}: {e}"))?;
+fn remove_online_client() -> Result<()> {
+    let text = fs::read_to_string(CONFIG).with_context(|| format!("read {CONFIG}"))?;
     let mut out = Vec::new();
     let mut block_indent: Option<usize> = None;
     for line in text.lines() {
@@ -524,5 +500,5 @@ fn remove_online_client() -> Result<(), String> {
     edited.push('\n');
     fs::write(&tmp, edited)
         .and_then(|()| fs::rename(&tmp, CONFIG))
-        .map_err(|e| format!("rewrite {CONFIG}: {e}"))
+        .with_context(|| format!("rewrite {CONFIG}"))
 }

@@ -8,7 +8,7 @@
 //! test process (parent-death signal), and what a killed run left behind (recognised by the
 //! dead pid in its names) is removed by the next run.
 
-use crate::netns::{COMMAND_TIMEOUT, Lab, NETNS_PREFIX, Outcome, run, try_run};
+use crate::netns::{COMMAND_TIMEOUT, CommandError, Lab, NETNS_PREFIX, Outcome, run, try_run};
 use serde_json::Value;
 use std::fs::{self, OpenOptions};
 use std::os::unix::process::CommandExt;
@@ -83,6 +83,12 @@ impl Daemon {
     /// Creates the daemon's directory and config like `start`, without starting it: for
     /// tests that put something in place first (`spawn` starts it).
     pub fn prepare(lab: &Lab, extra: &str) -> Daemon {
+        Daemon::prepare_with(lab, |_| extra.to_owned())
+    }
+
+    /// Like `prepare`, for a config that names files in the daemon's directory: `extra` gets
+    /// the directory (already created), may write files there, and returns the extra TOML.
+    pub fn prepare_with(lab: &Lab, extra: impl FnOnce(&Path) -> String) -> Daemon {
         let bin = binary();
         SWEEP.call_once(sweep_dead_runs);
         let dir = std::env::temp_dir().join(format!("{TEMP_PREFIX}{}", lab.id));
@@ -101,6 +107,7 @@ impl Daemon {
         // From here on a panic drops `daemon`, which removes what was created.
         fs::create_dir(&daemon.dir)
             .unwrap_or_else(|e| panic!("create {}: {e}", daemon.dir.display()));
+        let extra = extra(&daemon.dir);
         let config = format!(
             "pin_root = \"{}\"\nstate_dir = \"{}\"\naudit_log = \"{}\"\n{extra}\n",
             daemon.pin_root.display(),
@@ -122,22 +129,8 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("open {}: {e}", self.log.display()));
         let log_err = log.try_clone().expect("clone the log file");
         let mut cmd = self.nsenter();
-        let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
-        // SAFETY: the closure runs in the forked child before exec and calls only
-        // async-signal-safe functions (prctl, getppid), touching no memory of the parent.
-        unsafe {
-            cmd.pre_exec(move || {
-                // If the test process dies without running its guards (SIGKILL, an abort),
-                // the daemon dies with it. nsenter execs the daemon, which keeps the setting.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("the test process is gone"));
-                }
-                Ok(())
-            });
-        }
+        // nsenter execs the daemon, which keeps the setting.
+        crate::proc::die_with_parent(&mut cmd);
         let child = cmd
             .arg("--socket")
             .arg(&self.socket)
@@ -352,7 +345,7 @@ impl Daemon {
     }
 
     /// `detach --iface <iface> --config <cfg>`, run in the server namespace.
-    pub fn detach(&self) -> Result<Outcome, String> {
+    pub fn detach(&self) -> Result<Outcome, CommandError> {
         let mut cmd = self.nsenter();
         cmd.args(["detach", "--iface", &self.iface, "--config"])
             .arg(&self.config);
@@ -389,12 +382,9 @@ impl Drop for Daemon {
                 Err(e) => eprintln!("e2e: detach failed: {e}"),
             }
         }
-        for (what, result) in [
-            ("pins", remove_all(&self.pin_root)),
-            ("temp dir", remove_all(&self.dir)),
-        ] {
-            if let Err(e) = result {
-                eprintln!("e2e: cannot remove the {what}: {e}");
+        for (what, path) in [("pins", &self.pin_root), ("temp dir", &self.dir)] {
+            if let Err(e) = remove_all(path) {
+                eprintln!("e2e: cannot remove the {what} {}: {e}", path.display());
             }
         }
     }
@@ -454,11 +444,10 @@ fn pid_exists(pid: libc::pid_t) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-fn remove_all(path: &Path) -> Result<(), String> {
+/// Removes `path` and everything below it; a path that is not there is removed already.
+fn remove_all(path: &Path) -> std::io::Result<()> {
     match fs::remove_dir_all(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(format!("{}: {e}", path.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
 }

@@ -2,6 +2,7 @@
 //! HTTP/2 client connection, optional client certificate, run from inside a lab namespace.
 //! One connection can carry several requests, so a test can hold it across a reload.
 
+use anyhow::{Context, Result, anyhow};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,28 +92,28 @@ impl Req {
 }
 
 /// The rustls client configuration for `tls` (roots, client certificate, ALPN).
-pub fn client_config(tls: &Tls) -> Result<rustls::ClientConfig, String> {
+pub fn client_config(tls: &Tls) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(tls.ca_pem.as_bytes()) {
         roots
-            .add(c.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+            .add(c.context("the CA certificate")?)
+            .context("a root certificate")?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .context("the TLS protocol versions")?
         .with_root_certificates(roots);
     let mut cfg = match &tls.client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
             let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+                .context("the client certificate")?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).context("the client key")?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| e.to_string())?
+                .context("the client certificate and key")?
         }
     };
     cfg.alpn_protocols = if tls.http2 {
@@ -136,33 +137,31 @@ pub fn session(
     tls: &Tls,
     batch: &[Req],
     mut between: impl FnMut(usize),
-) -> Result<Vec<Answer>, String> {
+) -> Result<Vec<Answer>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .context("a tokio runtime")?;
     rt.block_on(async {
         let connector = TlsConnector::from(Arc::new(client_config(tls)?));
         let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| format!("connect: {e}"))?;
-        let name = ServerName::try_from(tls.server_name.clone()).map_err(|e| e.to_string())?;
+            .map_err(|_| anyhow!("connect timed out"))?
+            .context("connect")?;
+        let name = ServerName::try_from(tls.server_name.clone()).context("the server name")?;
         let stream = tokio::time::timeout(TIMEOUT, connector.connect(name, tcp))
             .await
-            .map_err(|_| "TLS handshake timed out".to_owned())?
-            .map_err(|e| format!("TLS handshake: {e}"))?;
+            .map_err(|_| anyhow!("TLS handshake timed out"))?
+            .context("TLS handshake")?;
         let io = TokioIo::new(stream);
         let mut sender = if tls.http2 {
             let (s, conn) = http2::handshake(TokioExecutor::new(), io)
                 .await
-                .map_err(|e| format!("h2 handshake: {e}"))?;
+                .context("h2 handshake")?;
             tokio::spawn(conn);
             Sender::H2(s)
         } else {
-            let (s, conn) = http1::handshake(io)
-                .await
-                .map_err(|e| format!("h1 handshake: {e}"))?;
+            let (s, conn) = http1::handshake(io).await.context("h1 handshake")?;
             tokio::spawn(conn);
             Sender::H1(s)
         };
@@ -187,25 +186,21 @@ pub fn session(
             } else {
                 full.boxed()
             };
-            let req = req.body(body).map_err(|e| e.to_string())?;
+            let req = req.body(body).context("the request")?;
             let resp = match &mut sender {
                 Sender::H1(s) => {
-                    s.ready().await.map_err(|e| format!("h1 not ready: {e}"))?;
+                    s.ready().await.context("h1 not ready")?;
                     tokio::time::timeout(TIMEOUT, s.send_request(req)).await
                 }
                 Sender::H2(s) => {
-                    s.ready().await.map_err(|e| format!("h2 not ready: {e}"))?;
+                    s.ready().await.context("h2 not ready")?;
                     tokio::time::timeout(TIMEOUT, s.send_request(req)).await
                 }
             }
-            .map_err(|_| "response timed out".to_owned())?
-            .map_err(|e| format!("request: {e}"))?;
+            .map_err(|_| anyhow!("response timed out"))?
+            .context("request")?;
             let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
+            let body = body.collect().await.context("body")?.to_bytes();
             answers.push(Answer {
                 status: parts.status.as_u16(),
                 version: parts.version,
@@ -218,6 +213,6 @@ pub fn session(
 }
 
 /// One request on its own connection.
-pub fn once(addr: SocketAddr, tls: &Tls, req: Req) -> Result<Answer, String> {
+pub fn once(addr: SocketAddr, tls: &Tls, req: Req) -> Result<Answer> {
     session(addr, tls, &[req], |_| {}).map(|mut a| a.remove(0))
 }

@@ -9,6 +9,7 @@ pub mod frames;
 pub mod http;
 pub mod https;
 pub mod kernel;
+pub mod lab_env;
 pub mod lapi_standin;
 pub mod metrics;
 pub mod netns;

@@ -65,15 +65,33 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Outcome {
     try_run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Why a helper command gave no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot start {command}: {source}")]
+    Start { command: String, source: io::Error },
+    #[error("waiting for {command}: {source}")]
+    Wait { command: String, source: io::Error },
+    #[error("{command} did not finish within {timeout:?}: {outcome:?}")]
+    Timeout {
+        command: String,
+        timeout: Duration,
+        outcome: Outcome,
+    },
+}
+
 /// `run` without panicking, for drop guards.
-pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Outcome, String> {
+pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Outcome, CommandError> {
     let described = format!("{cmd:?}");
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start {described}: {e}"))?;
+        .map_err(|source| CommandError::Start {
+            command: described.clone(),
+            source,
+        })?;
     let out = drain(
         child
             .stdout
@@ -99,7 +117,10 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Outcome, String> 
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("waiting for {described}: {e}"));
+                return Err(CommandError::Wait {
+                    command: described,
+                    source: e,
+                });
             }
         }
     };
@@ -110,9 +131,11 @@ pub fn try_run(cmd: &mut Command, timeout: Duration) -> Result<Outcome, String> 
     };
     match status {
         Some(_) => Ok(outcome),
-        None => Err(format!(
-            "{described} did not finish within {timeout:?}: {outcome:?}"
-        )),
+        None => Err(CommandError::Timeout {
+            command: described,
+            timeout,
+            outcome,
+        }),
     }
 }
 
@@ -308,7 +331,7 @@ impl Drop for Lab {
             let failure = match outcome {
                 Ok(o) if o.success() => continue,
                 Ok(o) => o.stderr.trim().to_owned(),
-                Err(e) => e,
+                Err(e) => e.to_string(),
             };
             if Path::new("/run/netns").join(ns).exists() {
                 eprintln!("e2e: cannot delete namespace {ns}: {failure}");
@@ -348,7 +371,7 @@ impl Receiver {
     pub fn start(host: &Host, port: u16) -> Receiver {
         let counts = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         let thread = {
             let counts = Arc::clone(&counts);
             let stop = Arc::clone(&stop);
@@ -356,7 +379,7 @@ impl Receiver {
                 let socket = match bind_receiver(port) {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(format!("bind [::]:{port}: {e}")));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
@@ -382,7 +405,7 @@ impl Receiver {
         };
         match ready_rx.recv_timeout(Duration::from_secs(5)) {
             Ok(Ok(())) => receiver,
-            Ok(Err(e)) => panic!("receiver: {e}"),
+            Ok(Err(e)) => panic!("receiver: bind [::]:{port}: {e}"),
             Err(e) => panic!("the receiver never bound: {e}"),
         }
     }

@@ -1,6 +1,7 @@
 //! A helper process a test starts (an upstream, nginx, a JWKS server), ended by its own pid.
 
-use std::process::Child;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
 
 /// A child process killed and reaped on drop.
 pub struct Proc {
@@ -14,5 +15,26 @@ impl Drop for Proc {
             eprintln!("killing the test's {}: {e}", self.name);
         }
         let _ = self.child.wait();
+    }
+}
+
+/// Makes the child `cmd` starts die with the test process: if the test dies without running
+/// its guards (SIGKILL, an abort), the kernel sends the child SIGKILL. An exec keeps the
+/// setting, so it also covers a daemon started through `nsenter` or `setpriv`.
+pub fn die_with_parent(cmd: &mut Command) {
+    let parent = libc::pid_t::try_from(std::process::id()).expect("pid fits pid_t");
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid), touching no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl: then no signal would come.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the test process is gone"));
+            }
+            Ok(())
+        });
     }
 }

@@ -10,27 +10,15 @@ use serde_json::Value;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
-use tests::daemon::{Daemon, packets};
+use tests::daemon::{Daemon, KERNEL_QUIET, packets};
+use tests::lab_env::Env;
 use tests::metrics::scrape;
-use tests::netns::{
-    BAD_V4, BAD_V6, GOOD_V4, Lab, Pace, Receiver, SERVER_V4, SERVER_V6, send_udp, spawn_udp,
-};
+use tests::netns::{BAD_V4, BAD_V6, GOOD_V4, Pace, SERVER_V4, SERVER_V6, send_udp, spawn_udp};
 
 /// Datagrams each client sends per exchange.
 const N: u64 = 200;
-/// UDP port of the counting receiver on the server.
-const PORT: u16 = 9000;
 /// `nobody` / `nogroup` on Debian.
 const NOBODY: u32 = 65_534;
-
-/// Rate limits and auto-blocking off: only the lists decide.
-const LISTS_ONLY: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
 
 /// 100 packets per second with a burst of 100 per source; 50 over-limit packets within 10 s
 /// get a source blocked in the kernel for 2 minutes.
@@ -45,47 +33,13 @@ window = \"10s\"
 ttl = \"2m\"
 ";
 
-/// One lab with a daemon on the server and a counting receiver. Fields drop in order: the
-/// receiver, then the daemon (killed, detached, pins removed), then the namespaces.
-struct Env {
-    rx: Receiver,
-    daemon: Daemon,
-    lab: Lab,
+/// What only these tests ask of the shared lab.
+trait E2eEnv {
+    /// `verdicts.blocklisted.packets`.
+    fn blocklisted(&self) -> u64;
 }
 
-impl Env {
-    fn new(config: &str) -> Env {
-        let lab = Lab::new();
-        let daemon = Daemon::start(&lab, config);
-        let rx = Receiver::start(&lab.server, PORT);
-        Env { rx, daemon, lab }
-    }
-
-    /// Both clients send `n` datagrams (gently paced, at the same time) to the server over the
-    /// given family; returns how many of each arrived (good, bad).
-    fn exchange(&self, v6: bool, n: u64) -> (u64, u64) {
-        let target = self.rx.target(&self.lab.server, v6);
-        let (good, bad) = (self.lab.good.addr(v6), self.lab.bad.addr(v6));
-        let before = (self.rx.count(good), self.rx.count(bad));
-        let g = spawn_udp(&self.lab.good, target, Pace::steady(n));
-        let b = spawn_udp(&self.lab.bad, target, Pace::steady(n));
-        let sent = (
-            g.join().expect("good sender"),
-            b.join().expect("bad sender"),
-        );
-        assert_eq!(
-            sent,
-            (n, n),
-            "the client sockets did not take every datagram"
-        );
-        self.rx.settle();
-        (
-            self.rx.count(good) - before.0,
-            self.rx.count(bad) - before.1,
-        )
-    }
-
-    /// `verdicts.blocklisted.packets`.
+impl E2eEnv for Env {
     fn blocklisted(&self) -> u64 {
         packets(&self.daemon.stats(), "verdicts", "blocklisted")
     }
@@ -139,7 +93,7 @@ fn check_block(env: &Env, token: &str, listed_as: &str, v6: bool) {
 
 #[test]
 fn blocked_source_is_dropped_and_unblock_restores_it() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     assert_eq!(env.exchange(false, N), (N, N), "the lab lost datagrams");
     check_block(&env, &BAD_V4.to_string(), "198.18.1.35/32", false);
     let blocked = env.daemon.list(Some("blocked"));
@@ -148,7 +102,7 @@ fn blocked_source_is_dropped_and_unblock_restores_it() {
 
 #[test]
 fn cidr_and_ipv6_blocks() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     assert_eq!(env.exchange(true, N), (N, N), "the lab lost IPv6 datagrams");
     check_block(&env, "198.18.1.32/28", "198.18.1.32/28", false);
     check_block(&env, &BAD_V6.to_string(), "2001:db8:1:3::3/128", true);
@@ -227,7 +181,7 @@ fn flood_is_cut_and_the_source_auto_blocked() {
 
 #[test]
 fn blocks_survive_kill_9_and_a_restart_adopts_the_pins() {
-    let mut env = Env::new(LISTS_ONLY);
+    let mut env = Env::new(KERNEL_QUIET);
     env.daemon.ok(&["block", &BAD_V4.to_string()]);
     assert_eq!(env.exchange(false, 50), (50, 0));
     let status = env.daemon.status();
@@ -259,7 +213,7 @@ fn blocks_survive_kill_9_and_a_restart_adopts_the_pins() {
 
 #[test]
 fn bad_cli_input_changes_nothing() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     d.ok(&["block", "198.18.5.8", "--ttl", "10m", "--reason", "seed"]);
     let listed = d.list(None);
@@ -332,7 +286,7 @@ fn bad_cli_input_changes_nothing() {
 
 #[test]
 fn non_root_peer_is_refused() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     std::fs::set_permissions(&d.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
     let bad = BAD_V4.to_string();
@@ -369,7 +323,7 @@ fn non_root_peer_is_refused() {
 
 #[test]
 fn lockout_is_refused_unless_forced() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     let own_v4 = SERVER_V4.to_string();
     let own_v6 = SERVER_V6.to_string();
@@ -455,7 +409,7 @@ impl Drop for ConfigRestore {
 /// the command returns (exit 0, audited with the caller); SIGHUP still reloads too.
 #[test]
 fn reload_over_the_socket_applies_a_good_config() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     let config = ConfigRestore::new(d);
     d.ok(&["block", &BAD_V4.to_string()]);
@@ -532,7 +486,7 @@ fn reload_over_the_socket_applies_a_good_config() {
 /// running with the config it had, in userspace and in the kernel.
 #[test]
 fn reload_of_a_broken_config_names_every_error_and_changes_nothing() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     let config = ConfigRestore::new(d);
     d.ok(&["block", &BAD_V4.to_string()]);
@@ -607,7 +561,9 @@ fn reload_of_a_broken_config_names_every_error_and_changes_nothing() {
 #[test]
 fn detach_of_a_running_daemons_interface_needs_force_and_is_noticed() {
     const METRICS: &str = "127.0.0.1:9381";
-    let env = Env::new(&format!("{LISTS_ONLY}[metrics]\nlisten = \"{METRICS}\"\n"));
+    let env = Env::new(&format!(
+        "{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS}\"\n"
+    ));
     let d = &env.daemon;
     d.ok(&["block", &BAD_V4.to_string()]);
     let status = d.status();

@@ -6,15 +6,13 @@
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
-use tests::daemon::Daemon;
+use tests::daemon::KERNEL_QUIET;
+use tests::lab_env::Env;
 use tests::metrics::scrape;
-use tests::netns::{BAD_V4, BAD_V6, Host, Lab, Pace, Receiver, ip, spawn_udp};
+use tests::netns::{BAD_V4, BAD_V6, Host};
 
-/// UDP port of the counting receiver on the server.
-const PORT: u16 = 9000;
 /// Datagrams per probe.
 const N: u64 = 50;
 /// How often the daemon sweeps expired entries (`daemon::SWEEP_INTERVAL`).
@@ -27,67 +25,25 @@ const BIG_IMPORT_LIMIT: Duration = Duration::from_secs(60);
 const LONG_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 36);
 const LATER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 37);
 
-const QUIET: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
-
-struct Env {
-    rx: Receiver,
-    daemon: Daemon,
-    lab: Lab,
+/// The shared lab, the bad client with its other addresses.
+fn start(config: &str) -> Env {
+    let env = Env::new(config).with_probes(N);
+    for v4 in [LONG_V4, LATER_V4] {
+        env.add_bad_address(v4);
+    }
+    env
 }
 
-impl Env {
-    fn new(config: &str) -> Env {
-        let lab = Lab::new();
-        let daemon = Daemon::start(&lab, config);
-        let rx = Receiver::start(&lab.server, PORT);
-        for v4 in [LONG_V4, LATER_V4] {
-            let addr = format!("{v4}/32");
-            ip(&[
-                "-n",
-                &lab.bad.netns,
-                "addr",
-                "add",
-                &addr,
-                "dev",
-                lab.bad.iface,
-            ]);
-        }
-        Env { rx, daemon, lab }
-    }
-
-    fn bad_as(&self, v4: Ipv4Addr) -> Host {
-        Host {
-            v4,
-            ..self.lab.bad.clone()
-        }
-    }
-
-    /// Sends `N` datagrams from `host` (over IPv6 if `v6`) and returns how many arrived.
-    fn probe(&self, host: &Host, v6: bool) -> u64 {
-        let target = self.rx.target(&self.lab.server, v6);
-        let src = host.addr(v6);
-        let before = self.rx.count(src);
-        let sent = spawn_udp(host, target, Pace::steady(N))
-            .join()
-            .expect("sender");
-        assert_eq!(sent, N, "the socket refused datagrams");
-        self.rx.settle();
-        self.rx.count(src) - before
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.daemon.dir.join(name);
-        std::fs::write(&path, text).expect("write list file");
-        path
-    }
-
+/// What only these tests ask of the shared lab.
+trait ExpiryEnv {
     /// Imports `text` as `list` and returns the CLI's JSON and how long it took.
+    fn import(&self, name: &str, text: &str, list: &str) -> (Value, Duration);
+    fn rules(&self) -> Value;
+    /// Waits until `host` gets through, at most until `deadline`; returns when it did.
+    fn passes_by(&self, host: &Host, v6: bool, deadline: Instant) -> Option<Instant>;
+}
+
+impl ExpiryEnv for Env {
     fn import(&self, name: &str, text: &str, list: &str) -> (Value, Duration) {
         let path = self.file(name, text);
         let started = Instant::now();
@@ -105,7 +61,6 @@ impl Env {
         self.daemon.status()["maps"]["rules"].clone()
     }
 
-    /// Waits until `host` gets through, at most until `deadline`; returns when it did.
     fn passes_by(&self, host: &Host, v6: bool, deadline: Instant) -> Option<Instant> {
         loop {
             if self.probe(host, v6) == N {
@@ -176,7 +131,7 @@ fn count(v: &Value) -> u64 {
 /// `block`, `unblock` and push that followed was refused.
 #[test]
 fn sixty_five_thousand_distinct_expiries_leave_block_and_unblock_working() {
-    let env = Env::new(QUIET);
+    let env = start(KERNEL_QUIET);
     let (body, took) = env.import("v4.ipset", &ipset_file_v4(65_000, 3_600), "feed");
     eprintln!("imported 65,000 distinct expiries in {took:?}: {body}");
 
@@ -208,8 +163,8 @@ fn a_million_distinct_expiries_are_enforced_and_expire_on_time() {
     const FIRST_TIMEOUT_SECS: u64 = 26;
     // How long the million are watched expiring.
     const WINDOW: Duration = Duration::from_secs(6);
-    let env = Env::new(&format!(
-        "{QUIET}[capacity]\nv6_entries = 1100000\n[metrics]\nlisten = \"127.0.0.1:9390\"\n"
+    let env = start(&format!(
+        "{KERNEL_QUIET}[capacity]\nv6_entries = 1100000\n[metrics]\nlisten = \"127.0.0.1:9390\"\n"
     ));
     // The million, and a long-lived IPv4 sample in a set of its own (a set holds one family).
     let mut text = ipset_file(ENTRIES, FIRST_TIMEOUT_SECS);
@@ -345,8 +300,8 @@ fn a_million_distinct_expiries_are_enforced_and_expire_on_time() {
 /// the audit log. `unblock`, `flush` and a restart work.
 #[test]
 fn a_full_rule_table_refuses_nothing_and_says_so() {
-    let env = Env::new(&format!(
-        "{QUIET}[capacity]\nrules = 3\n[metrics]\nlisten = \"127.0.0.1:9391\"\n"
+    let env = start(&format!(
+        "{KERNEL_QUIET}[capacity]\nrules = 3\n[metrics]\nlisten = \"127.0.0.1:9391\"\n"
     ));
     // Three lists, each with expiring entries: at the coarsest grid each needs a rule, and
     // only two fit.

@@ -9,13 +9,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tests::daemon::Daemon;
-use tests::netns::{BAD_V4, BAD_V6, COMMAND_TIMEOUT, Lab, Outcome, Pace, Receiver, run, spawn_udp};
+use tests::daemon::{Daemon, KERNEL_QUIET};
+use tests::lab_env::Env;
+use tests::netns::{BAD_V4, BAD_V6, COMMAND_TIMEOUT, Outcome, run};
 
 /// Datagrams each client sends per exchange.
 const N: u64 = 100;
-/// UDP port of the counting receiver on the server.
-const PORT: u16 = 9000;
 /// The jail whose bans the test makes.
 const JAIL: &str = "sshd";
 /// The list that jail's bans go to.
@@ -23,55 +22,13 @@ const LIST: &str = "fail2ban-sshd";
 /// Bans timed for the per-ban figure.
 const TIMED_BANS: u8 = 20;
 
-/// Rate limits and auto-blocking off: only the lists decide.
-const LISTS_ONLY: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
-
-/// A lab with a daemon and a counting receiver; fields drop in order (receiver, daemon, lab).
-struct Env {
-    rx: Receiver,
-    daemon: Daemon,
-    lab: Lab,
+/// What only these tests ask of the shared lab.
+trait Fail2banEnv {
+    /// The blocked entries of the jail's list.
+    fn listed(&self) -> Vec<Value>;
 }
 
-impl Env {
-    fn new() -> Env {
-        let lab = Lab::new();
-        let daemon = Daemon::start(&lab, LISTS_ONLY);
-        let rx = Receiver::start(&lab.server, PORT);
-        Env { rx, daemon, lab }
-    }
-
-    /// Both clients send `N` datagrams over the given family; how many of each arrived
-    /// (good, bad).
-    fn exchange(&self, v6: bool) -> (u64, u64) {
-        let target = self.rx.target(&self.lab.server, v6);
-        let (good, bad) = (self.lab.good.addr(v6), self.lab.bad.addr(v6));
-        let before = (self.rx.count(good), self.rx.count(bad));
-        let g = spawn_udp(&self.lab.good, target, Pace::steady(N));
-        let b = spawn_udp(&self.lab.bad, target, Pace::steady(N));
-        let sent = (
-            g.join().expect("good sender"),
-            b.join().expect("bad sender"),
-        );
-        assert_eq!(
-            sent,
-            (N, N),
-            "the client sockets did not take every datagram"
-        );
-        self.rx.settle();
-        (
-            self.rx.count(good) - before.0,
-            self.rx.count(bad) - before.1,
-        )
-    }
-
-    /// The blocked entries of the jail's list.
+impl Fail2banEnv for Env {
     fn listed(&self) -> Vec<Value> {
         self.daemon
             .list(Some("blocked"))
@@ -308,9 +265,9 @@ fn entries_for<'v>(listed: &'v [Value], net: &str) -> Vec<&'v Value> {
 
 #[test]
 fn fail2ban_action_bans_and_unbans() {
-    let env = Env::new();
+    let env = Env::new(KERNEL_QUIET);
     let action = Action::load(&env.daemon);
-    assert_eq!(env.exchange(false), (N, N), "the lab lost datagrams");
+    assert_eq!(env.exchange(false, N), (N, N), "the lab lost datagrams");
 
     action.ok("actionstart", "", 0);
     action.ok("actioncheck", "", 0);
@@ -333,7 +290,7 @@ fn fail2ban_action_bans_and_unbans() {
         "expiry {expires} is not 600 s after the ban ({before}..{after})"
     );
     assert_eq!(
-        env.exchange(false),
+        env.exchange(false, N),
         (N, 0),
         "the banned client's datagrams arrived"
     );
@@ -380,7 +337,7 @@ fn fail2ban_action_bans_and_unbans() {
     let listed = env.listed();
     assert!(entries_for(&listed, &bad_net).is_empty(), "{listed:?}");
     assert_eq!(
-        env.exchange(false),
+        env.exchange(false, N),
         (N, N),
         "delivery not restored by the unban"
     );
@@ -398,15 +355,15 @@ fn fail2ban_action_bans_and_unbans() {
         "the fail2ban unban removed the CLI's block: {blocked:?}"
     );
     assert_eq!(
-        env.exchange(false),
+        env.exchange(false, N),
         (N, 0),
         "the CLI's block stopped working"
     );
     env.daemon.ok(&["unblock", &bad]);
-    assert_eq!(env.exchange(false), (N, N));
+    assert_eq!(env.exchange(false, N), (N, N));
 
     // A permanent ban (bantime -1), over IPv6: no expiry.
-    assert_eq!(env.exchange(true), (N, N), "the lab lost IPv6 datagrams");
+    assert_eq!(env.exchange(true, N), (N, N), "the lab lost IPv6 datagrams");
     let bad6 = BAD_V6.to_string();
     let bad6_net = format!("{bad6}/128");
     action.ok("actionban", &bad6, -1);
@@ -418,7 +375,7 @@ fn fail2ban_action_bans_and_unbans() {
         "a permanent ban has an expiry: {entry:?}"
     );
     assert_eq!(
-        env.exchange(true),
+        env.exchange(true, N),
         (N, 0),
         "the permanently banned client got through"
     );
@@ -428,7 +385,7 @@ fn fail2ban_action_bans_and_unbans() {
     let listed = env.listed();
     assert!(listed.is_empty(), "left after actionflush: {listed:?}");
     assert_eq!(
-        env.exchange(true),
+        env.exchange(true, N),
         (N, N),
         "delivery not restored by the flush"
     );

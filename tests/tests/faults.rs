@@ -24,27 +24,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
-use tests::daemon::{Daemon, packets};
-use tests::netns::{
-    BAD_V4, BAD_V6, GOOD_V4, Host, Lab, Outcome, Pace, Receiver, SERVER_V4, ip, spawn_udp,
-};
+use tests::daemon::{KERNEL_QUIET, packets};
+use tests::lab_env::{DEFAULT_PROBES, Env};
+use tests::netns::{BAD_V4, BAD_V6, GOOD_V4, Host, Outcome, Pace, SERVER_V4, spawn_udp};
 
-/// UDP port of the counting receiver on the server.
-const PORT: u16 = 9000;
 /// Datagrams per probe.
-const N: u64 = 100;
+const N: u64 = DEFAULT_PROBES;
 /// Longest a daemon that should refuse to start may take to do so.
 /// Longest to wait for something the daemon does on its own (a sweep, a reload).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Rate limits and auto-blocking off: only the lists decide.
-const LISTS_ONLY: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
 
 /// Room for two auto-blocks and a small IPv4 table; 100 packets per second per source, 20
 /// over-limit packets within 10 s get a source blocked for two minutes.
@@ -67,74 +55,15 @@ fn bad_extra(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 1, 36 + n)
 }
 
-/// A lab, a daemon on its server and a counting receiver. Fields drop in order: the receiver,
-/// the daemon (killed, detached, pins removed), then the namespaces.
-struct Env {
-    rx: Receiver,
-    daemon: Daemon,
-    lab: Lab,
+/// What only these tests ask of the shared lab.
+trait FaultsEnv {
+    /// `state_dir/<iface>`: the snapshot.
+    fn snapshot_dir(&self) -> PathBuf;
 }
 
-impl Env {
-    fn new(config: &str) -> Env {
-        let lab = Lab::new();
-        let daemon = Daemon::start(&lab, config);
-        let rx = Receiver::start(&lab.server, PORT);
-        Env { rx, daemon, lab }
-    }
-
-    /// The bad client speaking from another of its addresses (added with `add_bad_address`).
-    fn bad_as(&self, v4: Ipv4Addr) -> Host {
-        Host {
-            v4,
-            ..self.lab.bad.clone()
-        }
-    }
-
-    fn add_bad_address(&self, v4: Ipv4Addr) {
-        let addr = format!("{v4}/32");
-        ip(&[
-            "-n",
-            &self.lab.bad.netns,
-            "addr",
-            "add",
-            &addr,
-            "dev",
-            self.lab.bad.iface,
-        ]);
-    }
-
-    /// Sends `n` gently paced datagrams from `host` over the family and returns how many
-    /// arrived.
-    fn probe_n(&self, host: &Host, v6: bool, n: u64) -> u64 {
-        let target = self.rx.target(&self.lab.server, v6);
-        let src = host.addr(v6);
-        let before = self.rx.count(src);
-        let sent = spawn_udp(host, target, Pace::steady(n))
-            .join()
-            .expect("sender thread");
-        assert_eq!(sent, n, "the socket of {src} refused datagrams");
-        self.rx.settle();
-        self.rx.count(src) - before
-    }
-
-    fn probe(&self, host: &Host, v6: bool) -> u64 {
-        self.probe_n(host, v6, N)
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.daemon.dir.join(name);
-        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        path
-    }
-
-    /// `state_dir/<iface>`: the snapshot.
+impl FaultsEnv for Env {
     fn snapshot_dir(&self) -> PathBuf {
         self.daemon.dir.join("state").join(&self.daemon.iface)
-    }
-
-    fn stats(&self) -> Value {
-        self.daemon.stats()
     }
 }
 
@@ -226,7 +155,7 @@ const DOWN_FOR: Duration = Duration::from_millis(1_000);
 
 #[test]
 fn kill_9_during_a_flood_lets_no_blocked_datagram_through() {
-    let mut env = Env::new(LISTS_ONLY);
+    let mut env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     d.ok(&["block", &BAD_V4.to_string(), "--reason", "faults"]);
     d.ok(&["block", "2001:db8:1:3::/64", "--ttl", "1h"]);
@@ -241,7 +170,7 @@ fn kill_9_during_a_flood_lets_no_blocked_datagram_through() {
     assert_eq!(env.probe(&env.lab.bad, false), 0);
     assert_eq!(env.probe(&env.lab.good, false), N);
     let lists_before = all_entries(&env);
-    let stats_before = env.stats();
+    let stats_before = env.daemon.stats();
     let (blocked_before, cli_before) = (
         blocklisted(&stats_before),
         origin_drops(&stats_before, "cli"),
@@ -274,7 +203,7 @@ fn kill_9_during_a_flood_lets_no_blocked_datagram_through() {
     thread::sleep(DOWN_FOR);
     env.daemon.spawn();
     let restarted_in = killed_at.elapsed();
-    let stats_restarted = env.stats();
+    let stats_restarted = env.daemon.stats();
     let flood_sent = flood.join().expect("flood sender");
     let good_sent = good.join().expect("good sender");
     env.rx.settle();
@@ -307,7 +236,7 @@ fn kill_9_during_a_flood_lets_no_blocked_datagram_through() {
     );
     // The counters continue: what the restarted daemon reports includes what was dropped
     // before the kill and while no daemon ran.
-    let stats_after = env.stats();
+    let stats_after = env.daemon.stats();
     let blocked_restarted = blocklisted(&stats_restarted);
     let blocked_after = blocklisted(&stats_after);
     let dropped = blocked_after - blocked_before;
@@ -342,7 +271,7 @@ const SHORT_TTL: Duration = Duration::from_secs(2);
 
 #[test]
 fn a_reboot_restores_unexpired_decisions_from_the_snapshot() {
-    let mut env = Env::new(LISTS_ONLY);
+    let mut env = Env::new(KERNEL_QUIET);
     let short = bad_extra(0);
     let listed = bad_extra(1);
     for a in [short, listed] {
@@ -358,7 +287,7 @@ fn a_reboot_restores_unexpired_decisions_from_the_snapshot() {
         "--reason",
         "long",
     ]);
-    let feed = env.file("feed.txt", &format!("{listed}\n198.19.0.0/16\n"));
+    let feed = env.file("feed.txt", format!("{listed}\n198.19.0.0/16\n"));
     let out = import(&env, &feed, "feed");
     assert!(out.success(), "import: {}", out.stderr);
     let lasting = all_entries(&env);
@@ -430,7 +359,7 @@ fn a_reboot_restores_unexpired_decisions_from_the_snapshot() {
 
 #[test]
 fn a_reboot_does_not_restore_blocks_that_would_cut_the_host_off() {
-    let mut env = Env::new(LISTS_ONLY);
+    let mut env = Env::new(KERNEL_QUIET);
     env.daemon.ok(&["block", &BAD_V4.to_string()]);
     // A person forced a block of the server's own address: that one is kept.
     let own = format!("{SERVER_V4}/32");
@@ -516,7 +445,7 @@ fn damaged(original: &[u8], damage: Damage) -> Vec<u8> {
 
 #[test]
 fn a_damaged_snapshot_or_config_is_refused_and_the_kernel_keeps_enforcing() {
-    let mut env = Env::new(LISTS_ONLY);
+    let mut env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     d.ok(&["block", &BAD_V4.to_string(), "--reason", "kept"]);
     let feed = env.file("feed.txt", "198.19.0.0/24\n");
@@ -595,7 +524,7 @@ fn a_damaged_snapshot_or_config_is_refused_and_the_kernel_keeps_enforcing() {
 
 #[test]
 fn a_damaged_config_on_sighup_keeps_the_running_one() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let d = &env.daemon;
     d.ok(&["block", &BAD_V4.to_string()]);
     assert_eq!(env.probe(&env.lab.bad, false), 0);
@@ -698,13 +627,13 @@ fn full_maps_are_reported_and_enforcement_holds() {
     let status = d.status();
     assert_eq!(status["maps"]["auto_blocks"]["used"], 2, "{status}");
     assert_eq!(status["maps"]["auto_blocks"]["capacity"], 2, "{status}");
-    let full_before = packets(&env.stats(), "details", "auto_block_full");
+    let full_before = packets(&env.daemon.stats(), "details", "auto_block_full");
 
     // More flooders than room: reported, and the blocks in place are not evicted.
     for h in &flooders[2..] {
         flood(h);
     }
-    let stats = env.stats();
+    let stats = env.daemon.stats();
     let full = packets(&stats, "details", "auto_block_full");
     assert!(full > full_before, "auto_block_full did not move: {stats}");
     assert!(packets(&stats, "verdicts", "rate_limited") > 0, "{stats}");
@@ -727,7 +656,7 @@ fn full_maps_are_reported_and_enforcement_holds() {
     }
 
     // An allowlisted source far over the limit loses nothing: allow beats rate limits.
-    let allowed_before = packets(&env.stats(), "verdicts", "allowlisted");
+    let allowed_before = packets(&env.daemon.stats(), "verdicts", "allowlisted");
     let good_before = env.rx.count(IpAddr::V4(GOOD_V4));
     let sent = spawn_udp(
         &env.lab.good,
@@ -742,7 +671,7 @@ fn full_maps_are_reported_and_enforcement_holds() {
     .expect("allowed flood");
     env.rx.settle();
     let got = env.rx.count(IpAddr::V4(GOOD_V4)) - good_before;
-    let allowed = packets(&env.stats(), "verdicts", "allowlisted") - allowed_before;
+    let allowed = packets(&env.daemon.stats(), "verdicts", "allowlisted") - allowed_before;
     eprintln!("allowlisted flood: {got} of {sent} arrived, {allowed} counted allowlisted");
     assert_eq!(sent, ALLOWED_FLOOD);
     assert_eq!(got, sent, "the allowlisted source lost datagrams");
@@ -808,7 +737,7 @@ fn unappliable(config: &str) -> String {
 /// kernel runs the new config: in monitor mode, passing the blocked source.
 #[test]
 fn a_reload_that_cannot_be_applied_keeps_the_running_config() {
-    let env = Env::new(&format!("{LISTS_ONLY}[capacity]\nv4_nodes = 16\n"));
+    let env = Env::new(&format!("{KERNEL_QUIET}[capacity]\nv4_nodes = 16\n"));
     let d = &env.daemon;
     d.ok(&["block", &BAD_V4.to_string()]);
     assert_eq!(env.probe(&env.lab.bad, false), 0);
@@ -858,7 +787,7 @@ fn a_reload_that_cannot_be_applied_keeps_the_running_config() {
 /// mode, passing the blocked source with no daemon running.
 #[test]
 fn a_start_that_cannot_apply_its_config_leaves_the_kernel_as_it_was() {
-    let mut env = Env::new(&format!("{LISTS_ONLY}[capacity]\nv4_nodes = 16\n"));
+    let mut env = Env::new(&format!("{KERNEL_QUIET}[capacity]\nv4_nodes = 16\n"));
     env.daemon.ok(&["block", &BAD_V4.to_string()]);
     assert_eq!(env.probe(&env.lab.bad, false), 0);
     env.daemon.kill9();

@@ -11,17 +11,14 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tests::daemon::{Daemon, KERNEL_QUIET};
+use tests::daemon::KERNEL_QUIET;
+use tests::lab_env::Env;
 use tests::metrics::scrape;
-use tests::netns::{
-    BAD_V6, GOOD_V4, GOOD_V6, Host, Lab, Pace, Receiver, SERVER_V4, in_netns, send_udp, unique_id,
-};
+use tests::netns::{BAD_V6, GOOD_V4, GOOD_V6, SERVER_V4, in_netns};
 
 const CHECK_PORT: u16 = 9382;
 const METRICS: &str = "127.0.0.1:9381";
-const UDP_PORT: u16 = 9000;
 const PROBES: u64 = 50;
 /// Invalid keys within the window that fire the auth-failure rule.
 const FAILURES: u16 = 6;
@@ -48,42 +45,39 @@ auth_failures = { count = 6, within = "30s", ttl = "60s" }
 "#;
 
 /// A lab whose good client is a trusted proxy (both its addresses) of the daemon's check
-/// endpoint, and a counting receiver on the server.
-struct Env {
-    rx: Receiver,
-    daemon: Daemon,
-    dir: PathBuf,
-    lab: Lab,
-}
-
-impl Env {
-    fn new() -> Env {
-        let lab = Lab::new();
-        let dir = std::env::temp_dir().join(format!("api-shield-gwguard-{}", unique_id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+/// endpoint.
+fn start() -> Env {
+    Env::start_with(|dir| {
         let policy = dir.join("policy.toml");
         std::fs::write(&policy, POLICY).expect("write the policy");
-        let daemon = Daemon::start(
-            &lab,
-            &format!(
-                "{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS}\"\n\
-                 [gateway]\ncheck_listen = \"{SERVER_V4}:{CHECK_PORT}\"\n\
-                 trusted_proxies = [\"{GOOD_V4}/32\", \"{GOOD_V6}/128\"]\n\
-                 policy_file = \"{}\"\n",
-                policy.display()
-            ),
-        );
-        let rx = Receiver::start(&lab.server, UDP_PORT);
-        Env {
-            rx,
-            daemon,
-            dir,
-            lab,
-        }
-    }
+        format!(
+            "{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS}\"\n\
+             [gateway]\ncheck_listen = \"{SERVER_V4}:{CHECK_PORT}\"\n\
+             trusted_proxies = [\"{GOOD_V4}/32\", \"{GOOD_V6}/128\"]\n\
+             policy_file = \"{}\"\n",
+            policy.display()
+        )
+    })
+    .with_probes(PROBES)
+}
 
+/// What only these tests ask of the shared lab.
+trait GuardEnv {
     /// One check request from the proxy for a client it names in `X-Real-IP` (if any),
     /// presenting a wrong key. Returns the status.
+    fn check(&self, real_ip: Option<&str>, attempt: u16) -> Result<u16, std::io::Error>;
+
+    /// Bad keys for `real_ip`, each answered 401.
+    fn fail(&self, real_ip: Option<&str>, times: u16);
+
+    fn blocked(&self) -> Vec<String>;
+
+    fn escalations(&self, outcome: &str) -> u64;
+
+    fn audit(&self) -> String;
+}
+
+impl GuardEnv for Env {
     fn check(&self, real_ip: Option<&str>, attempt: u16) -> Result<u16, std::io::Error> {
         let mut request = format!(
             "GET /check HTTP/1.1\r\nHost: api.test\r\nX-Original-URI: /v1/items\r\n\
@@ -110,7 +104,6 @@ impl Env {
         .expect("client thread")
     }
 
-    /// Bad keys for `real_ip`, each answered 401.
     fn fail(&self, real_ip: Option<&str>, times: u16) {
         for i in 0..times {
             let status = self
@@ -135,23 +128,8 @@ impl Env {
         )
     }
 
-    /// Datagrams from `host` over the family that reached the server, of `PROBES` sent.
-    fn probe(&self, host: &Host, v6: bool) -> u64 {
-        let to = self.rx.target(&self.lab.server, v6);
-        let before = self.rx.count(host.addr(v6));
-        assert_eq!(send_udp(host, to, Pace::steady(PROBES)), PROBES);
-        self.rx.settle();
-        self.rx.count(host.addr(v6)) - before
-    }
-
     fn audit(&self) -> String {
         std::fs::read_to_string(self.daemon.dir.join("audit.jsonl")).unwrap_or_default()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -169,7 +147,7 @@ fn wait_until(what: &str, env: &Env, f: impl Fn() -> bool) {
 
 #[test]
 fn escalations_never_block_a_trusted_proxy() {
-    let env = Env::new();
+    let env = start();
     let proxy_v4 = GOOD_V4.to_string();
     // A client behind the proxy names the proxy itself, then sends nothing naming anyone: in
     // both cases no untrusted hop exists, and nothing is counted against an address.
@@ -202,7 +180,7 @@ fn escalations_never_block_a_trusted_proxy() {
 
 #[test]
 fn auth_failures_from_six_addresses_of_one_64_block_the_64_in_the_kernel() {
-    let env = Env::new();
+    let env = start();
     let bad_64 = u128::from(BAD_V6) & !u128::from(u64::MAX);
     // Six addresses of the bad client's /64, one bad key each (none of them its own address).
     for host in 1..=FAILURES {

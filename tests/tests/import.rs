@@ -4,19 +4,17 @@
 
 use serde_json::Value;
 use std::io::Write;
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tests::daemon::Daemon;
-use tests::netns::{Lab, Pace, Receiver, spawn_udp};
+use tests::daemon::{Daemon, KERNEL_QUIET};
+use tests::lab_env::Env;
 use tests::proc::Proc;
 
 /// `nobody` and `nogroup` on Debian.
 const NOBODY: u32 = 65_534;
 const NOGROUP: u32 = 65_534;
-const PORT: u16 = 9000;
 const N: u64 = 50;
 /// The cap the tests configure, small enough to cross with a test file.
 const MAX_BYTES: usize = 4096;
@@ -30,60 +28,18 @@ const SECRET: &str = "root-only-secret-line";
 fn config() -> String {
     format!(
         "control_group = \"nogroup\"\n\
-         [limits]\npackets_per_second = 0\nsyn_per_second = 0\n\
-         [autoblock]\nstrikes = 0\n\
+         {KERNEL_QUIET}\
          [import]\nmax_bytes = {MAX_BYTES}\nread_timeout = \"{READ_TIMEOUT_SECS}s\"\n"
     )
 }
 
-struct Env {
-    lab: Lab,
-    daemon: Daemon,
-    rx: Receiver,
-}
-
-impl Env {
-    fn new() -> Env {
-        let lab = Lab::new();
-        let daemon = Daemon::start(&lab, &config());
-        // Lets `nobody` reach the socket (0660, group nogroup) and the files it may read.
-        std::fs::set_permissions(&daemon.dir, std::fs::Permissions::from_mode(0o755))
-            .expect("chmod the daemon's directory");
-        let rx = Receiver::start(&lab.server, PORT);
-        Env { lab, daemon, rx }
-    }
-
-    fn file(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
-        let path = self.daemon.dir.join(name);
-        std::fs::write(&path, bytes).expect("write a list file");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
-        path
-    }
-
-    fn lists(&self) -> Value {
-        self.daemon.json(&["lists", "--json"])
-    }
-
-    fn list_names(&self) -> Vec<String> {
-        self.lists()
-            .as_array()
-            .expect("lists is an array")
-            .iter()
-            .filter_map(|l| l["name"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    /// Datagrams of `N` from the bad client that arrived.
-    fn bad_arrivals(&self) -> u64 {
-        let target = self.rx.target(&self.lab.server, false);
-        let before = self.rx.count(IpAddr::V4(self.lab.bad.v4));
-        let sent = spawn_udp(&self.lab.bad, target, Pace::steady(N))
-            .join()
-            .expect("sender");
-        assert_eq!(sent, N);
-        self.rx.settle();
-        self.rx.count(IpAddr::V4(self.lab.bad.v4)) - before
-    }
+/// The shared lab with the daemon's directory open to `nobody`.
+fn start() -> Env {
+    let env = Env::new(&config()).with_probes(N);
+    // Lets `nobody` reach the socket (0660, group nogroup) and the files it may read.
+    std::fs::set_permissions(&env.daemon.dir, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the daemon's directory");
+    env
 }
 
 fn path_str(p: &Path) -> &str {
@@ -92,9 +48,9 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn import_reads_as_the_caller_and_never_as_root() {
-    let env = Env::new();
+    let env = start();
     let d = &env.daemon;
-    let secret = env.file(
+    let secret = env.file_with_mode(
         "secret.txt",
         format!("198.18.9.9\n{SECRET}\n").as_bytes(),
         0o600,
@@ -123,7 +79,7 @@ fn import_reads_as_the_caller_and_never_as_root() {
     assert!(!env.list_names().contains(&"x".to_owned()));
 
     // What the caller may read imports, named by its path.
-    let readable = env.file(
+    let readable = env.file_with_mode(
         "readable.txt",
         format!("{}\n", env.lab.bad.v4).as_bytes(),
         0o644,
@@ -137,7 +93,11 @@ fn import_reads_as_the_caller_and_never_as_root() {
     let body: Value = serde_json::from_str(&out.stdout).expect("import prints JSON");
     assert_eq!(body["entries"], 1, "{body}");
     assert_eq!(body["source"], path_str(&readable), "{body}");
-    assert_eq!(env.bad_arrivals(), 0, "the imported list is not enforced");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "the imported list is not enforced"
+    );
 
     // The audit trail says who imported what, and how much.
     let audited: Vec<Value> = d
@@ -173,7 +133,7 @@ fn piped_import(d: &Daemon, extra: &[&str], first: &[u8]) -> (Proc, std::process
 
 #[test]
 fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
-    let env = Env::new();
+    let env = start();
     let d = &env.daemon;
     let (mut importer, mut stdin) = piped_import(d, &["--json"], b"# from a pipe\n");
 
@@ -197,7 +157,11 @@ fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
     let body: Value = serde_json::from_str(&out.1).expect("import prints JSON");
     assert_eq!(body["entries"], 1, "{body}");
     assert_eq!(body["source"], "stdin", "{body}");
-    assert_eq!(env.bad_arrivals(), 0, "the piped list is not enforced");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "the piped list is not enforced"
+    );
 
     // A pipe that stops sending is dropped after the read timeout; the list stays as it was.
     let before = env.lists();
@@ -213,14 +177,14 @@ fn a_stalled_pipe_never_stalls_the_daemon_and_stdin_imports() {
     );
     assert!(started.elapsed() >= Duration::from_secs(READ_TIMEOUT_SECS));
     assert_eq!(env.lists(), before, "a stalled import changed the lists");
-    assert_eq!(env.bad_arrivals(), 0);
+    assert_eq!(env.probe(&env.lab.bad, false), 0);
 }
 
 #[test]
 fn oversize_endless_cut_and_binary_imports_change_nothing() {
-    let env = Env::new();
+    let env = start();
     let d = &env.daemon;
-    let kept = env.file(
+    let kept = env.file_with_mode(
         "kept.txt",
         format!("{}\n", env.lab.bad.v4).as_bytes(),
         0o644,
@@ -234,8 +198,8 @@ fn oversize_endless_cut_and_binary_imports_change_nothing() {
         big.push_str(&format!("198.19.{}.{}\n", i / 256, i % 256));
         i += 1;
     }
-    let big = env.file("big.txt", big.as_bytes(), 0o644);
-    let binary = env.file("binary.txt", b"198.18.9.1\n\xff\xfe\n", 0o644);
+    let big = env.file_with_mode("big.txt", big.as_bytes(), 0o644);
+    let binary = env.file_with_mode("binary.txt", b"198.18.9.1\n\xff\xfe\n", 0o644);
     let refusals: [(&[&str], &str); 3] = [
         (
             &["import", path_str(&big), "--list", "kept"],
@@ -283,7 +247,11 @@ fn oversize_endless_cut_and_binary_imports_change_nothing() {
         "{answer}"
     );
     assert_eq!(env.lists(), before, "a cut import changed the lists");
-    assert_eq!(env.bad_arrivals(), 0, "the kept list stopped enforcing");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "the kept list stopped enforcing"
+    );
     let failed = d
         .audit_records()
         .into_iter()
@@ -296,16 +264,16 @@ fn oversize_endless_cut_and_binary_imports_change_nothing() {
 /// a list or take more than half of it away is refused unless `--allow-shrink` says it is meant.
 #[test]
 fn an_import_that_shrinks_a_list_by_half_is_held_back_unless_allowed() {
-    let env = Env::new();
+    let env = start();
     let d = &env.daemon;
     let mut full = format!("{}\n", env.lab.bad.v4);
     for i in 0..9 {
         full.push_str(&format!("198.19.3.{i}\n"));
     }
-    let full = env.file("full.txt", full.as_bytes(), 0o644);
+    let full = env.file_with_mode("full.txt", full.as_bytes(), 0o644);
     d.ok(&["import", path_str(&full), "--list", "cut"]);
     let before = env.lists();
-    let cut = env.file("cut.txt", b"198.19.3.0\n198.19.3.1\n", 0o644);
+    let cut = env.file_with_mode("cut.txt", b"198.19.3.0\n198.19.3.1\n", 0o644);
     let out = d.cli(&["import", path_str(&cut), "--list", "cut"]);
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(
@@ -313,7 +281,11 @@ fn an_import_that_shrinks_a_list_by_half_is_held_back_unless_allowed() {
         "{out:?}"
     );
     assert_eq!(env.lists(), before, "a held-back import changed the lists");
-    assert_eq!(env.bad_arrivals(), 0, "the full list stopped enforcing");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "the full list stopped enforcing"
+    );
     let out = d.cli(&[
         "import",
         path_str(&cut),
@@ -324,7 +296,7 @@ fn an_import_that_shrinks_a_list_by_half_is_held_back_unless_allowed() {
     ]);
     assert!(out.success(), "{out:?}");
     assert_eq!(
-        env.bad_arrivals(),
+        env.probe(&env.lab.bad, false),
         N,
         "the shrunk list is not the one enforced"
     );
@@ -334,7 +306,7 @@ fn an_import_that_shrinks_a_list_by_half_is_held_back_unless_allowed() {
 /// or over 256 characters is refused naming what is wrong, and changes nothing.
 #[test]
 fn outside_text_is_refused_naming_what_is_wrong() {
-    let env = Env::new();
+    let env = start();
     let d = &env.daemon;
     for reason in [
         "\u{1b}[2J\u{1b}[31mred",
@@ -354,7 +326,7 @@ fn outside_text_is_refused_naming_what_is_wrong() {
         "a refused reason changed the lists"
     );
 
-    let escape = env.file(
+    let escape = env.file_with_mode(
         "escape.ipset",
         b"create s hash:ip family inet timeout 0\nadd s 198.18.9.3 comment \"\x1b]0;owned\x07\"\n",
         0o644,
@@ -363,7 +335,7 @@ fn outside_text_is_refused_naming_what_is_wrong() {
         "create s hash:ip family inet timeout 0\nadd s 198.18.9.4 comment \"{}\"\n",
         "c".repeat(3000)
     );
-    let huge = env.file("huge.ipset", huge.as_bytes(), 0o644);
+    let huge = env.file_with_mode("huge.ipset", huge.as_bytes(), 0o644);
     for (file, named) in [
         (&escape, "comment holds a control character"),
         (&huge, "at most 256"),

@@ -11,14 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use tests::daemon::Daemon;
+use tests::daemon::KERNEL_QUIET;
+use tests::lab_env::{DEFAULT_PROBES, Env};
 use tests::metrics::scrape;
-use tests::netns::{Host, Lab, Pace, Receiver, SERVER_V4, in_netns, ip, spawn_udp, unique_id};
+use tests::netns::{SERVER_V4, in_netns, unique_id};
 
-/// UDP port of the counting receiver on the server.
-const PORT: u16 = 9000;
 /// Datagrams per probe.
-const N: u64 = 100;
+const N: u64 = DEFAULT_PROBES;
 /// `nobody` on Debian: the owner of a link the daemon must not follow.
 const NOBODY: u32 = 65_534;
 /// Entries of each list in the replacement test.
@@ -29,79 +28,6 @@ const REPLACEMENTS: usize = 6;
 const IN_BOTH: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 36);
 const ONLY_A: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 37);
 const ONLY_B: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 38);
-
-const LISTS_ONLY: &str = "\
-[limits]
-packets_per_second = 0
-syn_per_second = 0
-[autoblock]
-strikes = 0
-";
-
-struct Env {
-    rx: Receiver,
-    daemon: Daemon,
-    lab: Lab,
-}
-
-impl Env {
-    fn new(config: &str) -> Env {
-        let lab = Lab::new();
-        let daemon = Daemon::start(&lab, config);
-        let rx = Receiver::start(&lab.server, PORT);
-        Env { rx, daemon, lab }
-    }
-
-    /// The bad client speaking from another of its addresses.
-    fn bad_as(&self, v4: Ipv4Addr) -> Host {
-        Host {
-            v4,
-            ..self.lab.bad.clone()
-        }
-    }
-
-    fn add_bad_address(&self, v4: Ipv4Addr) {
-        let addr = format!("{v4}/32");
-        ip(&[
-            "-n",
-            &self.lab.bad.netns,
-            "addr",
-            "add",
-            &addr,
-            "dev",
-            self.lab.bad.iface,
-        ]);
-    }
-
-    /// Sends `N` datagrams from `host` and returns how many arrived.
-    fn probe(&self, host: &Host) -> u64 {
-        let target = self.rx.target(&self.lab.server, false);
-        let before = self.rx.count(IpAddr::V4(host.v4));
-        let sent = spawn_udp(host, target, Pace::steady(N))
-            .join()
-            .expect("sender");
-        assert_eq!(sent, N, "the socket refused datagrams");
-        self.rx.settle();
-        self.rx.count(IpAddr::V4(host.v4)) - before
-    }
-
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.daemon.dir.join(name);
-        std::fs::write(&path, text).expect("write list file");
-        path
-    }
-
-    fn lists(&self) -> Vec<Value> {
-        match self.daemon.json(&["lists", "--json"]) {
-            Value::Array(items) => items,
-            other => panic!("`lists` did not print an array: {other}"),
-        }
-    }
-
-    fn list_info(&self, name: &str) -> Option<Value> {
-        self.lists().into_iter().find(|l| l["name"] == name)
-    }
-}
 
 /// Distinct host entries for list content (never a lab host): IPv4 from 198.19.0.0/16 and
 /// IPv6 from 2001:db8:ffff::/64, by index ranges, so lists can share or not share exactly.
@@ -138,7 +64,7 @@ fn import(env: &Env, path: &Path, list: &str, extra: &[&str]) -> tests::netns::O
 
 #[test]
 fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     for a in [IN_BOTH, ONLY_A, ONLY_B] {
         env.add_bad_address(a);
     }
@@ -155,8 +81,8 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
         v6s(2 * V6..3 * V6),
     ]
     .concat();
-    let list_a = env.file("a.txt", &list_text(&a, &[IN_BOTH, ONLY_A]));
-    let list_b = env.file("b.txt", &list_text(&b, &[IN_BOTH, ONLY_B]));
+    let list_a = env.file("a.txt", list_text(&a, &[IN_BOTH, ONLY_A]));
+    let list_b = env.file("b.txt", list_text(&b, &[IN_BOTH, ONLY_B]));
     let started = Instant::now();
     let out = import(&env, &list_a, "feed-a", &[]);
     assert!(out.success(), "import failed: {}", out.stderr);
@@ -167,10 +93,10 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
         body["entries"],
         started.elapsed()
     );
-    assert_eq!(env.probe(&env.bad_as(IN_BOTH)), 0);
-    assert_eq!(env.probe(&env.bad_as(ONLY_A)), 0);
-    assert_eq!(env.probe(&env.bad_as(ONLY_B)), N);
-    assert_eq!(env.probe(&env.lab.good), N);
+    assert_eq!(env.probe(&env.bad_as(IN_BOTH), false), 0);
+    assert_eq!(env.probe(&env.bad_as(ONLY_A), false), 0);
+    assert_eq!(env.probe(&env.bad_as(ONLY_B), false), N);
+    assert_eq!(env.probe(&env.lab.good, false), N);
 
     // Replace the list back and forth while IN_BOTH streams: a packet must never find the
     // list in a state that is neither the old nor the new one.
@@ -217,8 +143,8 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
         "a source in both lists got through during a replacement ({streamed} sent)"
     );
     // The last import was list A.
-    assert_eq!(env.probe(&env.bad_as(ONLY_B)), N);
-    assert_eq!(env.probe(&env.bad_as(ONLY_A)), 0);
+    assert_eq!(env.probe(&env.bad_as(ONLY_B), false), N);
+    assert_eq!(env.probe(&env.bad_as(ONLY_A), false), 0);
 
     // A malformed line refuses the whole file, naming file and line; nothing changes.
     let info = env.list_info("feed-a").expect("feed-a listed");
@@ -240,8 +166,8 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
         info,
         "a refused import changed the list"
     );
-    assert_eq!(env.probe(&env.bad_as(ONLY_B)), N);
-    assert_eq!(env.probe(&env.bad_as(ONLY_A)), 0);
+    assert_eq!(env.probe(&env.bad_as(ONLY_B), false), N);
+    assert_eq!(env.probe(&env.bad_as(ONLY_A), false), 0);
 
     // With --skip-invalid every bad line is reported and the rest applies.
     let out = import(
@@ -256,12 +182,12 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
     assert_eq!(body["skipped"].as_array().unwrap().len(), 1);
     assert_eq!(body["skipped"][0]["line"], 2);
     assert_eq!(
-        env.probe(&env.bad_as(ONLY_B)),
+        env.probe(&env.bad_as(ONLY_B), false),
         0,
         "198.18.1.38 is now listed"
     );
     assert_eq!(
-        env.probe(&env.bad_as(ONLY_A)),
+        env.probe(&env.bad_as(ONLY_A), false),
         N,
         "the old content was replaced"
     );
@@ -275,12 +201,12 @@ fn imported_lists_replace_atomically_and_bad_files_change_nothing() {
 
     // Flush empties it.
     env.daemon.ok(&["flush", "--list", "feed-a"]);
-    assert_eq!(env.probe(&env.bad_as(ONLY_B)), N);
+    assert_eq!(env.probe(&env.bad_as(ONLY_B), false), N);
 }
 
 #[test]
 fn a_list_larger_than_capacity_is_refused_whole() {
-    let env = Env::new(&format!("{LISTS_ONLY}[capacity]\nv6_entries = 1000\n"));
+    let env = Env::new(&format!("{KERNEL_QUIET}[capacity]\nv6_entries = 1000\n"));
     env.daemon.ok(&["block", "198.18.1.35", "--list", "keep"]);
     let mut text = String::new();
     for i in 0..2_000u16 {
@@ -304,7 +230,7 @@ fn a_list_larger_than_capacity_is_refused_whole() {
         "a refused list must not exist"
     );
     assert_eq!(
-        env.probe(&env.lab.bad),
+        env.probe(&env.lab.bad, false),
         0,
         "other lists must keep enforcing"
     );
@@ -317,7 +243,7 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
     let path = lab_dir.join("watched.netset");
     std::fs::write(&path, "# empty\n").unwrap();
     let config = format!(
-        "{LISTS_ONLY}[[feeds]]\nname = \"watched\"\npath = \"{}\"\nformat = \"netset\"\ninterval = \"200ms\"\n",
+        "{KERNEL_QUIET}[[feeds]]\nname = \"watched\"\npath = \"{}\"\nformat = \"netset\"\ninterval = \"200ms\"\n",
         path.display()
     );
     let mut env = Env::new(&config);
@@ -328,9 +254,9 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    assert_eq!(env.probe(&env.lab.bad), N);
+    assert_eq!(env.probe(&env.lab.bad, false), N);
     std::fs::write(&path, "198.18.1.32/28 # the bad client's /28\n").unwrap();
-    wait_until("the feed to load", &|| env.probe(&env.lab.bad) == 0);
+    wait_until("the feed to load", &|| env.probe(&env.lab.bad, false) == 0);
     // A broken version keeps the last good one enforced and says so.
     std::fs::write(&path, "198.18.1.32/28\nnot-an-address\n").unwrap();
     wait_until("the feed to report an error", &|| {
@@ -338,7 +264,7 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
             .is_some_and(|l| l["feed"]["degraded"] == true)
     });
     assert_eq!(
-        env.probe(&env.lab.bad),
+        env.probe(&env.lab.bad, false),
         0,
         "the last good list must stay enforced"
     );
@@ -358,7 +284,7 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
         })
     });
     assert_eq!(
-        env.probe(&env.lab.bad),
+        env.probe(&env.lab.bad, false),
         0,
         "the last good list must stay enforced after an emptying update"
     );
@@ -395,7 +321,7 @@ fn watched_list_files_follow_their_changes_and_keep_the_last_good_one() {
     let listed = env.daemon.ok(&["lists", "--json"]).stdout;
     assert!(!listed.contains("root-only-first-line"), "{listed}");
     assert_eq!(
-        env.probe(&env.lab.bad),
+        env.probe(&env.lab.bad, false),
         0,
         "the last good list must stay enforced"
     );
@@ -471,7 +397,7 @@ fn push_api_batches_are_all_or_nothing_and_revisioned() {
     let token = PUSH_TOKEN;
     let addr: SocketAddr = "127.0.0.1:9380".parse().unwrap();
     let (dir, push) = push_section(addr);
-    let env = Env::new(&format!("{LISTS_ONLY}{push}"));
+    let env = Env::new(&format!("{KERNEL_QUIET}{push}"));
     let ns = env.lab.server.netns.clone();
     let batch =
         |rev: u64, add: &str| format!(r#"{{"revision": {rev}, "add": [{add}], "remove": []}}"#);
@@ -507,7 +433,7 @@ fn push_api_batches_are_all_or_nothing_and_revisioned() {
         env.list_info("pushed").is_none(),
         "a refused batch changed something"
     );
-    assert_eq!(env.probe(&env.lab.bad), N);
+    assert_eq!(env.probe(&env.lab.bad, false), N);
 
     let (status, body) = http(
         &ns,
@@ -522,8 +448,12 @@ fn push_api_batches_are_all_or_nothing_and_revisioned() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["revision"], 1);
-    assert_eq!(env.probe(&env.lab.bad), 0, "pushed entry not enforced");
-    assert_eq!(env.probe(&env.lab.good), N);
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "pushed entry not enforced"
+    );
+    assert_eq!(env.probe(&env.lab.good, false), N);
 
     // A second writer still at revision 0 is told, and changes nothing.
     let (status, body) = http(
@@ -536,7 +466,7 @@ fn push_api_batches_are_all_or_nothing_and_revisioned() {
     );
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["current_revision"], 1);
-    assert_eq!(env.probe(&env.lab.good), N);
+    assert_eq!(env.probe(&env.lab.good, false), N);
 
     let (status, body) = http(
         &ns,
@@ -547,7 +477,7 @@ fn push_api_batches_are_all_or_nothing_and_revisioned() {
         r#"{"revision": 1, "add": [], "remove": ["198.18.1.35"]}"#,
     );
     assert_eq!(status, 200, "{body}");
-    assert_eq!(env.probe(&env.lab.bad), N);
+    assert_eq!(env.probe(&env.lab.bad, false), N);
     let audit = std::fs::read_to_string(env.daemon.dir.join("audit.jsonl")).unwrap();
     assert!(audit.contains("push_batch"), "push batches must be audited");
     assert!(
@@ -568,7 +498,7 @@ fn server_v4() -> String {
 fn push_batches_that_would_cut_the_host_off_are_refused_naming_the_entry() {
     let addr: SocketAddr = "127.0.0.1:9380".parse().unwrap();
     let (dir, push) = push_section(addr);
-    let env = Env::new(&format!("{LISTS_ONLY}{push}"));
+    let env = Env::new(&format!("{KERNEL_QUIET}{push}"));
     let ns = env.lab.server.netns.clone();
     let post = |body: &str| {
         http(
@@ -619,7 +549,11 @@ fn push_batches_that_would_cut_the_host_off_are_refused_naming_the_entry() {
         env.list_info("pushed").is_none(),
         "a refused batch changed something"
     );
-    assert_eq!(env.probe(&env.lab.bad), N, "a refused batch is enforced");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        N,
+        "a refused batch is enforced"
+    );
     let audit = std::fs::read_to_string(env.daemon.dir.join("audit.jsonl")).unwrap();
     assert!(
         audit
@@ -632,14 +566,14 @@ fn push_batches_that_would_cut_the_host_off_are_refused_naming_the_entry() {
     let (status, body) =
         post(r#"{"revision": 0, "add": [{"net": "198.18.1.35"}, {"net": "2001:db8:1:3::/64"}]}"#);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(env.probe(&env.lab.bad), 0);
-    assert_eq!(env.probe(&env.lab.good), N);
+    assert_eq!(env.probe(&env.lab.bad, false), 0);
+    assert_eq!(env.probe(&env.lab.good, false), N);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn import_refuses_a_line_covering_the_host_unless_forced() {
-    let env = Env::new(LISTS_ONLY);
+    let env = Env::new(KERNEL_QUIET);
     let path = env.file("everything.txt", "# scanners\n198.18.1.35\n::/0 # oops\n");
     let out = import(&env, &path, "everything", &[]);
     assert_eq!(out.code, Some(2), "{out:?}");
@@ -654,7 +588,11 @@ fn import_refuses_a_line_covering_the_host_unless_forced() {
         env.list_info("everything").is_none(),
         "a refused import changed the list"
     );
-    assert_eq!(env.probe(&env.lab.bad), N, "a refused import is enforced");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        N,
+        "a refused import is enforced"
+    );
 
     // A person may: `--force` imports it, and says what it forced.
     let out = import(&env, &path, "everything", &["--force"]);
@@ -662,7 +600,11 @@ fn import_refuses_a_line_covering_the_host_unless_forced() {
     let body: Value = serde_json::from_str(&out.stdout).expect("import JSON");
     assert_eq!(body["entries"], 2, "{body}");
     assert_eq!(body["forced"], serde_json::json!(["::/0"]), "{body}");
-    assert_eq!(env.probe(&env.lab.bad), 0, "the forced import is enforced");
+    assert_eq!(
+        env.probe(&env.lab.bad, false),
+        0,
+        "the forced import is enforced"
+    );
     let listed = env
         .daemon
         .json(&["list", "--origin", "everything", "--json"]);
@@ -688,7 +630,7 @@ fn a_watched_feed_entry_covering_the_host_is_skipped_and_counted() {
     )
     .unwrap();
     let config = format!(
-        "{LISTS_ONLY}[metrics]\nlisten = \"{METRICS}\"\n\
+        "{KERNEL_QUIET}[metrics]\nlisten = \"{METRICS}\"\n\
          [[feeds]]\nname = \"watched\"\npath = \"{}\"\nformat = \"netset\"\ninterval = \"200ms\"\n",
         path.display()
     );
@@ -705,12 +647,12 @@ fn a_watched_feed_entry_covering_the_host_is_skipped_and_counted() {
     // The rest is enforced; the two covering entries are not, and say why.
     assert_eq!(info["entries"], 1, "{info}");
     assert_eq!(
-        env.probe(&env.lab.bad),
+        env.probe(&env.lab.bad, false),
         0,
         "the rest of the feed must be enforced"
     );
     assert_eq!(
-        env.probe(&env.lab.good),
+        env.probe(&env.lab.good, false),
         N,
         "0.0.0.0/0 must not be enforced"
     );

@@ -14,7 +14,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -1098,16 +1097,7 @@ impl Restricted {
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone the log"))
             .stderr(out);
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-        // which is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        tests::proc::die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("start nsenter setpriv api-shield");
         let mut restricted = Restricted {
             child: Some(child),

@@ -92,13 +92,59 @@ pub fn demo(seconds: u64, bin: Option<PathBuf>) -> Result<()> {
         log: tmp.path().join("daemon.log"),
     };
     let config = shield.config.to_string_lossy().into_owned();
+    let mut daemon = start_daemon(&lab, &shield, &config)?;
 
+    let http = start_http(&lab)?;
+    manual_block(&shield)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let flood_seconds = seconds.saturating_sub(4).max(1);
+    let mut flood = start_flood(&lab, flood_seconds)?;
+    let client = {
+        let (ns, stop, ok, failed) = (lab.ns("cli"), stop.clone(), ok.clone(), failed.clone());
+        thread::spawn(move || legit_client(&ns, &stop, &ok, &failed))
+    };
+    println!(
+        "demo: legit client ~5 req/s from 198.18.0.2; attacker floods UDP at {FLOOD_PPS} pps \
+         for {flood_seconds} s from 198.18.0.66"
+    );
+
+    let live = show_live(&shield, seconds, &ok, &failed);
+    stop.store(true, Ordering::Relaxed);
+    client.join().ok();
+    if flood.wait_timeout(Duration::from_secs(5))?.is_none() {
+        flood.stop()?;
+    }
+    live?;
+
+    summary(&shield, &ok, &failed)?;
+    // The daemon first: a daemon that still manages the interface refuses `detach`.
+    let status = daemon.stop()?;
+    println!("demo: daemon stopped ({status})");
+    output(
+        lab.nsenter("srv", &shield.bin)
+            .arg("--socket")
+            .arg(&shield.socket)
+            .args(["detach", "--iface", "srv0", "--config", &config]),
+        "api-shield detach",
+    )?;
+    println!("demo: detached from srv0");
+    drop(http);
+    drop(tmp);
+    drop(lab);
+    println!("demo: lab removed");
+    Ok(())
+}
+
+/// Starts the daemon on the server's `srv0` and waits for its control socket.
+fn start_daemon(lab: &Lab, shield: &Shield, config: &str) -> Result<LabChild> {
     let log = File::create(&shield.log).context("create the daemon log")?;
     let mut daemon = lab.spawn(
         lab.nsenter("srv", &shield.bin)
             .arg("--socket")
             .arg(&shield.socket)
-            .args(["run", "--iface", "srv0", "--config", &config])
+            .args(["run", "--iface", "srv0", "--config", config])
             .stdout(log.try_clone()?)
             .stderr(log),
         "api-shield run",
@@ -109,14 +155,12 @@ pub fn demo(seconds: u64, bin: Option<PathBuf>) -> Result<()> {
         daemon.pid(),
         shield.socket.display()
     );
+    Ok(daemon)
+}
 
-    let http = start_http(&lab)?;
-    manual_block(&shield)?;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let flood_seconds = seconds.saturating_sub(4).max(1);
-    let mut flood = lab.spawn(
+/// The attacker's bounded UDP flood at the server (`xtask flood` in its namespace).
+fn start_flood(lab: &Lab, seconds: u64) -> Result<LabChild> {
+    lab.spawn(
         lab.exec("atk", std::env::current_exe().context("path of xtask")?)
             .args([
                 "flood",
@@ -124,57 +168,27 @@ pub fn demo(seconds: u64, bin: Option<PathBuf>) -> Result<()> {
                 &format!("{}:9", DEMO_HOSTS[0].v4_addr()),
             ])
             .args(["--pps", &FLOOD_PPS.to_string()])
-            .args(["--seconds", &flood_seconds.to_string()])
-            .args(["--max-packets", &(FLOOD_PPS * flood_seconds).to_string()]),
+            .args(["--seconds", &seconds.to_string()])
+            .args(["--max-packets", &(FLOOD_PPS * seconds).to_string()]),
         "xtask flood",
-    )?;
-    let client = {
-        let (ns, stop, ok, failed) = (lab.ns("cli"), stop.clone(), ok.clone(), failed.clone());
-        thread::spawn(move || legit_client(&ns, &stop, &ok, &failed))
-    };
-    println!(
-        "demo: legit client ~5 req/s from 198.18.0.2; attacker floods UDP at {FLOOD_PPS} pps \
-         for {flood_seconds} s from 198.18.0.66"
-    );
+    )
+}
 
+/// One line a second for `seconds`: the shield's verdicts and the legit client's counts.
+fn show_live(shield: &Shield, seconds: u64, ok: &AtomicU64, failed: &AtomicU64) -> Result<()> {
     let start = Instant::now();
-    let live = (|| -> Result<()> {
-        for tick in 1..=seconds {
-            thread::sleep(
-                (start + Duration::from_secs(tick)).saturating_duration_since(Instant::now()),
-            );
-            let stats = shield.json(&["stats", "--json"])?;
-            println!(
-                "[{tick:>3}s] {} | legit ok {} failed {}",
-                verdict_line(&stats),
-                ok.load(Ordering::Relaxed),
-                failed.load(Ordering::Relaxed)
-            );
-        }
-        Ok(())
-    })();
-    stop.store(true, Ordering::Relaxed);
-    client.join().ok();
-    if flood.wait_timeout(Duration::from_secs(5))?.is_none() {
-        flood.stop()?;
+    for tick in 1..=seconds {
+        thread::sleep(
+            (start + Duration::from_secs(tick)).saturating_duration_since(Instant::now()),
+        );
+        let stats = shield.json(&["stats", "--json"])?;
+        println!(
+            "[{tick:>3}s] {} | legit ok {} failed {}",
+            verdict_line(&stats),
+            ok.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed)
+        );
     }
-    live?;
-
-    summary(&shield, &ok, &failed)?;
-    output(
-        lab.nsenter("srv", &shield.bin)
-            .arg("--socket")
-            .arg(&shield.socket)
-            .args(["detach", "--iface", "srv0", "--config", &config]),
-        "api-shield detach",
-    )?;
-    println!("demo: detached from srv0");
-    let status = daemon.stop()?;
-    println!("demo: daemon stopped ({status})");
-    drop(http);
-    drop(tmp);
-    drop(lab);
-    println!("demo: lab removed");
     Ok(())
 }
 

@@ -11,23 +11,9 @@ use crate::{setup, util};
 use anyhow::{Context, Result, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::time::Instant;
 
-/// The targets, in the order they run (`fuzz/Cargo.toml` declares them).
-const TARGETS: &[&str] = &[
-    "list_formats",
-    "config",
-    "control_request",
-    "push_batch",
-    "crowdsec_stream",
-    "go_duration",
-    "http_basic",
-    "jwt",
-    "jwk",
-    "api_key_hash",
-    "route_path",
-];
 const CARGO_FUZZ_VERSION_HINT: &str = "cargo install cargo-fuzz --locked";
 /// Longest a single input may run before libFuzzer calls it a hang, in seconds.
 const UNIT_TIMEOUT_SECS: u64 = 10;
@@ -69,14 +55,15 @@ pub fn fuzz(args: &Args) -> Result<()> {
     // The fuzz crate builds api-shield, whose build.rs needs the eBPF toolchain; the packet
     // fuzz loads the program.
     setup::setup()?;
+    let known = targets(&fuzz_dir())?;
     let targets: Vec<String> = if args.targets.is_empty() {
-        TARGETS.iter().map(|t| t.to_string()).collect()
+        known
     } else {
         for t in &args.targets {
-            if !TARGETS.contains(&t.as_str()) {
+            if !known.contains(t) {
                 bail!(
                     "unknown fuzz target `{t}`; the targets are {}",
-                    TARGETS.join(", ")
+                    known.join(", ")
                 );
             }
         }
@@ -151,6 +138,23 @@ pub fn fuzz(args: &Args) -> Result<()> {
 
 fn fuzz_dir() -> PathBuf {
     util::root().join("fuzz")
+}
+
+/// The targets, in name order: one `fuzz_targets/<name>.rs` each, the files `fuzz/Cargo.toml`
+/// declares as bins. `fuzz/src/lib.rs` lists the same names (its test checks they agree).
+fn targets(fuzz_dir: &Path) -> Result<Vec<String>> {
+    let dir = fuzz_dir.join("fuzz_targets");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .filter_map(|p| p.file_stem()?.to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    if names.is_empty() {
+        bail!("no fuzz targets in {}", dir.display());
+    }
+    Ok(names)
 }
 
 /// `cargo +nightly fuzz` run in `fuzz/`, with the XDP object reused when one is built.
@@ -259,37 +263,11 @@ fn run_target(target: &str, seconds: u64) -> Result<Report> {
         .filter_map(|l| l.split("Test unit written to ").nth(1))
         .map(|p| PathBuf::from(p.trim()))
         .collect();
-    let mut crashes = Vec::new();
-    if !status.success() || !written.is_empty() {
-        let regressions = dir.join("regressions").join(target);
-        fs::create_dir_all(&regressions)?;
-        for path in written {
-            let path = if path.is_absolute() {
-                path
-            } else {
-                dir.join(path)
-            };
-            let Some(name) = path.file_name() else {
-                continue;
-            };
-            let kept = regressions.join(name);
-            fs::copy(&path, &kept)
-                .with_context(|| format!("copying {} to {}", path.display(), kept.display()))?;
-            crashes.push(kept);
-        }
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        eprintln!(
-            "fuzz {target}: {status}; the last lines of {}:\n{}",
-            log_path.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-        if crashes.is_empty() {
-            bail!(
-                "fuzz {target} failed without a crash input ({status}); see {}",
-                log_path.display()
-            );
-        }
-    }
+    let crashes = if status.success() && written.is_empty() {
+        Vec::new()
+    } else {
+        keep_crashes(target, status, &written, &text, &log_path)?
+    };
     let report = Report {
         target: target.to_string(),
         seconds: elapsed,
@@ -306,6 +284,49 @@ fn run_target(target: &str, seconds: u64) -> Result<Report> {
         log_path.display()
     );
     Ok(report)
+}
+
+/// Copies the inputs libFuzzer wrote to `fuzz/regressions/<target>/` and shows the end of
+/// the log; fails if the run failed without leaving one.
+fn keep_crashes(
+    target: &str,
+    status: ExitStatus,
+    written: &[PathBuf],
+    log_text: &str,
+    log_path: &Path,
+) -> Result<Vec<PathBuf>> {
+    const LOG_TAIL_LINES: usize = 40;
+    let dir = fuzz_dir();
+    let regressions = dir.join("regressions").join(target);
+    fs::create_dir_all(&regressions)?;
+    let mut crashes = Vec::new();
+    for path in written {
+        let path = if path.is_absolute() {
+            path.clone()
+        } else {
+            dir.join(path)
+        };
+        let Some(name) = path.file_name() else {
+            continue;
+        };
+        let kept = regressions.join(name);
+        fs::copy(&path, &kept)
+            .with_context(|| format!("copying {} to {}", path.display(), kept.display()))?;
+        crashes.push(kept);
+    }
+    let tail: Vec<&str> = log_text.lines().rev().take(LOG_TAIL_LINES).collect();
+    eprintln!(
+        "fuzz {target}: {status}; the last lines of {}:\n{}",
+        log_path.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    if crashes.is_empty() {
+        bail!(
+            "fuzz {target} failed without a crash input ({status}); see {}",
+            log_path.display()
+        );
+    }
+    Ok(crashes)
 }
 
 /// The ignored full packet fuzz of the `tests` crate (needs root: it loads the XDP program).
@@ -326,4 +347,24 @@ fn packet_fuzz() -> Result<()> {
             ]),
         "the packet fuzz",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_targets_are_the_files_of_fuzz_targets() {
+        let names = targets(&fuzz_dir()).unwrap();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for name in ["jwt", "config", "route_path"] {
+            assert!(
+                names.iter().any(|n| n == name),
+                "{name} missing from {names:?}"
+            );
+        }
+        assert!(targets(Path::new("/nonexistent")).is_err());
+    }
 }

@@ -426,6 +426,49 @@ pub fn smoke(hold: u64) -> Result<()> {
         }
     }
 
+    smoke_flood(&lab)?;
+
+    let mut sleeper = lab.spawn(lab.exec("srv", "sleep").arg("600"), "sleep")?;
+    let sleeper_pid = sleeper.pid();
+    if hold > 0 {
+        println!("lab-smoke: holding the lab for {hold} s (Ctrl-C tests the interrupt path)");
+        thread::sleep(Duration::from_secs(hold));
+    }
+    let namespaces = lab.namespaces();
+    sleeper.stop()?;
+    lab.teardown()?;
+
+    let listed = output(command("ip").args(["netns", "list"]), "ip netns list")?;
+    let left: Vec<&String> = namespaces
+        .iter()
+        .filter(|ns| listed.contains(ns.as_str()) || Path::new("/run/netns").join(ns).exists())
+        .collect();
+    ensure!(left.is_empty(), "namespaces left behind: {left:?}");
+    // SAFETY: signal 0 only checks whether the pid exists.
+    if unsafe { libc::kill(sleeper_pid, 0) } == 0 {
+        bail!("process {sleeper_pid} left behind");
+    }
+    ensure!(
+        host_links()? == host_links_before,
+        "the host's interfaces changed"
+    );
+    println!("lab-smoke: torn down; no namespace, process or host interface left");
+    Ok(())
+}
+
+fn host_links() -> Result<Vec<String>> {
+    let out = output(command("ip").args(["-o", "link", "show"]), "ip link show")?;
+    let mut names: Vec<String> = out
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// A bounded flood from the attacker to the server: at least 90 % must cross the bridge.
+fn smoke_flood(lab: &Lab) -> Result<()> {
+    let srv = &DEMO_HOSTS[0];
     let (ready_tx, ready_rx) = mpsc::channel();
     let bind = format!("{}:9999", srv.v4_addr());
     let receiver = lab.in_ns("srv", move || {
@@ -470,41 +513,5 @@ pub fn smoke(hold: u64) -> Result<()> {
         received * 10 >= sent * 9,
         "the bridge lost too many packets"
     );
-
-    let mut sleeper = lab.spawn(lab.exec("srv", "sleep").arg("600"), "sleep")?;
-    let sleeper_pid = sleeper.pid();
-    if hold > 0 {
-        println!("lab-smoke: holding the lab for {hold} s (Ctrl-C tests the interrupt path)");
-        thread::sleep(Duration::from_secs(hold));
-    }
-    let namespaces = lab.namespaces();
-    sleeper.stop()?;
-    lab.teardown()?;
-
-    let listed = output(command("ip").args(["netns", "list"]), "ip netns list")?;
-    let left: Vec<&String> = namespaces
-        .iter()
-        .filter(|ns| listed.contains(ns.as_str()) || Path::new("/run/netns").join(ns).exists())
-        .collect();
-    ensure!(left.is_empty(), "namespaces left behind: {left:?}");
-    // SAFETY: signal 0 only checks whether the pid exists.
-    if unsafe { libc::kill(sleeper_pid, 0) } == 0 {
-        bail!("process {sleeper_pid} left behind");
-    }
-    ensure!(
-        host_links()? == host_links_before,
-        "the host's interfaces changed"
-    );
-    println!("lab-smoke: torn down; no namespace, process or host interface left");
     Ok(())
-}
-
-fn host_links() -> Result<Vec<String>> {
-    let out = output(command("ip").args(["-o", "link", "show"]), "ip link show")?;
-    let mut names: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().to_owned()))
-        .collect();
-    names.sort();
-    Ok(names)
 }

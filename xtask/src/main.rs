@@ -5,6 +5,7 @@
 
 mod auth_flood_bench;
 mod bench;
+mod bench_common;
 mod build_cmd;
 mod demo;
 mod flood;
