@@ -11,9 +11,9 @@
 
 mod auth;
 mod backend;
+mod bodies;
 mod config;
 mod error;
-mod model;
 mod reply;
 mod routes;
 mod server;
@@ -24,10 +24,10 @@ mod tests;
 
 pub use auth::Token;
 pub use backend::{BatchError, PushBackend};
-pub use config::PushConfig;
-pub use error::PushError;
-pub use model::{
+pub use bodies::{
     AddItem, BatchRequest, BatchResponse, EntryField, ErrorBody, ErrorCode, ListResponse,
     MAX_REASON_CHARS, MAX_TTL_SECS,
 };
+pub use config::PushConfig;
+pub use error::PushError;
 pub use server::{PushListener, bind, serve};

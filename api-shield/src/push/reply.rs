@@ -6,7 +6,7 @@ use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
-use super::model::{EntryField, ErrorBody, ErrorCode};
+use super::bodies::{EntryField, ErrorBody, ErrorCode};
 
 pub(crate) type Body = Full<Bytes>;
 

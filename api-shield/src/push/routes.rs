@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::auth::{Auth, Token};
 use super::backend::{BatchError, PushBackend};
-use super::model::{BatchRequest, BatchResponse, EntryField, ErrorCode, ListResponse};
+use super::bodies::{BatchRequest, BatchResponse, EntryField, ErrorCode, ListResponse};
 use super::reply::{ApiError, Body, json};
 use crate::lists::valid_list_name;
 
