@@ -14,7 +14,7 @@ use super::ops::State;
 use crate::audit::AuditLog;
 use crate::gateway::config::GatewayConfig;
 use crate::gateway::jwks_http::HttpJwksFetcher;
-use crate::gateway::live::{Live, SharedLive};
+use crate::gateway::live::{Live, LiveError, SharedLive};
 use crate::gateway::password_pool::PasswordPool;
 use crate::gateway::proxy::{self, Serving};
 use crate::gateway::quota_store::{self, QuotaStore};
@@ -163,7 +163,7 @@ impl Gateway {
     /// Reads `cfg`, its policy file and certificates into the gateway's next value without
     /// swapping it in, or names every problem. Listener addresses are bound once: a change to
     /// them comes back as a warning (it needs a restart), the rest is reloaded.
-    pub fn prepare_reload(&self, cfg: GatewayConfig) -> Result<(Live, Option<String>), String> {
+    pub fn prepare_reload(&self, cfg: GatewayConfig) -> Result<(Live, Option<String>), LiveError> {
         let current = self.live.load_full();
         let addresses = |c: &GatewayConfig| {
             (
@@ -179,8 +179,7 @@ impl Gateway {
              rest is reloaded"
                 .to_string()
         });
-        let next = Live::load(cfg, Some(&current), Arc::clone(&self.fetcher))
-            .map_err(|e| e.to_string())?;
+        let next = Live::load(cfg, Some(&current), Arc::clone(&self.fetcher))?;
         Ok((next, warning))
     }
 

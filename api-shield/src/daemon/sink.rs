@@ -26,7 +26,11 @@ impl StateSink {
 }
 
 /// Counts and logs what the guard left out of feed `origin`; the audit detail of the change.
-fn feed_outcome(state: &mut State, origin: &str, result: &Result<Applied, String>) -> Value {
+fn feed_outcome<E: std::fmt::Display>(
+    state: &mut State,
+    origin: &str,
+    result: &Result<Applied, E>,
+) -> Value {
     match result {
         Ok(applied) => {
             for c in &applied.skipped {
@@ -47,7 +51,7 @@ fn feed_outcome(state: &mut State, origin: &str, result: &Result<Applied, String
                 "lockout_skipped": applied.skipped.iter().map(|c| c.net).collect::<Vec<_>>(),
             })
         }
-        Err(e) => json!(e),
+        Err(e) => json!(e.to_string()),
     }
 }
 
@@ -82,9 +86,7 @@ impl FeedSink for StateSink {
         let detail;
         let result = {
             let mut state = self.lock();
-            let result = state
-                .replace_list(origin, source, &entries, OnLockout::Skip)
-                .map_err(|e| e.to_string());
+            let result = state.replace_list(origin, source, &entries, OnLockout::Skip);
             detail = feed_outcome(&mut state, origin, &result);
             result
         };
@@ -95,7 +97,7 @@ impl FeedSink for StateSink {
             result.is_ok(),
             detail,
         );
-        result.map(|_| ()).map_err(SinkError)
+        result.map(|_| ()).map_err(|e| SinkError(e.to_string()))
     }
 
     fn update(
@@ -108,9 +110,7 @@ impl FeedSink for StateSink {
         let detail;
         let result = {
             let mut state = self.lock();
-            let result = state
-                .update_list(origin, source, None, &add, &remove, OnLockout::Skip)
-                .map_err(|e| e.to_string());
+            let result = state.update_list(origin, source, None, &add, &remove, OnLockout::Skip);
             detail = feed_outcome(&mut state, origin, &result);
             result
         };
@@ -121,7 +121,7 @@ impl FeedSink for StateSink {
             result.is_ok(),
             detail,
         );
-        result.map(|_| ()).map_err(SinkError)
+        result.map(|_| ()).map_err(|e| SinkError(e.to_string()))
     }
 }
 
