@@ -4,7 +4,8 @@
 use crate::cli::{BlockArgs, Cli, Command, DetachArgs, LogFormat, RunArgs, TopArgs, XdpMode};
 use crate::config::load_config;
 use crate::control::{
-    self, CounterBody, ListedBody, Request, Response, StatsBody, protocol::EXIT_REFUSED,
+    self, CounterBody, ListedBody, ListsRowBody, ReloadBody, Request, Response, StatsBody,
+    protocol::EXIT_REFUSED,
 };
 use crate::daemon::{self, RunOptions, instance_lock};
 use crate::kernel::loader::{self, AttachMode};
@@ -311,21 +312,26 @@ fn show(answer: Result<Response, control::ClientError>, json: bool, human: fn(&V
     }
 }
 
+/// The typed answer in `body`; an answer of another shape (a newer daemon) reads as empty, and
+/// `--json` shows it all.
+fn typed<T: serde::de::DeserializeOwned + Default>(body: &Value) -> T {
+    serde_json::from_value(body.clone()).unwrap_or_default()
+}
+
 fn print_reload(body: &Value) {
-    match body.get("config").and_then(Value::as_str) {
-        Some(path) => println!("reloaded {path}"),
+    let reload: ReloadBody = typed(body);
+    match &reload.config {
+        Some(path) => println!("reloaded {}", shown(&path.display().to_string())),
         None => println!("reloaded (no config file: every setting at its default)"),
     }
-    for w in body
-        .get("warnings")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        println!("warning: {}", shown(w.as_str().unwrap_or_default()));
+    for w in &reload.warnings {
+        println!("warning: {}", shown(w));
     }
 }
 
+/// The answer to a change (`block`, `unblock`, `allow`, `unallow`, `flush`, `import`) printed
+/// as the daemon sent it, as one line of JSON: scripts read this line, and passing it through
+/// keeps the fields a newer daemon adds (the typed answers are in `control::answers`).
 fn print_change(body: &Value) {
     println!(
         "{}",
@@ -333,6 +339,8 @@ fn print_change(body: &Value) {
     );
 }
 
+/// Every field the daemon sent, as sent: a dump, not a reading, so it stays the JSON object
+/// (a `StatusBody` would drop the fields of a newer daemon and invent those an older one lacks).
 fn print_status(body: &Value) {
     if let Value::Object(map) = body {
         for (k, v) in map {
@@ -343,7 +351,7 @@ fn print_status(body: &Value) {
 
 fn print_stats(body: &Value) {
     // An answer of another shape (a newer daemon) prints as no rows; `--json` shows it all.
-    let stats: StatsBody = serde_json::from_value(body.clone()).unwrap_or_default();
+    let stats: StatsBody = typed(body);
     let row = |name: &str, c: &CounterBody| {
         println!("{name:<20} {:>14} {:>16}", c.packets, c.bytes);
     };
@@ -375,16 +383,15 @@ fn print_lists(body: &Value) {
         "{:<24} {:>10} {:>10} {:>14}  source",
         "list", "entries", "revision", "drops"
     );
-    for l in body.as_array().into_iter().flatten() {
+    let rows: Vec<ListsRowBody> = typed(body);
+    for l in &rows {
         println!(
             "{:<24} {:>10} {:>10} {:>14}  {}",
-            shown(l["name"].as_str().unwrap_or("?")),
-            l["entries"].as_u64().unwrap_or(0),
-            l["revision"]
-                .as_u64()
-                .map_or("-".to_string(), |r| r.to_string()),
-            l["drops"]["packets"].as_u64().unwrap_or(0),
-            shown(l["source"].as_str().unwrap_or("-")),
+            shown(or_unknown(&l.name)),
+            l.entries,
+            l.revision.map_or("-".to_string(), |r| r.to_string()),
+            l.dropped_packets(),
+            shown(if l.source.is_empty() { "-" } else { &l.source }),
         );
     }
 }
@@ -403,6 +410,7 @@ fn or_unknown(text: &str) -> &str {
 
 fn print_list(body: &Value) {
     let Ok(items) = serde_json::from_value::<Vec<ListedBody>>(body.clone()) else {
+        // Another shape (a newer daemon): nothing to print, as before; `--json` shows it.
         return;
     };
     if items.is_empty() {

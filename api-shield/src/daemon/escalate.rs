@@ -86,7 +86,7 @@ impl Escalator for StateEscalator {
             "gateway_escalate",
             args,
             result.is_ok(),
-            result.unwrap_or_else(|e| json!(e.to_string())),
+            result.map_or_else(|e| json!(e.to_string()), |blocked| json!(blocked)),
         );
         outcome
     }

@@ -146,11 +146,11 @@ impl DaemonHandler {
             Request::Status => body(&state.status()),
             Request::Stats => state.stats().and_then(|stats| body(&stats)),
             Request::List { action, origin } => Ok(state.list(action, origin.as_deref())),
-            Request::Lists => state.lists(),
+            Request::Lists => state.lists().and_then(|rows| body(&rows)),
             Request::Import { .. } => Err(OpError::Internal(
                 "an import is answered outside the state lock".into(),
             )),
-            Request::Flush { list } => state.flush(&list),
+            Request::Flush { list } => state.flush(&list).and_then(|a| body(&a)),
             Request::Block {
                 nets,
                 ttl_secs,
@@ -164,11 +164,15 @@ impl DaemonHandler {
                     list,
                     force,
                 };
-                state.block(&parse_nets(&nets)?, opts)
+                state
+                    .block(&parse_nets(&nets)?, opts)
+                    .and_then(|a| body(&a))
             }
-            Request::Unblock { nets, list } => state.unblock(&parse_nets(&nets)?, list.as_deref()),
-            Request::Allow { nets } => state.allow(&parse_nets(&nets)?),
-            Request::Unallow { nets } => state.unallow(&parse_nets(&nets)?),
+            Request::Unblock { nets, list } => state
+                .unblock(&parse_nets(&nets)?, list.as_deref())
+                .and_then(|a| body(&a)),
+            Request::Allow { nets } => state.allow(&parse_nets(&nets)?).and_then(|a| body(&a)),
+            Request::Unallow { nets } => state.unallow(&parse_nets(&nets)?).and_then(|a| body(&a)),
             Request::Reload => unreachable!("answered above"),
         }
     }

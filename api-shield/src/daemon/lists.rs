@@ -3,13 +3,13 @@
 
 use super::guard::{Applied, OnLockout};
 use super::ops::{ORIGIN_KERNEL_NAME, OpError, State, origin_of};
+use crate::control::{CounterBody, FlushBody, ListsRowBody};
 use crate::decisions::store::{Entry, OriginList};
 use crate::kernel::clock;
 use crate::lists::ListEntry;
 use crate::model::Action;
-use api_shield_common::state::ORIGIN_KERNEL;
+use api_shield_common::state::{Counter, ORIGIN_KERNEL};
 use ipnet::IpNet;
-use serde_json::{Value, json};
 use std::sync::Arc;
 
 fn entry_of(e: &ListEntry, now_ms: u64, forced: bool) -> Entry {
@@ -105,72 +105,75 @@ impl State {
     }
 
     /// Empties list `name`.
-    pub fn flush(&mut self, name: &str) -> Result<Value, OpError> {
+    pub fn flush(&mut self, name: &str) -> Result<FlushBody, OpError> {
         let origin = origin_of(Some(name))?;
         let mut next = self.store.clone();
         let removed = next.drop_origin(&origin);
         self.commit_changed(next, std::slice::from_ref(&origin))?;
-        Ok(json!({"list": origin, "removed": removed}))
+        Ok(FlushBody {
+            list: origin,
+            removed,
+        })
     }
 
     /// Every origin with its size, source, last update, revision and kernel drops.
-    pub fn lists(&self) -> Result<Value, OpError> {
+    pub fn lists(&self) -> Result<Vec<ListsRowBody>, OpError> {
         let drops = self
             .shield
             .origin_counters()
             .map_err(|e| OpError::Internal(e.to_string()))?;
         let ids = self.shield.origins();
-        let drops_of = |name: &str| {
-            ids.get(name).and_then(|id| drops.get(*id as usize)).map_or(
-                json!({"packets": 0, "bytes": 0}),
-                |c| json!({"packets": c.packets, "bytes": c.bytes}),
-            )
+        let counter = |c: &Counter| CounterBody {
+            packets: c.packets,
+            bytes: c.bytes,
         };
-        let mut out: Vec<Value> = self
+        let drops_of = |name: &str| {
+            ids.get(name)
+                .and_then(|id| drops.get(*id as usize))
+                .map_or_else(CounterBody::default, counter)
+        };
+        let health_of = |h: &crate::feeds::SharedHealth| {
+            h.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
+        let mut out: Vec<ListsRowBody> = self
             .store
             .origins()
-            .map(|(name, list)| {
-                let health = self.feeds.get(name).map(|h| {
-                    serde_json::to_value(
-                        &*h.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-                    )
-                    .unwrap_or(Value::Null)
-                });
-                json!({
-                    "name": name,
-                    "entries": list.entries.len(),
-                    "source": list.meta.source,
-                    "updated_at_ms": list.meta.updated_at_ms,
-                    "revision": list.meta.revision,
-                    "drops": drops_of(name),
-                    "feed": health,
-                })
+            .map(|(name, list)| ListsRowBody {
+                name: name.to_owned(),
+                entries: list.entries.len(),
+                source: list.meta.source.clone(),
+                updated_at_ms: Some(list.meta.updated_at_ms),
+                revision: Some(list.meta.revision),
+                drops: Some(drops_of(name)),
+                // `null` for a list no feed fills: the key is always there for a stored list.
+                feed: Some(self.feeds.get(name).map(health_of)),
             })
             .collect();
         for (name, health) in &self.feeds {
             if self.store.origin(name).is_none() {
-                let h = health
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                out.push(json!({
-                    "name": name,
-                    "entries": 0,
-                    "source": "feed (nothing loaded yet)",
-                    "drops": drops_of(name),
-                    "feed": serde_json::to_value(&*h).unwrap_or(Value::Null),
-                }));
+                out.push(ListsRowBody {
+                    name: name.clone(),
+                    entries: 0,
+                    source: "feed (nothing loaded yet)".to_owned(),
+                    updated_at_ms: None,
+                    revision: None,
+                    drops: Some(drops_of(name)),
+                    feed: Some(Some(health_of(health))),
+                });
             }
         }
-        let auto = self.shield.kernel.maps.auto_blocks().len();
-        out.push(json!({
-            "name": ORIGIN_KERNEL_NAME,
-            "entries": auto,
-            "source": "kernel auto-block",
-            "drops": drops
-                .get(ORIGIN_KERNEL as usize)
-                .map_or(json!(null), |c| json!({"packets": c.packets, "bytes": c.bytes})),
-        }));
-        Ok(Value::Array(out))
+        out.push(ListsRowBody {
+            name: ORIGIN_KERNEL_NAME.to_owned(),
+            entries: self.shield.kernel.maps.auto_blocks().len(),
+            source: "kernel auto-block".to_owned(),
+            updated_at_ms: None,
+            revision: None,
+            drops: drops.get(ORIGIN_KERNEL as usize).map(counter),
+            feed: None,
+        });
+        Ok(out)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use crate::audit::AuditLog;
 use crate::config::Config;
+use crate::control::{AllowBody, BlockBody, RemovedBody, UnallowBody, UnblockBody};
 use crate::decisions::{
     snapshot::{SnapshotDir, SnapshotError},
     store::Store,
@@ -281,7 +282,7 @@ impl State {
 
     /// Blocks `nets` (into `opts.list`, or `cli`); refuses what would cut this host off unless
     /// `opts.force`.
-    pub fn block(&mut self, nets: &[IpNet], opts: BlockOptions) -> Result<Value, OpError> {
+    pub fn block(&mut self, nets: &[IpNet], opts: BlockOptions) -> Result<BlockBody, OpError> {
         let protected = self.protected()?;
         self.block_guarded(nets, opts, &protected)
             .map_err(|e| match e {
@@ -300,7 +301,7 @@ impl State {
         nets: &[IpNet],
         opts: BlockOptions,
         protected: &Protected,
-    ) -> Result<Value, OpError> {
+    ) -> Result<BlockBody, OpError> {
         let BlockOptions {
             ttl_secs,
             reason,
@@ -340,14 +341,17 @@ impl State {
             next.mark_forced(&origin, Action::Block, net);
         }
         self.commit(next)?;
-        Ok(
-            json!({"blocked": nets, "list": origin, "expires_at_ms": expires_at_ms, "forced": forced}),
-        )
+        Ok(BlockBody {
+            blocked: nets.to_vec(),
+            list: origin,
+            expires_at_ms,
+            forced,
+        })
     }
 
     /// Removes blocks of `nets`: from `list` only, or from every origin (and the kernel's
     /// own auto-blocks) when no list is named.
-    pub fn unblock(&mut self, nets: &[IpNet], list: Option<&str>) -> Result<Value, OpError> {
+    pub fn unblock(&mut self, nets: &[IpNet], list: Option<&str>) -> Result<UnblockBody, OpError> {
         if let Some(l) = list {
             valid_list_name(l).map_err(|e| OpError::Invalid(e.to_string()))?;
         }
@@ -365,18 +369,20 @@ impl State {
             if gone.is_empty() && !auto {
                 not_blocked.push(*net);
             }
-            removed.extend(
-                gone.into_iter()
-                    .map(|d| json!({"net": d.net, "origin": d.origin})),
-            );
+            removed.extend(gone.into_iter().map(|d| RemovedBody {
+                net: d.net,
+                origin: d.origin,
+            }));
         }
         self.commit(next)?;
-        Ok(
-            json!({"removed": removed, "auto_blocks_removed": auto_removed, "not_blocked": not_blocked}),
-        )
+        Ok(UnblockBody {
+            removed,
+            auto_blocks_removed: auto_removed,
+            not_blocked,
+        })
     }
 
-    pub fn allow(&mut self, nets: &[IpNet]) -> Result<Value, OpError> {
+    pub fn allow(&mut self, nets: &[IpNet]) -> Result<AllowBody, OpError> {
         check_nets(nets)?;
         let now = clock::now_unix_ms();
         let mut next = self.store.clone();
@@ -391,10 +397,12 @@ impl State {
             });
         }
         self.commit(next)?;
-        Ok(json!({"allowed": nets}))
+        Ok(AllowBody {
+            allowed: nets.to_vec(),
+        })
     }
 
-    pub fn unallow(&mut self, nets: &[IpNet]) -> Result<Value, OpError> {
+    pub fn unallow(&mut self, nets: &[IpNet]) -> Result<UnallowBody, OpError> {
         check_nets(nets)?;
         let mut next = self.store.clone();
         let mut removed = Vec::new();
@@ -407,7 +415,10 @@ impl State {
             removed.extend(gone.into_iter().map(|d| d.net));
         }
         self.commit(next)?;
-        Ok(json!({"removed": removed, "not_allowed": not_allowed}))
+        Ok(UnallowBody {
+            removed,
+            not_allowed,
+        })
     }
 
     /// Entries with origin, reason and expiry; the kernel's auto-blocks are listed with origin

@@ -7,17 +7,10 @@ use super::handler::audit_self;
 use super::ops::{State, capacity_of};
 use crate::audit::AuditLog;
 use crate::config::{Config, load_config};
-use serde::Serialize;
+use crate::control::ReloadBody;
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-
-/// What a successful reload left unapplied (settings bound at start), one line each.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct ReloadReport {
-    pub config: Option<PathBuf>,
-    pub warnings: Vec<String>,
-}
 
 /// Why a reload changed nothing: every problem found, one line each.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +82,7 @@ impl Reloader {
     /// Reopens the audit log (log rotation: a move, then a reload), re-reads the config file,
     /// its policy and certificates, and applies them whole, or changes nothing and names every
     /// problem. Logs the outcome; auditing it is the caller's.
-    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+    pub fn reload(&self) -> Result<ReloadBody, ReloadError> {
         let _one_at_a_time = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(e) = self.audit.reopen() {
             tracing::error!(error = %e, "reopening the audit log failed");
@@ -104,7 +97,7 @@ impl Reloader {
         outcome
     }
 
-    fn try_reload(&self) -> Result<ReloadReport, ReloadError> {
+    fn try_reload(&self) -> Result<ReloadBody, ReloadError> {
         let refused = |e: ReloadError| {
             // One line per reload, however many problems, so a log reader counts reloads.
             let errors = e.errors.join("; ");
@@ -157,7 +150,7 @@ impl Reloader {
         if let Some((g, next)) = next_gateway {
             g.commit_reload(next);
         }
-        Ok(ReloadReport {
+        Ok(ReloadBody {
             config: self.config_path.clone(),
             warnings,
         })

@@ -46,8 +46,10 @@ pub trait FeedSink: Send + Sync + 'static {
     }
 }
 
-/// What a feed reports about itself, for `api-shield lists` and metrics.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+/// What a feed reports about itself, for `api-shield lists` and metrics. The `lists` answer
+/// carries it as is, so readers take it with fields missing (an older daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FeedHealth {
     /// Wall-clock Unix ms of the last successful sync.
     pub last_success_ms: Option<u64>,

@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::control::{self, Request, Response};
+use crate::control::{self, ListedBody, Request, Response};
 use crate::kernel::clock;
 use crate::model::Action;
 use view::{Model, Sample};
@@ -121,6 +122,12 @@ fn ask(socket: &Path, req: &Request) -> Result<Value, PollError> {
     }
 }
 
+/// The typed answer to `req`. An answer of another shape (a newer daemon) reads as empty, so
+/// `top` keeps showing what it can read; fields missing from an answer keep their defaults.
+fn ask_typed<T: DeserializeOwned + Default>(socket: &Path, req: &Request) -> Result<T, PollError> {
+    Ok(serde_json::from_value(ask(socket, req)?).unwrap_or_default())
+}
+
 impl Poller {
     pub fn new(socket: PathBuf) -> Self {
         Self {
@@ -140,10 +147,10 @@ impl Poller {
         } else {
             None
         };
-        let stats = ask(socket, &Request::Stats)?;
-        let lists = ask(socket, &Request::Lists)?;
+        let stats = ask_typed(socket, &Request::Stats)?;
+        let lists = ask_typed(socket, &Request::Lists)?;
         let full_blocked = !self.large || tick.is_multiple_of(FULL_LIST_EVERY);
-        let blocked = ask(
+        let blocked: Vec<ListedBody> = ask_typed(
             socket,
             &Request::List {
                 action: Some(Action::Block),
@@ -151,7 +158,7 @@ impl Poller {
             },
         )?;
         if full_blocked {
-            self.large = blocked.as_array().is_some_and(|a| a.len() > LARGE_LIST);
+            self.large = blocked.len() > LARGE_LIST;
         }
         Ok(Sample {
             status,

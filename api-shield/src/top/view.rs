@@ -10,22 +10,26 @@ use std::time::Instant;
 use api_shield_common::verdict;
 use serde_json::Value;
 
-use crate::control::{ListedBody, StatsBody};
+use crate::control::{ListedBody, ListsRowBody, StatsBody};
 
 /// Points of history kept per series: a minute at the default interval.
 pub const HISTORY: usize = 60;
 
-/// One reading of the daemon. Every field is the `body` of the answer to one request.
+/// One reading of the daemon. Every field is the `body` of the answer to one request; an
+/// answer of another shape (a newer daemon) reads as empty, as missing fields read as their
+/// defaults.
 #[derive(Clone, Debug, Default)]
 pub struct Sample {
-    /// `status`, when it was asked for (not every tick).
+    /// `status`, when it was asked for (not every tick). Kept as the daemon's JSON: `top`
+    /// shows three of its strings as sent, and `StatusBody` would refuse a whole answer over
+    /// a `mode` this build does not know, where `top` shows the name it got.
     pub status: Option<Value>,
     /// `stats`.
-    pub stats: Value,
+    pub stats: StatsBody,
     /// `lists`.
-    pub lists: Value,
+    pub lists: Vec<ListsRowBody>,
     /// `list blocked`, or `list blocked --origin kernel` alone when `full_blocked` is false.
-    pub blocked: Value,
+    pub blocked: Vec<ListedBody>,
     /// Whether `blocked` holds every block or the kernel's alone.
     pub full_blocked: bool,
 }
@@ -106,13 +110,6 @@ struct Reading {
     origins: BTreeMap<String, u64>,
 }
 
-fn u64_at(v: &Value, path: &[&str]) -> u64 {
-    path.iter()
-        .try_fold(v, |v, k| v.get(k))
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
-
 /// A string of the daemon's answer, escaped for the terminal: reasons, origins and feed
 /// errors may carry outside text from before the input rules, or from a newer daemon.
 fn str_of(v: &Value, key: &str) -> Option<String> {
@@ -121,9 +118,12 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
         .map(|s| crate::text::escape(s).into_owned())
 }
 
-fn blocks(v: &Value) -> Vec<Blocked> {
-    // An answer of another shape (a newer daemon) reads as no blocks.
-    let listed: Vec<ListedBody> = serde_json::from_value(v.clone()).unwrap_or_default();
+/// Text of the daemon's answer escaped for the terminal; `None` for a field it did not carry.
+fn shown_nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| crate::text::escape(s).into_owned())
+}
+
+fn blocks(listed: &[ListedBody]) -> Vec<Blocked> {
     let shown = |s: &str| crate::text::escape(s).into_owned();
     // `?` for a field the answer did not carry.
     let known = |s: &str| {
@@ -134,7 +134,7 @@ fn blocks(v: &Value) -> Vec<Blocked> {
         }
     };
     listed
-        .into_iter()
+        .iter()
         .filter(|e| e.action != "allow")
         .map(|e| Blocked {
             net: known(&e.net),
@@ -156,8 +156,7 @@ fn rate(before: u64, now: u64, secs: f64) -> f64 {
 impl Reading {
     /// The counters of `sample`: the verdicts of its `stats`, the drops of its `lists`.
     fn of(sample: &Sample, at: Instant) -> Self {
-        // An answer of another shape (a newer daemon) reads as no traffic, as a missing field does.
-        let stats: StatsBody = serde_json::from_value(sample.stats.clone()).unwrap_or_default();
+        let stats = &sample.stats;
         Reading {
             at,
             verdicts: verdict::NAMES[..verdict::VERDICTS as usize]
@@ -169,10 +168,8 @@ impl Reading {
                 .collect(),
             origins: sample
                 .lists
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| Some((str_of(l, "name")?, u64_at(l, &["drops", "packets"]))))
+                .iter()
+                .filter_map(|l| Some((shown_nonempty(&l.name)?, l.dropped_packets())))
                 .collect(),
         }
     }
@@ -203,14 +200,13 @@ fn update_verdicts(
 
 /// Every origin of a `lists` answer with its drops, by drop rate then total drops (largest
 /// first).
-fn list_rows(lists: &Value, elapsed: Option<(&Reading, f64)>) -> Vec<ListRow> {
+fn list_rows(lists: &[ListsRowBody], elapsed: Option<(&Reading, f64)>) -> Vec<ListRow> {
     let mut rows: Vec<ListRow> = lists
-        .as_array()
-        .into_iter()
-        .flatten()
+        .iter()
         .filter_map(|l| {
-            let name = str_of(l, "name")?;
-            let drops_total = u64_at(l, &["drops", "packets"]);
+            // A row without a name cannot be told from the others: left out, as before.
+            let name = shown_nonempty(&l.name)?;
+            let drops_total = l.dropped_packets();
             let drop_rate = elapsed.map(|(prev, secs)| {
                 rate(
                     prev.origins.get(&name).copied().unwrap_or(drops_total),
@@ -218,14 +214,17 @@ fn list_rows(lists: &Value, elapsed: Option<(&Reading, f64)>) -> Vec<ListRow> {
                     secs,
                 )
             });
-            let feed = l.get("feed").filter(|f| f.is_object()).map(|f| Feed {
-                degraded: f.get("degraded").and_then(Value::as_bool).unwrap_or(false),
-                errors_total: u64_at(f, &["errors_total"]),
-                last_error: str_of(f, "last_error"),
-                last_success_ms: f.get("last_success_ms").and_then(Value::as_u64),
+            let feed = l.feed().map(|f| Feed {
+                degraded: f.degraded,
+                errors_total: f.errors_total,
+                last_error: f
+                    .last_error
+                    .as_deref()
+                    .map(|e| crate::text::escape(e).into_owned()),
+                last_success_ms: f.last_success_ms,
             });
             Some(ListRow {
-                entries: u64_at(l, &["entries"]),
+                entries: u64::try_from(l.entries).unwrap_or(u64::MAX),
                 name,
                 drops_total,
                 drop_rate,
@@ -326,8 +325,8 @@ pub(crate) mod tests {
 
     pub const NOW_MS: u64 = 1_800_000_000_000;
 
-    fn stats(pass: u64, blocklisted: u64, rate_limited: u64) -> Value {
-        json!({
+    fn stats(pass: u64, blocklisted: u64, rate_limited: u64) -> StatsBody {
+        serde_json::from_value(json!({
             "verdicts": {
                 "pass": {"packets": pass, "bytes": pass * 60},
                 "non_ip": {"packets": 0, "bytes": 0},
@@ -339,11 +338,12 @@ pub(crate) mod tests {
             },
             "details": {},
             "origins": {},
-        })
+        }))
+        .unwrap()
     }
 
-    fn lists(kernel_drops: u64) -> Value {
-        json!([
+    fn lists(kernel_drops: u64) -> Vec<ListsRowBody> {
+        serde_json::from_value(json!([
             {"name": "cli", "entries": 1, "revision": 3, "drops": {"packets": 7, "bytes": 420}},
             {"name": "firehol", "entries": 0, "source": "feed (nothing loaded yet)",
              "drops": {"packets": 0, "bytes": 0},
@@ -351,17 +351,19 @@ pub(crate) mod tests {
                       "syncs_total": 0, "degraded": true}},
             {"name": "kernel", "entries": 1, "source": "kernel auto-block",
              "drops": {"packets": kernel_drops, "bytes": kernel_drops * 60}},
-        ])
+        ]))
+        .unwrap()
     }
 
-    fn blocked() -> Value {
-        json!([
+    fn blocked() -> Vec<ListedBody> {
+        serde_json::from_value(json!([
             {"net": "198.18.0.77/32", "action": "block", "origin": "cli", "reason": "scanner",
              "created_at_ms": NOW_MS - 60_000, "expires_at_ms": null},
             {"net": "198.18.1.35/32", "action": "block", "origin": "kernel",
              "reason": "rate limit exceeded repeatedly",
              "created_at_ms": NOW_MS - 5_000, "expires_at_ms": NOW_MS + 115_000},
-        ])
+        ]))
+        .unwrap()
     }
 
     /// Two readings a second apart: a flood cut by the rate limit, then auto-blocked.
@@ -374,7 +376,7 @@ pub(crate) mod tests {
                 status: Some(status),
                 stats: stats(100, 0, 0),
                 lists: lists(0),
-                blocked: json!([]),
+                blocked: Vec::new(),
                 full_blocked: true,
             },
             t0,
@@ -432,7 +434,7 @@ pub(crate) mod tests {
                 status: None,
                 stats: stats(120, 1_500, 2_500),
                 lists: lists(1_500),
-                blocked: json!([]),
+                blocked: Vec::new(),
                 full_blocked: false,
             },
             Instant::now() + Duration::from_secs(5),
@@ -441,5 +443,23 @@ pub(crate) mod tests {
         assert!(model.offenders.is_empty());
         let nets: Vec<&str> = model.latest.iter().map(|b| b.net.as_str()).collect();
         assert_eq!(nets, ["198.18.0.77/32"]);
+    }
+
+    /// A `lists` answer of an older daemon: rows without drops, feed, source or revision, and a
+    /// row without a name, which cannot be told apart and is left out as before.
+    #[test]
+    fn an_older_lists_answer_reads_with_defaults() {
+        let older: Vec<ListsRowBody> = serde_json::from_value(json!([
+            {"name": "cli", "entries": 4},
+            {"name": "kernel", "entries": 1, "drops": null},
+            {"entries": 9},
+        ]))
+        .unwrap();
+        let rows = list_rows(&older, None);
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["cli", "kernel"]);
+        assert_eq!(rows[0].entries, 4);
+        assert_eq!(rows[0].drops_total, 0);
+        assert!(rows.iter().all(|r| r.feed.is_none()));
     }
 }
