@@ -22,6 +22,9 @@ impl Config {
         }
         if let Some(gateway) = &self.gateway {
             add("gateway.policy_file".into(), &gateway.policy_file);
+            for (i, api) in gateway.apis.iter().enumerate() {
+                add(format!("gateway.apis[{i}].spec"), &api.spec);
+            }
             for listener in &gateway.listeners {
                 let named = [
                     ("tls_cert", &listener.tls_cert),

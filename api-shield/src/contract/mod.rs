@@ -189,6 +189,16 @@ impl Contract {
 
     /// Finds the operation of `req` and checks the request against it.
     pub fn validate(&self, req: &Request<'_>) -> Report<'_> {
+        self.validate_with(req, true)
+    }
+
+    /// As [`Contract::validate`], for a caller that never sees the body (the check endpoint:
+    /// nginx's `auth_request` sends none): size, content type and schema are not checked.
+    pub fn validate_head(&self, req: &Request<'_>) -> Report<'_> {
+        self.validate_with(req, false)
+    }
+
+    fn validate_with(&self, req: &Request<'_>, body_seen: bool) -> Report<'_> {
         let mut out = Collector::new(self.config.max_violations);
         let Some(found) = self.lookup(req.method, req.path) else {
             if self.config.refuse_unknown_operations && self.config.mode != Mode::Off {
@@ -210,6 +220,7 @@ impl Contract {
             let checks = Checks {
                 refuse_unknown_query: self.config.refuse_unknown_query,
                 max_body_bytes: self.config.max_body_bytes,
+                body_seen,
             };
             validate::check(found.operation, req, &found.params, checks, &mut out);
         }

@@ -20,6 +20,10 @@ pub enum TextError {
     /// The decoded bytes are not UTF-8.
     #[error("is not valid UTF-8 once percent-decoded")]
     NotUtf8,
+    /// A `%` not followed by two hex digits: left as is by some servers, refused or
+    /// decoded otherwise by others, so the value the upstream reads is not the one checked.
+    #[error("has a malformed percent-escape")]
+    BadEscape,
     /// More pairs than [`MAX_QUERY_PAIRS`].
     #[error("has more than {MAX_QUERY_PAIRS} parameters")]
     TooManyPairs,
@@ -31,6 +35,9 @@ pub fn decode(raw: &str, plus_is_space: bool) -> Result<Cow<'_, str>, TextError>
     if !needs_work {
         return Ok(Cow::Borrowed(raw));
     }
+    if !escapes_well_formed(raw) {
+        return Err(TextError::BadEscape);
+    }
     let spaced = if plus_is_space {
         raw.replace('+', " ")
     } else {
@@ -40,6 +47,17 @@ pub fn decode(raw: &str, plus_is_space: bool) -> Result<Cow<'_, str>, TextError>
         .decode_utf8()
         .map_err(|_| TextError::NotUtf8)?;
     Ok(Cow::Owned(decoded.into_owned()))
+}
+
+/// Every `%` starts `%XX` with two hex digits.
+fn escapes_well_formed(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// A decoded `name=value` pair, borrowed from the query when nothing needed decoding.
@@ -122,5 +140,16 @@ mod tests {
         assert_eq!(query_pairs("a=%FF").unwrap_err(), TextError::NotUtf8);
         let flood = "a=1&".repeat(MAX_QUERY_PAIRS + 1);
         assert_eq!(query_pairs(&flood).unwrap_err(), TextError::TooManyPairs);
+    }
+
+    #[test]
+    fn malformed_escapes_are_refused_not_kept_literally() {
+        for raw in ["%zz", "a%", "a%4", "%G1", "ok%2", "%%41"] {
+            assert_eq!(decode(raw, true), Err(TextError::BadEscape), "{raw}");
+            assert_eq!(decode(raw, false), Err(TextError::BadEscape), "{raw}");
+        }
+        assert_eq!(decode("%41%62+c", true).unwrap(), "Ab c");
+        assert_eq!(decode("100%25", false).unwrap(), "100%");
+        assert!(query_pairs("q=%zz").is_err());
     }
 }

@@ -129,6 +129,8 @@ pub struct Checks {
     pub refuse_unknown_query: bool,
     /// Largest body.
     pub max_body_bytes: u64,
+    /// The caller has the body (or its declared length); when not, the body is not checked.
+    pub body_seen: bool,
 }
 
 /// Runs every check of `op` on `req`; `path_params` are the raw values the template matched.
@@ -159,7 +161,9 @@ pub fn check(
         out,
     );
     check_headers(op, req.headers, out);
-    check_body(op.body.as_ref(), req, checks.max_body_bytes, out);
+    if checks.body_seen {
+        check_body(op.body.as_ref(), req, checks.max_body_bytes, out);
+    }
 }
 
 /// Validates `values` (one per occurrence) of `param` against its schema.

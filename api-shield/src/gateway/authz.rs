@@ -289,6 +289,15 @@ async fn handle(
     if let Some(reason) = &decision.reason {
         tracing::debug!(client = %meta.client_ip, status = decision.status(), ?reason, route = ?decision.route, "check denied");
     }
+    if decision.is_allowed()
+        && let Some(refused) =
+            super::contracts::check_head(&live.contracts, dialect, &meta, &shared.metrics)
+    {
+        shared
+            .metrics
+            .record(LISTENER, &decision, refused.status().as_u16());
+        return refused;
+    }
     shared
         .metrics
         .record(LISTENER, &decision, decision.status());

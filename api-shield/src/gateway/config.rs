@@ -40,6 +40,9 @@ pub struct GatewayConfig {
     pub threads: usize,
     /// Saving quota and slow rate-limit counters across restarts.
     pub quota_state: QuotaStateConfig,
+    /// OpenAPI contracts (`[[gateway.apis]]`): requests to each API are validated against
+    /// its document before they reach the upstream ([`super::contracts`]).
+    pub apis: Vec<crate::contract::ApiConfig>,
 }
 
 /// `[gateway.quota_state]`: long-window limit counters saved in `state_dir/<iface>/` and
@@ -213,6 +216,7 @@ impl Default for GatewayConfig {
             limits: HttpLimits::default(),
             threads: 0,
             quota_state: QuotaStateConfig::default(),
+            apis: Vec::new(),
         }
     }
 }
@@ -265,6 +269,7 @@ impl GatewayConfig {
             problems.push(format!("gateway.default_upstream = `{url}`: {e}"));
         }
         self.limit_problems(&mut problems);
+        problems.extend(super::contracts::config_problems(&self.apis));
         let t = &self.timeouts;
         for (name, d) in [
             ("header", t.header),

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::GatewayConfig;
+use super::contracts::Contracts;
 use super::proxy::{tls, upstream::Routing};
 use crate::policy::{Engine, InvalidPolicy, JwksFetcher, PolicyConfig};
 
@@ -38,6 +39,8 @@ pub struct Live {
     pub routing: Routing,
     /// Per listener address; `None` for plain HTTP.
     pub acceptors: HashMap<SocketAddr, Option<TlsAcceptor>>,
+    /// The OpenAPI contracts of `[[gateway.apis]]`.
+    pub contracts: Contracts,
 }
 
 /// Shared by every task of the gateway.
@@ -67,6 +70,8 @@ impl Live {
             })?;
         let policy = PolicyConfig::from_toml_str(&text).map_err(invalid)?;
         let routing = Routing::new(&cfg, &policy).map_err(LiveError::Problems)?;
+        // Before the engine reload, which carries state over: a bad document refuses all.
+        let contracts = Contracts::load(&cfg.apis).map_err(LiveError::Problems)?;
         let mut acceptors = HashMap::new();
         for l in &cfg.listeners {
             acceptors.insert(l.listen, tls::acceptor(l)?);
@@ -81,6 +86,7 @@ impl Live {
             engine: Arc::new(engine),
             routing,
             acceptors,
+            contracts,
         })
     }
 }

@@ -195,6 +195,8 @@ pub struct GatewayMetrics {
     escalation_latency: Family<RuleLabels, Histogram, fn() -> Histogram>,
     password_checks: Family<PasswordLabels, Counter>,
     connections_refused: Family<RefusalLabels, Counter>,
+    /// OpenAPI contract validation outcomes.
+    pub contract: super::contract_metrics::ContractMetrics,
 }
 
 impl Default for GatewayMetrics {
@@ -213,6 +215,7 @@ impl GatewayMetrics {
             escalation_latency: Family::new_with_constructor(latency_histogram),
             password_checks: Family::default(),
             connections_refused: Family::default(),
+            contract: super::contract_metrics::ContractMetrics::default(),
         };
         for outcome in PasswordOutcome::ALL {
             let outcome = outcome.as_str();
@@ -347,6 +350,7 @@ impl GatewayMetrics {
              refused unhashed), unavailable (no room in the hashing pool: 503)",
             self.password_checks.clone(),
         );
+        self.contract.register(registry);
     }
 }
 

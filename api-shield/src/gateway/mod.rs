@@ -12,6 +12,8 @@
 pub mod authz;
 pub mod client_ip;
 pub mod config;
+pub mod contract_metrics;
+pub mod contracts;
 pub mod escalate;
 pub mod jwks_http;
 pub mod live;

@@ -15,6 +15,7 @@ use tokio::time::timeout;
 use super::body::{self, BodyStop, Guarded, ProxyBody, StopFlag};
 use super::upgrade::{self, Upgrade};
 use super::upstream::Upstream;
+use super::validation::{self, Target};
 use super::{ConnInfo, ProxyShared};
 use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
@@ -142,7 +143,7 @@ fn policy_headers(headers: &HeaderMap) -> Headers {
     h
 }
 
-fn text(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
+pub(super) fn text(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(body::full(msg));
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -188,7 +189,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// The query without the parameters the decision removes (an API key given in the query).
-fn strip_query(query: Option<&str>, remove: &[String]) -> Option<String> {
+pub(super) fn strip_query(query: Option<&str>, remove: &[String]) -> Option<String> {
     let q = query?;
     if remove.is_empty() {
         return Some(q.to_owned());
@@ -280,6 +281,10 @@ fn upstream_failed(
 }
 
 #[expect(clippy::too_many_arguments, reason = "one request's parts, borrowed")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the forwarding steps in the order a request meets them"
+)]
 async fn forward(
     mut req: Request<Incoming>,
     decision: &AccessDecision,
@@ -308,6 +313,11 @@ async fn forward(
         body::drain(req.into_body(), timeouts.body);
         return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }
+    let target = Target::of(decision, host, query, client);
+    let req = match validation::gate(req, live, &shared.metrics, target).await {
+        Ok(req) => req,
+        Err(refused) => return refused,
+    };
     let Some(upstream) = live.routing.upstream(decision.route.as_deref()) else {
         return text(StatusCode::BAD_GATEWAY, "no upstream for this route");
     };

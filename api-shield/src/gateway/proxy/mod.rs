@@ -18,6 +18,7 @@ pub mod proxy_v2;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod validation;
 
 use std::future::Future;
 use std::io;
