@@ -34,6 +34,7 @@
 //! Recording takes a shared (reader) lock of the family's map, which readers never wait on
 //! each other for, and an atomic add; the map is written only when a label set is new.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -44,6 +45,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::escalate::EscalationOutcome;
 use crate::accept::slots::RefusalCounters;
+use crate::inventory::SharedInventory;
+use crate::inventory::metrics::InventoryCollector;
 use crate::policy::{AccessDecision, DenyReason, PasswordOutcome, Rule, Verdict};
 
 /// The `route` label of a request that matched no route.
@@ -195,6 +198,8 @@ pub struct GatewayMetrics {
     escalation_latency: Family<RuleLabels, Histogram, fn() -> Histogram>,
     password_checks: Family<PasswordLabels, Counter>,
     connections_refused: Family<RefusalLabels, Counter>,
+    /// The inventory's families, when the daemon keeps one ([`crate::inventory::metrics`]).
+    inventory: OnceLock<Arc<SharedInventory>>,
 }
 
 impl Default for GatewayMetrics {
@@ -213,6 +218,7 @@ impl GatewayMetrics {
             escalation_latency: Family::new_with_constructor(latency_histogram),
             password_checks: Family::default(),
             connections_refused: Family::default(),
+            inventory: OnceLock::new(),
         };
         for outcome in PasswordOutcome::ALL {
             let outcome = outcome.as_str();
@@ -301,6 +307,11 @@ impl GatewayMetrics {
         }
     }
 
+    /// Adds the inventory's families to every scrape from now on (set once, at start).
+    pub fn set_inventory(&self, inventory: Arc<SharedInventory>) {
+        let _ = self.inventory.set(inventory);
+    }
+
     /// Registers the families into `registry`. The families registered are handles on the
     /// same storage, so a registry built per scrape reads the live values.
     pub fn register(&self, registry: &mut Registry) {
@@ -347,6 +358,9 @@ impl GatewayMetrics {
              refused unhashed), unavailable (no room in the hashing pool: 503)",
             self.password_checks.clone(),
         );
+        if let Some(inventory) = self.inventory.get() {
+            registry.register_collector(Box::new(InventoryCollector(Arc::clone(inventory))));
+        }
     }
 }
 
