@@ -241,4 +241,47 @@ mod tests {
         assert_eq!(query_names(Some(&query)).len(), MAX_QUERY_NAMES);
         assert!(query_names(Some(&long)).is_empty());
     }
+
+    /// What recording costs a gateway request: making the exchange from the request's meta
+    /// and decision, and counting it under the shared lock, on `threads` threads at once.
+    /// `cargo test --release -p api-shield --lib gateway::observe -- --ignored --nocapture`.
+    fn recording_cost(threads: usize, per_thread: usize) -> f64 {
+        let shared = Arc::new(SharedInventory::new(crate::inventory::Inventory::default()));
+        let recorder: Recorder = Some(Arc::clone(&shared));
+        let start = std::time::Instant::now();
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let recorder = recorder.clone();
+                std::thread::spawn(move || {
+                    let mut m = meta("api.example.com:443", Some("page=2&sort=name"));
+                    m.headers.append("content-type", "application/json");
+                    m.headers.append("user-agent", "bench/1.0");
+                    for i in 0..per_thread {
+                        let d = decision(&format!("/api/v1/users/{}/orders", t * per_thread + i));
+                        record(&recorder, &m, &d, ANSWERED);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let ns = start.elapsed().as_nanos() as f64 / (threads * per_thread) as f64;
+        assert_eq!(shared.exchanges(), (threads * per_thread) as u64);
+        println!("recording: {threads} thread(s), {ns:.0} ns of wall time per request");
+        ns
+    }
+
+    #[test]
+    fn recording_smoke() {
+        assert!(recording_cost(2, 1_000) > 0.0);
+    }
+
+    #[test]
+    #[ignore = "benchmark: run in release with --ignored --nocapture"]
+    fn recording_cost_per_request() {
+        for threads in [1, 2, 4] {
+            recording_cost(threads, 200_000);
+        }
+    }
 }

@@ -60,3 +60,53 @@ impl Collector for InventoryCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::Exchange;
+    use crate::gateway::GatewayMetrics;
+    use crate::inventory::{Inventory, InventoryConfig};
+    use prometheus_client::registry::Registry;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    #[test]
+    fn the_gateway_scrape_carries_the_inventory_families() {
+        let config = InventoryConfig {
+            max_endpoints_per_host: 1,
+            ..InventoryConfig::default()
+        };
+        let shared = Arc::new(SharedInventory::new(Inventory::new(config)));
+        let client = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+        for path in ["/a", "/b", "/c"] {
+            let mut e = Exchange::new(1, client, "api.test", hyper::Method::GET, path);
+            e.status = Some(200);
+            e.upstream_latency = Some(Duration::from_millis(1));
+            shared.record(&e);
+        }
+        let metrics = GatewayMetrics::new();
+        let render = |m: &GatewayMetrics| {
+            let mut registry = Registry::default();
+            m.register(&mut registry);
+            let mut out = String::new();
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+            out
+        };
+        assert!(!render(&metrics).contains("api_shield_inventory"));
+        metrics.set_inventory(Arc::clone(&shared));
+        let text = render(&metrics);
+        assert!(
+            text.contains("api_shield_inventory_endpoints{host=\"api.test\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("api_shield_inventory_hosts_saturated 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("api_shield_inventory_exchanges_total 3"),
+            "{text}"
+        );
+    }
+}
