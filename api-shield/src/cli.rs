@@ -61,6 +61,38 @@ pub enum Command {
     Reload(OutputArgs),
     /// Live view: packets per second by verdict, drops per list, offenders, latest decisions.
     Top(TopArgs),
+    /// The API endpoints the gateway learned from traffic (host, method, path template) with
+    /// their figures; `inventory export --openapi` prints them as an OpenAPI 3.1 document.
+    Inventory(InventoryArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct InventoryArgs {
+    /// Only this host's endpoints.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<InventoryAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryAction {
+    /// Print the learned API as a document a team can start a spec from.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// As OpenAPI 3.1 JSON (also valid YAML), the one format there is.
+    #[arg(long, required = true)]
+    pub openapi: bool,
+    /// Only this host's endpoints.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +362,29 @@ mod tests {
             Command::Reload(OutputArgs { json: false })
         ));
         assert!(Cli::try_parse_from(["api-shield", "reload", "/etc/a.toml"]).is_err());
+    }
+
+    #[test]
+    fn inventory_lists_or_exports() {
+        let Command::Inventory(list) =
+            parse(&["inventory", "--host", "api.test", "--json"]).command
+        else {
+            panic!("not inventory")
+        };
+        assert_eq!(list.host.as_deref(), Some("api.test"));
+        assert!(list.json && list.action.is_none());
+        let Command::Inventory(export) = parse(&["inventory", "export", "--openapi"]).command
+        else {
+            panic!("not inventory")
+        };
+        assert!(matches!(
+            export.action,
+            Some(InventoryAction::Export(ExportArgs {
+                openapi: true,
+                host: None
+            }))
+        ));
+        assert!(Cli::try_parse_from(["api-shield", "inventory", "export"]).is_err());
     }
 
     #[test]

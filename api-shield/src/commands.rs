@@ -1,7 +1,10 @@
 //! What each CLI verb does. Client verbs validate their input locally first (so a typo is
 //! reported with exit code 2 even when the daemon is down) and then ask the daemon.
 
-use crate::cli::{BlockArgs, Cli, Command, DetachArgs, LogFormat, RunArgs, TopArgs, XdpMode};
+use crate::cli::{
+    BlockArgs, Cli, Command, DetachArgs, InventoryAction, InventoryArgs, LogFormat, RunArgs,
+    TopArgs, XdpMode,
+};
 use crate::config::load_config;
 use crate::control::{
     self, CounterBody, ListedBody, ListsRowBody, ReloadBody, Request, Response, StatsBody,
@@ -49,7 +52,37 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Top(t) => top(socket, &t),
         Command::Allow(a) => change(&socket, a.addrs, |nets| Request::Allow { nets }),
         Command::Unallow(a) => change(&socket, a.addrs, |nets| Request::Unallow { nets }),
+        Command::Inventory(i) => inventory(&socket, i),
     }
+}
+
+/// `inventory`: the endpoints as a table or JSON; `inventory export --openapi`: the document.
+fn inventory(socket: &Path, i: InventoryArgs) -> ExitCode {
+    match i.action {
+        Some(InventoryAction::Export(e)) => {
+            let host = e.host.or(i.host);
+            ask(
+                socket,
+                &Request::InventoryExport { host },
+                true,
+                print_change,
+            )
+        }
+        None => ask(
+            socket,
+            &Request::Inventory { host: i.host },
+            i.json,
+            print_inventory,
+        ),
+    }
+}
+
+fn print_inventory(body: &Value) {
+    // An answer of another shape (a newer daemon) prints as no rows; `--json` shows it all.
+    let rows: Vec<crate::inventory::EndpointRow> =
+        serde_json::from_value(body.clone()).unwrap_or_default();
+    let now = crate::kernel::clock::now_unix_ms();
+    print!("{}", crate::inventory::render_table(&rows, now));
 }
 
 /// `run`: the daemon, on a runtime of its own, until SIGTERM or SIGINT.

@@ -271,6 +271,10 @@ pub fn control_request(data: &[u8]) {
         Request::Allow { nets } | Request::Unallow { nets } => {
             strings.extend(nets.iter().map(String::as_str));
         }
+        // Only compared with the inventory's host names, never opened or stored.
+        Request::Inventory { host } | Request::InventoryExport { host } => {
+            strings.extend(host.as_deref());
+        }
     }
     for s in strings {
         check_string(s);

@@ -71,6 +71,8 @@ pub struct Config {
     pub max_ttl: std::time::Duration,
     /// Limits on the list bytes `api-shield import` sends.
     pub import: Import,
+    /// The API inventory the gateway and the check endpoint learn from traffic.
+    pub inventory: crate::inventory::InventoryConfig,
 }
 
 /// What the daemon accepts from `api-shield import`, which streams the list's bytes over the
@@ -172,6 +174,7 @@ impl Default for Config {
             run_as: None,
             max_ttl: crate::parse::DEFAULT_MAX_TTL,
             import: Import::default(),
+            inventory: crate::inventory::InventoryConfig::default(),
         }
     }
 }

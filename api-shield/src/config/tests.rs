@@ -57,6 +57,15 @@ interval = "30s"
 
 [metrics]
 listen = "[::1]:9100"
+
+[inventory]
+enabled = false
+save_interval = "5m"
+max_endpoints_per_host = 200
+learn_unanswered = true
+
+[inventory.template]
+sibling_threshold = 25
 "#;
 
 fn every_key_config() -> Config {
@@ -113,6 +122,17 @@ fn every_key_config() -> Config {
         run_as: None,
         max_ttl: crate::parse::DEFAULT_MAX_TTL,
         import: super::Import::default(),
+        inventory: crate::inventory::InventoryConfig {
+            enabled: false,
+            save_interval: Duration::from_secs(300),
+            max_endpoints_per_host: 200,
+            learn_unanswered: true,
+            template: crate::inventory::TemplateConfig {
+                sibling_threshold: 25,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
     }
 }
 
@@ -403,4 +423,13 @@ fn port_bitmap_sets_one_bit_per_port() {
     assert_eq!(words[443 / 32], 1 << (443 % 32));
     assert_eq!(words[8443 / 32], 1 << (8443 % 32));
     assert!(Config::default().port_bitmap().iter().all(|&w| w == 0));
+}
+
+#[test]
+fn inventory_settings_are_checked() {
+    let errors = parse("[inventory]\nsave_interval = \"0s\"\nmax_hosts = 0\n").unwrap_err();
+    let text = errors.to_string();
+    assert!(text.contains("inventory.save_interval"), "{text}");
+    assert!(text.contains("inventory.max_hosts"), "{text}");
+    assert!(parse("[inventory]\nsurprise = 1\n").is_err());
 }

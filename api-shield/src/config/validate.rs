@@ -228,6 +228,17 @@ fn cross_key_problems(config: &Config, doc: &ImDocument<&str>) -> Vec<Problem> {
         ),
     ];
     let mut problems = feed_problems(config, doc);
+    let span = key_span(doc, &["inventory".to_owned()]);
+    problems.extend(
+        config
+            .inventory
+            .problems()
+            .into_iter()
+            .map(|message| Problem {
+                span: span.clone(),
+                message,
+            }),
+    );
     problems.extend(
         pairs
             .into_iter()

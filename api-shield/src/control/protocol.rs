@@ -91,6 +91,16 @@ pub enum Request {
     },
     /// Re-reads the config file (as SIGHUP does) and answers once it is applied or refused.
     Reload,
+    /// The endpoints the inventory learned, of one host or all.
+    Inventory {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
+    /// The learned API as an OpenAPI 3.1 document, of one host or all.
+    InventoryExport {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+    },
 }
 
 /// Operations without fields: serde ignores extra keys on unit variants even with
@@ -136,6 +146,8 @@ impl Request {
             Request::Allow { .. } => "allow",
             Request::Unallow { .. } => "unallow",
             Request::Reload => "reload",
+            Request::Inventory { .. } => "inventory",
+            Request::InventoryExport { .. } => "inventory_export",
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::escalate::StateEscalator;
+use super::inventory;
 use super::ops::State;
 use crate::audit::AuditLog;
 use crate::gateway::config::GatewayConfig;
@@ -19,6 +20,7 @@ use crate::gateway::password_pool::PasswordPool;
 use crate::gateway::proxy::{self, Serving};
 use crate::gateway::quota_store::{self, QuotaStore};
 use crate::gateway::{Escalator, GatewayMetrics};
+use crate::inventory::{InventoryConfig, SharedInventory};
 use crate::policy::JwksFetcher;
 
 /// How often stale JWKS caches are refreshed (each respects its own cooldown).
@@ -27,10 +29,22 @@ const JWKS_REFRESH_EVERY: Duration = Duration::from_secs(5);
 pub struct Gateway {
     pub live: SharedLive,
     fetcher: Arc<dyn JwksFetcher>,
+    /// The inventory the gateway records into, when `[inventory]` is on.
+    pub inventory: Option<Arc<SharedInventory>>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+/// The interface's state directory.
+fn state_path(state: &Mutex<State>) -> std::path::PathBuf {
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .snapshot
+        .path()
+        .to_owned()
 }
 
 /// Opened at start, as root, before any request is served: the counters continue from the
@@ -44,12 +58,7 @@ fn open_quota_store(
     if !cfg.quota_state.enabled {
         return None;
     }
-    let dir = state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .snapshot
-        .path()
-        .to_owned();
+    let dir = state_path(state);
     match QuotaStore::open(&dir, cfg.quota_state.clone()) {
         Ok(store) => {
             quota_store::restore_at_start(&store, live);
@@ -77,6 +86,7 @@ async fn serve(
         Arc::clone(&serving.escalator),
         Arc::clone(&serving.metrics),
         Arc::clone(&serving.passwords),
+        serving.recorder.clone(),
         stopped(stop.clone()),
     )));
     let threads = cfg.serving_threads();
@@ -124,6 +134,7 @@ impl Gateway {
     /// binds every listener and starts serving. Returns the serving tasks beside the gateway.
     pub async fn start(
         cfg: GatewayConfig,
+        inventory_cfg: InventoryConfig,
         state: Arc<Mutex<State>>,
         audit: Arc<AuditLog>,
         metrics: Arc<GatewayMetrics>,
@@ -134,6 +145,11 @@ impl Gateway {
             Live::load(cfg.clone(), None, Arc::clone(&fetcher)).map_err(anyhow::Error::msg)?;
         let live: SharedLive = Arc::new(ArcSwap::from_pointee(live));
         let quota_store = open_quota_store(&cfg, &state, &live);
+        let inventory = inventory::open(inventory_cfg, &state_path(&state), &audit).map(Arc::new);
+        let recorder = inventory.as_ref().map(|i| Arc::clone(&i.shared));
+        if let Some(shared) = &recorder {
+            metrics.set_inventory(Arc::clone(shared));
+        }
         let escalator: Arc<dyn Escalator> = Arc::new(StateEscalator { state, audit });
         let mut tasks = Vec::new();
         // Bound at start, like the serving threads: a reload does not resize it.
@@ -144,9 +160,19 @@ impl Gateway {
             escalator,
             metrics,
             passwords,
+            recorder: recorder.clone(),
         };
         // Tasks that count requests: the last save waits for them.
-        let counting = serve(&cfg, serving, stop).await?;
+        let mut counting = serve(&cfg, serving, stop).await?;
+        if let Some(inventory) = inventory {
+            // Its last save waits for the requests in flight; the quota saver waits for it.
+            counting = vec![tokio::spawn(inventory::run_saver(
+                inventory,
+                inventory_cfg.save_interval,
+                stopped(stop.clone()),
+                counting,
+            ))];
+        }
         match quota_store {
             Some(store) => tasks.push(tokio::spawn(quota_store::run_saver(
                 store,
@@ -157,7 +183,14 @@ impl Gateway {
             None => tasks.extend(counting),
         }
         tasks.push(refresh_jwks(Arc::clone(&live), stop.clone()));
-        Ok((Self { live, fetcher }, tasks))
+        Ok((
+            Self {
+                live,
+                fetcher,
+                inventory: recorder,
+            },
+            tasks,
+        ))
     }
 
     /// Reads `cfg`, its policy file and certificates into the gateway's next value without

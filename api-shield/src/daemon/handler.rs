@@ -8,6 +8,7 @@ use crate::audit::{AuditEvent, AuditLog, Outcome};
 use crate::control::{
     BodyLimits, ControlErrorCode, Handler, PeerCred, Request, RequestBody, Response,
 };
+use crate::inventory::SharedInventory;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -17,6 +18,9 @@ pub struct DaemonHandler {
     pub reloader: Arc<Reloader>,
     /// `[import]` as the daemon started with it.
     pub body_limits: BodyLimits,
+    /// The inventory the gateway records into; `None` without a gateway or with
+    /// `[inventory]` off.
+    pub inventory: Option<Arc<SharedInventory>>,
 }
 
 impl DaemonHandler {
@@ -63,6 +67,11 @@ impl Handler for DaemonHandler {
         if matches!(req, Request::Reload) {
             // Reads the files before taking the daemon's lock, so not under it.
             return self.reload(peer);
+        }
+        if let Request::Inventory { host } | Request::InventoryExport { host } = &req {
+            // Read requests answered from the inventory alone, not under the state lock.
+            let export = matches!(req, Request::InventoryExport { .. });
+            return self.inventory(host.as_deref(), export);
         }
         let op = req.op();
         let mut args = match &req {
@@ -139,6 +148,28 @@ impl Handler for DaemonHandler {
 }
 
 impl DaemonHandler {
+    /// `inventory` and `inventory_export`: rows or the OpenAPI document are made under the
+    /// inventory's lock, serialised after it.
+    fn inventory(&self, host: Option<&str>, export: bool) -> Response {
+        let Some(inventory) = &self.inventory else {
+            return Response::error(
+                ControlErrorCode::Refused,
+                "no inventory: it is kept when a [gateway] runs and [inventory] enabled = true",
+            );
+        };
+        let host = host.map(str::to_ascii_lowercase);
+        let host = host.as_deref();
+        if export {
+            Response::ok(inventory.read(|i| i.openapi(host)))
+        } else {
+            let rows = inventory.read(|i| i.listing(host));
+            match body(&rows) {
+                Ok(v) => Response::ok(v),
+                Err(e) => Response::error(ControlErrorCode::Internal, e.to_string()),
+            }
+        }
+    }
+
     /// The requests answered wholly under the state lock.
     fn under_lock(&self, req: Request) -> Result<Value, OpError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -173,7 +204,9 @@ impl DaemonHandler {
                 .and_then(|a| body(&a)),
             Request::Allow { nets } => state.allow(&parse_nets(&nets)?).and_then(|a| body(&a)),
             Request::Unallow { nets } => state.unallow(&parse_nets(&nets)?).and_then(|a| body(&a)),
-            Request::Reload => unreachable!("answered above"),
+            Request::Reload | Request::Inventory { .. } | Request::InventoryExport { .. } => {
+                Err(OpError::Internal("answered outside the state lock".into()))
+            }
         }
     }
 }

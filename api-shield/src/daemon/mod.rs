@@ -9,6 +9,7 @@ pub mod guard;
 pub mod handler;
 pub mod import;
 pub mod instance_lock;
+pub mod inventory;
 pub mod link_watch;
 pub mod lists;
 pub mod ops;

@@ -173,6 +173,9 @@ fn restart_only_changes(s: &State, next: &Config) -> Vec<String> {
     if next.import != s.config.import {
         warnings.push("[import] changes take effect when the daemon restarts".into());
     }
+    if next.inventory != s.config.inventory {
+        warnings.push("[inventory] changes take effect when the daemon restarts".into());
+    }
     if next.metrics != s.config.metrics {
         warnings.push("metrics listener changes take effect when the daemon restarts".into());
     }

@@ -89,6 +89,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
 
     // The control socket is served once everything it can reach has started: a `status` that
     // answers means the daemon is up, and a `reload` finds the gateway it reloads.
+    let inventory = gateway.as_ref().and_then(|g| g.inventory.clone());
     let reloader = Arc::new(Reloader::new(
         state.clone(),
         audit.clone(),
@@ -100,6 +101,7 @@ pub async fn start(opts: &RunOptions, config: Config, audit: &Arc<AuditLog>) -> 
         audit: audit.clone(),
         reloader: Arc::clone(&reloader),
         body_limits: current.import.body_limits(),
+        inventory,
     });
     let server = tokio::spawn(control::serve(
         listener,
@@ -396,6 +398,7 @@ async fn start_gateway_and_metrics(
         Some(cfg) => {
             let (gateway, tasks) = gateway::Gateway::start(
                 cfg,
+                current.inventory,
                 state.clone(),
                 audit.clone(),
                 Arc::clone(&gateway_metrics),

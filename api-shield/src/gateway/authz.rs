@@ -49,6 +49,7 @@ use super::config::GatewayConfig;
 use super::escalate::dispatch_escalations;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use super::observe::{self, Recorder};
 use super::password_pool::{self, PasswordPool};
 use crate::accept::Accept;
 use crate::accept::http::{Http1Limits, serve_http1};
@@ -114,6 +115,7 @@ struct Shared {
     escalator: Arc<dyn Escalator>,
     metrics: Arc<GatewayMetrics>,
     passwords: Arc<PasswordPool>,
+    recorder: Recorder,
 }
 
 impl AuthzListener {
@@ -128,6 +130,7 @@ impl AuthzListener {
         escalator: Arc<dyn Escalator>,
         metrics: Arc<GatewayMetrics>,
         passwords: Arc<PasswordPool>,
+        recorder: Recorder,
         shutdown: impl Future<Output = ()>,
     ) {
         let shared = Arc::new(Shared {
@@ -135,6 +138,7 @@ impl AuthzListener {
             escalator,
             metrics,
             passwords,
+            recorder,
         });
         let live = shared.live.load();
         let limits = SlotLimits {
@@ -301,7 +305,17 @@ async fn handle(
     shared
         .metrics
         .record(LISTENER, &decision, decision.status());
+    observe::record(&shared.recorder, &meta, &decision, check_answer(&decision));
     respond(dialect, &decision)
+}
+
+/// What the check endpoint knows of the answer: nothing when it lets the request go on (the
+/// proxy asks the upstream after it), the shield's own status when it refuses.
+fn check_answer(decision: &AccessDecision) -> observe::Answer {
+    observe::Answer {
+        status: (!decision.is_allowed()).then(|| decision.status()),
+        upstream_latency: None,
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {

@@ -34,6 +34,7 @@
 //! Recording takes a shared (reader) lock of the family's map, which readers never wait on
 //! each other for, and an atomic add; the map is written only when a label set is new.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -44,6 +45,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::escalate::EscalationOutcome;
 use crate::accept::slots::RefusalCounters;
+use crate::inventory::SharedInventory;
+use crate::inventory::metrics::InventoryCollector;
 use crate::policy::{AccessDecision, DenyReason, PasswordOutcome, Rule, Verdict};
 
 /// The `route` label of a request that matched no route.
@@ -197,6 +200,8 @@ pub struct GatewayMetrics {
     connections_refused: Family<RefusalLabels, Counter>,
     /// OpenAPI contract validation outcomes.
     pub contract: super::contract_metrics::ContractMetrics,
+    /// The inventory's families, when the daemon keeps one ([`crate::inventory::metrics`]).
+    inventory: OnceLock<Arc<SharedInventory>>,
 }
 
 impl Default for GatewayMetrics {
@@ -216,6 +221,7 @@ impl GatewayMetrics {
             password_checks: Family::default(),
             connections_refused: Family::default(),
             contract: super::contract_metrics::ContractMetrics::default(),
+            inventory: OnceLock::new(),
         };
         for outcome in PasswordOutcome::ALL {
             let outcome = outcome.as_str();
@@ -304,6 +310,11 @@ impl GatewayMetrics {
         }
     }
 
+    /// Adds the inventory's families to every scrape from now on (set once, at start).
+    pub fn set_inventory(&self, inventory: Arc<SharedInventory>) {
+        let _ = self.inventory.set(inventory);
+    }
+
     /// Registers the families into `registry`. The families registered are handles on the
     /// same storage, so a registry built per scrape reads the live values.
     pub fn register(&self, registry: &mut Registry) {
@@ -351,6 +362,9 @@ impl GatewayMetrics {
             self.password_checks.clone(),
         );
         self.contract.register(registry);
+        if let Some(inventory) = self.inventory.get() {
+            registry.register_collector(Box::new(InventoryCollector(Arc::clone(inventory))));
+        }
     }
 }
 

@@ -18,6 +18,7 @@ pub mod escalate;
 pub mod jwks_http;
 pub mod live;
 pub mod metrics;
+pub mod observe;
 pub mod password_pool;
 pub mod proxy;
 pub mod quota_store;

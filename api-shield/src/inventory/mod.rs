@@ -20,11 +20,14 @@
 mod endpoint;
 mod host;
 mod learned;
+mod listing;
+pub mod metrics;
 mod openapi;
 mod path;
 mod persist;
 mod segment;
 mod shape;
+mod shared;
 mod sketch;
 mod spec;
 mod template;
@@ -35,14 +38,17 @@ mod bench;
 mod tests;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use endpoint::{BoundedSet, EndpointLimits, EndpointStats, status_class};
 pub use host::{EndpointRef, HostInventory, HttpMethod, OVERFLOW_TEMPLATE, Recorded};
+pub use listing::{EndpointRow, render_table};
 pub use persist::{FORMAT_VERSION, INVENTORY_FILE, InventoryError, MAX_INVENTORY_BYTES};
 pub use segment::{Param, classify};
 pub use shape::{JsonShape, ShapeLimits};
+pub use shared::{HostFigures, SharedInventory};
 pub use sketch::{Hll, LatencyHistogram};
 pub use spec::{SpecPathError, SpecPaths};
 pub use template::{Source, TemplateConfig, Templater};
@@ -63,10 +69,20 @@ pub const MAX_HOST_LEN: usize = 300;
 /// between answered instead of the service (502, 503, 504). They never create an endpoint.
 pub const NOT_EXISTING_STATUSES: [u16; 9] = [404, 405, 410, 414, 421, 501, 502, 503, 504];
 
-/// Limits of the inventory; every one bounds memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// How often a changed inventory is saved by default: a crash loses at most this much.
+pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// `[inventory]`: whether the daemon learns the API from traffic, how often it saves what it
+/// learned, and the limits of the inventory (every one bounds memory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InventoryConfig {
+    /// Whether the gateway and the check endpoint record exchanges at all.
+    pub enabled: bool,
+    /// How often a changed inventory is written to `state_dir/<iface>/inventory.json` (and
+    /// once more at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub save_interval: Duration,
     pub max_hosts: usize,
     pub max_endpoints_per_host: usize,
     pub template: TemplateConfig,
@@ -86,6 +102,8 @@ pub struct InventoryConfig {
 impl Default for InventoryConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
+            save_interval: DEFAULT_SAVE_INTERVAL,
             max_hosts: 64,
             max_endpoints_per_host: 1000,
             template: TemplateConfig::default(),
@@ -100,6 +118,35 @@ impl Default for InventoryConfig {
 }
 
 impl InventoryConfig {
+    /// What is wrong with these settings, one message each.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.save_interval.is_zero() {
+            problems.push(
+                "inventory.save_interval: must be positive (`enabled = false` turns the \
+                 inventory off)"
+                    .to_owned(),
+            );
+        }
+        let counts = [
+            ("max_hosts", self.max_hosts),
+            ("max_endpoints_per_host", self.max_endpoints_per_host),
+            (
+                "template.sibling_threshold",
+                self.template.sibling_threshold,
+            ),
+            ("template.max_segments", self.template.max_segments),
+            ("template.max_segment_len", self.template.max_segment_len),
+            ("max_name_len", self.max_name_len),
+        ];
+        for (key, value) in counts {
+            if value == 0 {
+                problems.push(format!("inventory.{key}: must be at least 1"));
+            }
+        }
+        problems
+    }
+
     fn endpoint_limits(&self) -> EndpointLimits {
         EndpointLimits {
             max_content_types: self.max_content_types,

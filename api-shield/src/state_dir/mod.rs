@@ -165,6 +165,15 @@ impl StateDir {
         Ok(Some(bytes))
     }
 
+    /// Renames `name` to `to` in this directory (a link is moved, never followed), replacing
+    /// whatever `to` was: a damaged file kept aside for a person to look at.
+    pub fn rename(&self, name: &str, to: &str) -> Result<(), StateDirError> {
+        let path = self.name_path(name)?;
+        self.name_path(to)?;
+        renameat(self.fd.as_fd(), name, self.fd.as_fd(), to)
+            .map_err(|e| StateDirError::io(&path, "renaming", e.into()))
+    }
+
     /// Removes the file `name` (a link there is removed, never followed); a missing one is fine.
     pub fn remove(&self, name: &str) -> Result<(), StateDirError> {
         let path = self.name_path(name)?;

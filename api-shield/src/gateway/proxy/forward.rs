@@ -20,6 +20,7 @@ use super::{ConnInfo, ProxyShared};
 use crate::gateway::client_ip::{Client, client_ip};
 use crate::gateway::dispatch_escalations;
 use crate::gateway::live::Live;
+use crate::gateway::observe;
 use crate::gateway::password_pool;
 use crate::policy::{AccessDecision, Headers, RequestMeta};
 
@@ -103,6 +104,7 @@ pub async fn handle(
     };
     let status = response.status().as_u16();
     shared.metrics.record(METRICS_LISTENER, &decision, status);
+    observe::record_answered(&shared.recorder, &meta, &decision, &response);
     if decision.is_allowed()
         && let Some(client) = meta.network_ip()
         && let Some(e) =
@@ -358,7 +360,8 @@ async fn forward(
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
 
-    let answer = match timeout(timeouts.upstream_response, shared.client.request(up)).await {
+    let answered = observe::timed(shared.client.request(up));
+    let answer = match timeout(timeouts.upstream_response, answered).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => return upstream_failed(flag.get(), upstream, &e),
         Err(_) => {

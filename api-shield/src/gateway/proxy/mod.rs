@@ -41,6 +41,7 @@ use super::Escalator;
 use super::config::ListenerConfig;
 use super::live::SharedLive;
 use super::metrics::GatewayMetrics;
+use super::observe::Recorder;
 use super::password_pool::PasswordPool;
 use crate::accept::Accept;
 use crate::accept::http::{Ended, drive, tls_handshake};
@@ -59,6 +60,8 @@ pub struct ProxyShared {
     pub escalator: Arc<dyn Escalator>,
     pub metrics: Arc<GatewayMetrics>,
     pub passwords: Arc<PasswordPool>,
+    /// Where answered requests are recorded (the daemon's inventory).
+    pub recorder: Recorder,
 }
 
 /// One listener's sockets, one per serving thread (SO_REUSEPORT: the kernel spreads new
@@ -136,6 +139,7 @@ pub struct Serving {
     pub escalator: Arc<dyn Escalator>,
     pub metrics: Arc<GatewayMetrics>,
     pub passwords: Arc<PasswordPool>,
+    pub recorder: Recorder,
 }
 
 /// Starts one thread per socket of the listeners (as many as `bind` was given), each with its
@@ -194,6 +198,7 @@ pub fn spawn_threads(
             escalator: Arc::clone(&serving.escalator),
             metrics: Arc::clone(&serving.metrics),
             passwords: Arc::clone(&serving.passwords),
+            recorder: serving.recorder.clone(),
         });
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
