@@ -531,6 +531,22 @@ fn the_gateway_enforces_the_openapi_contract_and_keeps_it_across_a_bad_reload() 
     }
     assert_eq!(upstream_got(&s.log).len() - start, valid_cases().len());
 
+    // The document's templates win over learning in the inventory: `/v1/files/abc` and
+    // `/v1/files/ABC` are one endpoint of the spec, not two learned names.
+    let inventory = s.daemon.json(&["inventory", "--json"]);
+    let put: Vec<&str> = inventory
+        .as_array()
+        .expect("inventory rows")
+        .iter()
+        .filter(|r| r["method"] == "PUT")
+        .filter_map(|r| r["template"].as_str())
+        .collect();
+    assert!(put.contains(&"/v1/files/{name}"), "{inventory}");
+    assert!(
+        !put.iter().any(|t| t.ends_with("/abc") || t.ends_with("/ABC")),
+        "{inventory}"
+    );
+
     let refused_before = count(&s, "getItem", "failed_enforced");
     assert_refused(&s);
     assert!(count(&s, "getItem", "failed_enforced") >= refused_before + 4);

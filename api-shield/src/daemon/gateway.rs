@@ -14,6 +14,7 @@ use super::inventory;
 use super::ops::State;
 use crate::audit::AuditLog;
 use crate::gateway::config::GatewayConfig;
+use crate::gateway::contracts::Contracts;
 use crate::gateway::jwks_http::HttpJwksFetcher;
 use crate::gateway::live::{Live, LiveError, SharedLive};
 use crate::gateway::password_pool::PasswordPool;
@@ -149,6 +150,7 @@ impl Gateway {
         let recorder = inventory.as_ref().map(|i| Arc::clone(&i.shared));
         if let Some(shared) = &recorder {
             metrics.set_inventory(Arc::clone(shared));
+            register_spec_paths(shared, &live.load().contracts);
         }
         let escalator: Arc<dyn Escalator> = Arc::new(StateEscalator { state, audit });
         let mut tasks = Vec::new();
@@ -218,6 +220,25 @@ impl Gateway {
 
     /// Swaps in a value `prepare_reload` built: the next request of every connection sees it.
     pub fn commit_reload(&self, next: Live) {
+        if let Some(inventory) = &self.inventory {
+            register_spec_paths(inventory, &next.contracts);
+        }
         self.live.store(Arc::new(next));
+    }
+}
+
+/// Tells the inventory the paths the OpenAPI documents declare, so their templates win over
+/// learned ones. A document path the templater cannot take is logged and left to learning:
+/// the inventory is an observer and must not refuse a contract the gateway enforces.
+fn register_spec_paths(inventory: &SharedInventory, contracts: &Contracts) {
+    for (host, templates) in contracts.spec_paths() {
+        let paths: Vec<&str> = templates.iter().map(String::as_str).collect();
+        let registered = inventory.update(|inv| match host {
+            Some(host) => inv.register_host_spec_paths(host, &paths),
+            None => inv.register_spec_paths(&paths),
+        });
+        if let Err(e) = registered {
+            tracing::warn!(host = host.unwrap_or("*"), error = %e, "inventory: spec paths not registered");
+        }
     }
 }

@@ -107,6 +107,25 @@ impl Contracts {
         self.apis.is_empty()
     }
 
+    /// Each API's host (`None`: every host) with the path templates its document declares,
+    /// base path included: the inventory's known paths, which win over learned templates.
+    pub fn spec_paths(&self) -> Vec<(Option<&str>, Vec<String>)> {
+        self.apis
+            .iter()
+            .map(|api| {
+                let mut templates: Vec<String> = api
+                    .contract
+                    .spec_templates()
+                    .into_iter()
+                    .map(|(_, template)| template)
+                    .collect();
+                templates.sort_unstable();
+                templates.dedup();
+                (api.host.as_deref(), templates)
+            })
+            .collect()
+    }
+
     /// The API serving `host` (as the request named it, port or not) under whose base path
     /// `path` (normalised, no query) lies.
     pub fn find(&self, host: &str, path: &str) -> Option<&Api> {

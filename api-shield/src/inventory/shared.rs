@@ -57,6 +57,14 @@ impl SharedInventory {
         recorded
     }
 
+    /// Runs `change` on the inventory under the lock (spec paths registered at start and
+    /// reload); keep it short.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Inventory) -> R) -> R {
+        let changed = change(&mut self.lock());
+        self.changes.fetch_add(1, Ordering::Relaxed);
+        changed
+    }
+
     /// Runs `read` on the inventory under the lock: keep it short (copy out, format after).
     pub fn read<R>(&self, read: impl FnOnce(&Inventory) -> R) -> R {
         read(&self.lock())
