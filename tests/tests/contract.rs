@@ -543,7 +543,8 @@ fn the_gateway_enforces_the_openapi_contract_and_keeps_it_across_a_bad_reload() 
         .collect();
     assert!(put.contains(&"/v1/files/{name}"), "{inventory}");
     assert!(
-        !put.iter().any(|t| t.ends_with("/abc") || t.ends_with("/ABC")),
+        !put.iter()
+            .any(|t| t.ends_with("/abc") || t.ends_with("/ABC")),
         "{inventory}"
     );
 
