@@ -1,7 +1,8 @@
 //! A helper process a test starts (an upstream, nginx, a JWKS server), ended by its own pid.
 
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 /// A child process killed and reaped on drop.
 pub struct Proc {
@@ -37,4 +38,18 @@ pub fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Starts the Python upstream `script` (an `http.server` that takes its port as its only
+/// argument) inside namespace `netns`, dying with the test.
+pub fn python_upstream(netns: &str, script: &Path, port: u16) -> Child {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}"))
+        .arg("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    cmd.spawn().expect("start the upstream")
 }

@@ -7,15 +7,13 @@
 //! no route matches.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::http::{Reply, get_from};
 use tests::netns::Lab;
-use tests::proc::Proc;
+use tests::proc::{Proc, python_upstream};
 
 const GATEWAY_PORT: u16 = 8080;
 const UPSTREAM_PORT: u16 = 8081;
@@ -140,18 +138,6 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
 
-fn upstream(netns: &str, script: &Path) -> Child {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .arg("/usr/bin/python3")
-        .arg(script)
-        .arg(UPSTREAM_PORT.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the upstream")
-}
-
 fn upstream_path(reply: &Reply) -> String {
     let v: Value = serde_json::from_str(&reply.body)
         .unwrap_or_else(|e| panic!("upstream body {:?}: {e}", reply.body));
@@ -180,7 +166,7 @@ fn encoded_paths_cannot_bypass_a_route_through_the_gateway_or_the_check_endpoint
     std::fs::write(&script, UPSTREAM_PY).unwrap();
     let _upstream = Proc {
         name: "upstream",
-        child: upstream(&lab.server.netns, &script),
+        child: python_upstream(&lab.server.netns, &script, UPSTREAM_PORT),
     };
     let server_ip = lab.server.v4;
     let daemon = Daemon::start(

@@ -8,15 +8,13 @@
 //! daemon starts anyway.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::daemon::{Daemon, KERNEL_QUIET};
 use tests::http::{Reply, get_from};
 use tests::netns::Lab;
-use tests::proc::Proc;
+use tests::proc::{Proc, python_upstream};
 
 const GATEWAY_PORT: u16 = 8080;
 const UPSTREAM_PORT: u16 = 8081;
@@ -89,18 +87,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
-
-fn upstream(netns: &str, script: &Path) -> Child {
-    Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{netns}"))
-        .arg("/usr/bin/python3")
-        .arg(script)
-        .arg(UPSTREAM_PORT.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the upstream")
-}
 
 fn send(netns: &str, addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Reply {
     get_from(netns, addr, target, headers, WAIT)
@@ -251,7 +237,7 @@ fn the_gateway_learns_the_api_lists_and_exports_it_and_keeps_it_across_a_restart
     std::fs::write(&script, UPSTREAM_PY).unwrap();
     let _upstream = Proc {
         name: "upstream",
-        child: upstream(&lab.server.netns, &script),
+        child: python_upstream(&lab.server.netns, &script, UPSTREAM_PORT),
     };
     let server_ip = lab.server.v4;
     let mut daemon = Daemon::start(

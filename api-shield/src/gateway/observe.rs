@@ -156,22 +156,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     fn decision(path: &str) -> AccessDecision {
-        AccessDecision {
-            verdict: crate::policy::Verdict::Allow,
-            reason: None,
-            path: path.to_owned(),
-            route: None,
-            identity: None,
-            plan: None,
-            limits: Vec::new(),
-            response_headers: Vec::new(),
-            upstream_headers: Vec::new(),
-            strip_headers: Vec::new(),
-            strip_query_params: Vec::new(),
-            dry_run_would_deny: None,
-            escalations: Vec::new(),
-            password: None,
-        }
+        AccessDecision::allowed(path.to_owned())
     }
 
     fn meta(host: &str, query: Option<&str>) -> RequestMeta {

@@ -102,6 +102,26 @@ pub struct AccessDecision {
 }
 
 impl AccessDecision {
+    /// An allow with nothing attached: where every evaluation starts.
+    pub fn allowed(path: String) -> Self {
+        AccessDecision {
+            path,
+            verdict: Verdict::Allow,
+            reason: None,
+            route: None,
+            identity: None,
+            plan: None,
+            limits: Vec::new(),
+            response_headers: Vec::new(),
+            upstream_headers: Vec::new(),
+            strip_headers: Vec::new(),
+            strip_query_params: Vec::new(),
+            dry_run_would_deny: None,
+            escalations: Vec::new(),
+            password: None,
+        }
+    }
+
     /// Whether the request goes upstream.
     pub fn is_allowed(&self) -> bool {
         self.verdict == Verdict::Allow

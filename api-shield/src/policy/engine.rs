@@ -177,7 +177,7 @@ impl Engine {
         verdict: Option<PasswordVerdict>,
     ) -> Result<AccessDecision, PasswordCheck> {
         let normalized = normalize_path(&req.path);
-        let mut d = allowed(normalized.clone().unwrap_or_default());
+        let mut d = AccessDecision::allowed(normalized.clone().unwrap_or_default());
         // Client-sent copies of every configured identity and plan header go, whatever the
         // route (also with no route and `unmatched = "allow"`).
         d.strip_headers
@@ -408,26 +408,6 @@ impl Engine {
             self.counters.escalations.fetch_add(1, Ordering::Relaxed);
         }
         e
-    }
-}
-
-/// An allowing decision for `path`, to be filled in.
-fn allowed(path: String) -> AccessDecision {
-    AccessDecision {
-        path,
-        verdict: Verdict::Allow,
-        reason: None,
-        route: None,
-        identity: None,
-        plan: None,
-        limits: Vec::new(),
-        response_headers: Vec::new(),
-        upstream_headers: Vec::new(),
-        strip_headers: Vec::new(),
-        strip_query_params: Vec::new(),
-        dry_run_would_deny: None,
-        escalations: Vec::new(),
-        password: None,
     }
 }
 
